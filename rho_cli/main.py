@@ -1,0 +1,75 @@
+"""Entry point of the ``rho`` command.
+
+Each command group lives in its own module exposing ``register(subparsers)``; the parser it
+adds sets ``func`` to a callable taking the parsed ``argparse.Namespace`` and returning an exit
+code. Errors a user can cause (:class:`rho_core.errors.RhoError`) are printed on one line
+without a traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+# Command modules, in the order they appear in ``rho --help``.
+COMMAND_MODULES = (
+    "rho_cli.generate",
+    "rho_cli.simulate",
+    "rho_cli.ingest",
+    "rho_cli.train",
+    "rho_cli.sample",
+    "rho_cli.evaluate",
+    "rho_cli.info",
+    "rho_cli.pipeline",
+    "rho_cli.serve",
+    "rho_cli.ui",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full ``rho`` parser from every command module."""
+    parser = argparse.ArgumentParser(
+        prog="rho",
+        description="ρ-Diffusion: conditional diffusion models for physical densities.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``rho`` command; returns the process exit code."""
+    from rho_core.errors import RhoError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except RhoError as exc:
+        print(f"rho {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rho {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except FileNotFoundError as exc:
+        print(f"rho {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

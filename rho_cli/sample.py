@@ -1,0 +1,16 @@
+"""`rho sample`: not implemented yet (owned by the issue that delivers it)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="(not implemented yet)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from rho_core.errors import RhoError
+
+    raise RhoError("'rho sample' is not implemented yet")
