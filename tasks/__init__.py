@@ -1,0 +1,1 @@
+"""Prefect tasks: thin, restartable wrappers around rho_core that return addresses."""

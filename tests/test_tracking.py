@@ -1,0 +1,198 @@
+"""MLflow tracking module (real MLflow on a temporary SQLite database) and the figure functions."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rho_core import plots
+from tasks import tracking
+
+
+# ------------------------------------------------------------------------- promotion decision
+@pytest.mark.parametrize(
+    ("new", "current", "expected"),
+    [
+        (0.1, None, True),  # no champion yet
+        (0.1, 0.2, True),  # strictly better (lower)
+        (0.2, 0.1, False),  # worse
+        (0.1, 0.1, False),  # a tie keeps the incumbent
+        (float("nan"), 0.1, False),  # a broken score never wins
+        (float("inf"), None, False),
+        (None, None, False),
+        (0.3, float("nan"), True),  # a champion without a usable score is replaced
+    ],
+)
+def test_should_promote(new, current, expected):
+    assert tracking.should_promote(new, current) is expected
+
+
+def test_flatten_nested_config_and_dataclasses():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Cfg:
+        steps: int = 3
+        mult: tuple = (1, 2)
+
+    flat = tracking.flatten({"train": Cfg(), "data": {"size": 16, "sub": {"l_max": 2}}, "x": None})
+    assert flat == {
+        "train.steps": "3",
+        "train.mult": "[1, 2]",
+        "data.size": "16",
+        "data.sub.l_max": "2",
+        "x": "None",
+    }
+    long = tracking.flatten({"p": "a" * 10_000})["p"]
+    assert len(long) == 6000 and long.endswith("[truncated]")
+
+
+def test_uri_resolution_is_lazy_and_env_driven(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RHO_MLFLOW_ARTIFACTS", raising=False)
+    default = tracking.tracking_uri()
+    assert default == f"sqlite:///{tracking.REPO_ROOT / 'data' / 'mlflow.db'}"
+    assert tracking.artifact_root() == tracking.REPO_ROOT / "data" / "mlartifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/x.db")
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path}/x.db"
+    assert tracking.artifact_root() == tmp_path / "mlartifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.artifact_root() is None  # the server decides
+    # Importing the module must not import (let alone configure) MLflow.
+    code = "import sys, tasks.tracking; print('mlflow' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=tracking.REPO_ROOT,
+    )
+    assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------- a full logged run
+class _TinyDenoiser(torch.nn.Module):
+    """(x_t, t, params) -> eps, the same call shape as the project's denoiser."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
+        self.cond = torch.nn.Linear(2, 1)
+
+    def forward(self, x, t, params):
+        bias = self.cond(params.float()) + t.float()[:, None] / 1000.0
+        return self.conv(x) + bias[:, :, None, None, None]
+
+
+def _log_one(kind: str, score: float, seed: int) -> tuple[str, tracking.LoggedModel]:
+    torch.manual_seed(seed)
+    model = _TinyDenoiser().eval()
+    run_id = tracking.start_run(kind, run_name=f"test-{seed}")
+    tracking.log_params(run_id, {"train": {"steps": 5, "lr": 1e-3}, "data": {"size": 4}})
+    tracking.log_history(
+        run_id, [{"step": s, "loss": 1.0 / s, "lr": 1e-3, "samples_per_s": 10.0} for s in (1, 2, 3)]
+    )
+    tracking.log_metrics(
+        run_id, {"wasserstein/l=1,m=0": score, "wasserstein_mean": score, "rel_l2_mean": 0.5}
+    )
+    ex = (
+        torch.randn(2, 1, 4, 4, 4), torch.tensor([10, 20]), torch.randn(2, 2, dtype=torch.float64)
+    )
+    sig = tracking.tensor_signature(
+        [
+            ("x_t", "float32", (-1, 1, 4, 4, 4)),
+            ("t", "int64", (-1,)),
+            ("params", "float64", (-1, 2)),
+        ],
+        ("eps", "float32", (-1, 1, 4, 4, 4)),
+    )
+    logged = tracking.log_model(run_id, model, ex, sig, registered_name=f"rho-{kind}")
+    tracking.end_run(run_id)
+    return run_id, logged
+
+
+def test_full_run_logging_registry_and_champion(mlflow_uri, tmp_path):
+    import mlflow
+
+    kind = "unit_test"
+    run1, m1 = _log_one(kind, 0.20, seed=1)
+    c = tracking.client()
+    run = c.get_run(run1)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.steps"] == "5" and run.data.params["data.size"] == "4"
+    assert math.isclose(run.data.metrics["wasserstein_mean"], 0.20)
+    assert math.isclose(run.data.metrics["wasserstein/l_1_m_0"], 0.20)  # made a legal name
+    losses = c.get_metric_history(run1, "loss")
+    assert sorted((m.step, m.value) for m in losses) == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
+    # Experiment artifacts sit beside the temporary database, not in ./mlruns.
+    exp = c.get_experiment(run.info.experiment_id)
+    assert exp.name == "rho-unit_test"
+    assert exp.artifact_location.startswith((tmp_path / "mlflow" / "mlartifacts").as_uri())
+    assert not (Path.cwd() / "mlruns").exists()
+
+    # Figures and a directory artifact (e.g. a samples store).
+    fig = plots.loss_curve([1, 2, 3], [1.0, 0.5, 0.3])
+    tracking.log_figure(run1, fig, "figures/loss.png")
+    d = tmp_path / "samples"
+    d.mkdir()
+    np.savez(d / "samples.npz", x=np.zeros(3))
+    tracking.log_artifact(run1, d, "samples")
+    names = {a.path for a in c.list_artifacts(run1, "figures")}
+    assert names == {"figures/loss.png"}
+    assert {a.path for a in c.list_artifacts(run1, "samples")} == {"samples/samples.npz"}
+
+    # The registered model loads back and computes what the original computes, at a new batch.
+    assert m1.version == "1"
+    loaded = mlflow.pytorch.load_model(f"models:/rho-{kind}/1")
+    torch.manual_seed(1)
+    ref = _TinyDenoiser().eval()
+    x, t, p = torch.randn(5, 1, 4, 4, 4), torch.arange(5), torch.randn(5, 2, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x, t, p), ref(x, t, p))
+
+    # Champion: first version wins by default; a worse one does not move it; a better one does.
+    assert tracking.promote_if_better(m1.name, m1.version, 0.20)
+    assert tracking.champion_score(m1.name) == ("1", pytest.approx(0.20))
+    _, m2 = _log_one(kind, 0.30, seed=2)
+    assert not tracking.promote_if_better(m2.name, m2.version, 0.30)
+    assert tracking.champion_score(m1.name)[0] == "1"
+    _, m3 = _log_one(kind, 0.10, seed=3)
+    assert tracking.promote_if_better(m3.name, m3.version, 0.10)
+    assert tracking.champion_score(m1.name) == ("3", pytest.approx(0.10))
+
+
+# ------------------------------------------------------------------------- figures
+@pytest.mark.parametrize("spatial", [(8,), (6, 7), (4, 5, 6)])
+def test_figures_any_dims(spatial):
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(4, 3, 1, *spatial))
+    fig = plots.denoising_grid(frames, [900, 600, 300, 0], ["a", "b", "c"])
+    assert len(fig.axes) == 12
+    assert fig.axes[0].get_ylabel() == "t = 900" and fig.axes[0].get_title() == "a"
+
+    true = rng.normal(size=(3, 1, *spatial))
+    gen = 5.0 + rng.normal(size=(3, 1, *spatial))
+    fig = plots.slices_figure(true, gen, ["a", "b", "c"])
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 6
+    lo = min(true.min(), gen.min())
+    hi = max(to.max() for to in (true[:, 0], gen[:, 0]))
+    # One shared colour range across true and generated (what makes Fig. 2 comparable); the
+    # range covers the shown slices, which lie within the data's range.
+    clims = {im.get_clim() for im in images}
+    assert len(clims) == 1
+    (vmin, vmax), = clims
+    assert lo <= vmin < vmax <= hi
+    assert len(fig.axes) == 7  # six panels + the colour bar
+
+
+def test_to_image_takes_central_slice_and_rejects_bad_shapes():
+    vol = np.zeros((1, 3, 3, 5))
+    vol[0, :, :, 2] = 7.0
+    assert np.all(plots.to_image(vol) == 7.0)
+    with pytest.raises(ValueError, match="1-3 spatial dims"):
+        plots.to_image(np.zeros(5))
+    with pytest.raises(ValueError, match="differ"):
+        plots.slices_figure(np.zeros((2, 1, 4)), np.zeros((3, 1, 4)), ["a", "b"])
