@@ -1,0 +1,32 @@
+"""A torch-free worker for the launcher tests (starts in milliseconds, unlike a torch import).
+
+``proc_worker.py fail R``: rank ``R`` prints a message and exits with status 3, the others exit 0.
+``proc_worker.py hang``: every rank prints ``ready pid=P`` and sleeps until killed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def main() -> int:
+    mode = sys.argv[1]
+    rank = int(os.environ["RANK"])
+    if mode == "fail":
+        if rank == int(sys.argv[2]):
+            sys.stdout.write(f"rank {rank}: simulated failure, exiting with 3\n")
+            sys.stdout.flush()
+            return 3
+        return 0
+    if mode == "hang":
+        sys.stdout.write(f"ready rank={rank} pid={os.getpid()}\n")
+        sys.stdout.flush()
+        while True:
+            time.sleep(0.2)
+    raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
