@@ -1,0 +1,285 @@
+"""Training checkpoints: one plain dict per file, written atomically, loaded with ``weights_only``.
+
+A checkpoint is the dict
+
+    {"format": 1, "model", "ema", "optimizer", "scheduler", "scaler", "step", "rng",
+     "model_config", "train_config", "normalization", "param_names", "kind", "spatial_dims",
+     "field_shape", "data_path", "world_size"}
+
+holding only tensors and plain Python values (configs as dicts), so ``torch.load(...,
+weights_only=True)`` can read it without unpickling code. Files are named ``ckpt-{step:08d}.pt``
+inside ``RUN_DIR/checkpoints/``; each is written to a temporary file in the same directory,
+flushed and fsync-ed, then ``os.replace``-d into place (atomic on POSIX), so a crash never leaves
+a half-written file under a checkpoint name. Only the newest ``keep`` files are kept.
+:func:`latest_valid_checkpoint` returns the newest file that loads and falls back to older ones
+with a warning when the newest is corrupt or truncated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rho_core.errors import CheckpointError
+
+__all__ = [
+    "CHECKPOINT_DIRNAME",
+    "LoadedModel",
+    "checkpoint_dir",
+    "checkpoint_path",
+    "list_checkpoints",
+    "save_checkpoint",
+    "load_checkpoint",
+    "latest_valid_checkpoint",
+    "find_latest_valid",
+    "load_for_sampling",
+    "rng_state",
+    "set_rng_state",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIRNAME = "checkpoints"
+FORMAT = 1
+_NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
+REQUIRED_KEYS = ("model", "step", "model_config")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    """``RUN_DIR/checkpoints`` (or ``run_dir`` itself if it already holds checkpoints)."""
+    run_dir = Path(run_dir)
+    if run_dir.name == CHECKPOINT_DIRNAME or (
+        not (run_dir / CHECKPOINT_DIRNAME).exists() and any(run_dir.glob("ckpt-*.pt"))
+    ):
+        return run_dir
+    return run_dir / CHECKPOINT_DIRNAME
+
+
+def checkpoint_path(directory: str | os.PathLike, step: int) -> Path:
+    """``directory / f"ckpt-{step:08d}.pt"``."""
+    return Path(directory) / f"ckpt-{int(step):08d}.pt"
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``[(step, path), ...]`` of the checkpoint files in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in directory.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(
+    state: dict[str, Any], directory: str | os.PathLike, step: int, keep: int | None = 3
+) -> Path:
+    """Write ``state`` atomically to ``directory/ckpt-{step:08d}.pt``; keep the newest ``keep``.
+
+    Returns the final path. ``keep=None`` or ``0`` keeps every checkpoint.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(directory, step)
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(directory)
+    if keep:
+        for _, old in list_checkpoints(directory)[:-keep]:
+            old.unlink(missing_ok=True)
+    return final
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict with ``weights_only=True``; any failure → :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, wrong format, ...
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a ρ-Diffusion checkpoint "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"checkpoint {path} lacks the keys {list(REQUIRED_KEYS)}; not a ρ-Diffusion checkpoint"
+        )
+    return state
+
+
+def find_latest_valid(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """Newest checkpoint that loads, with its state; warns about each corrupt newer one."""
+    directory = checkpoint_dir(directory)
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            log.warning("skipping unreadable checkpoint, falling back to the previous one: %s", exc)
+    return None
+
+
+def latest_valid_checkpoint(directory: str | os.PathLike) -> Path | None:
+    """Path of the newest loadable checkpoint in a run or checkpoint directory, else ``None``.
+
+    A corrupt or truncated newest file is skipped with a warning (the previous one is used).
+    """
+    found = find_latest_valid(directory)
+    return None if found is None else found[0]
+
+
+# --- RNG state -----------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    """RNG states of torch (CPU and CUDA if present), numpy's global and Python's, as plain data."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "python": [py_version, list(py_internal), py_gauss],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": n["bit_generator"],
+            "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+            "has_gauss": n["has_gauss"],
+            "gauss": n["gauss"],
+        }
+    )
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# --- loading for sampling ------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready to sample: EMA weights, eval mode, on ``device``.
+
+    Attributes:
+        model: :class:`rho_core.model.DiffusionModel` with the EMA weights.
+        model_config / train_config: the resolved configs (``ModelConfig``, ``dict``).
+        normalizer: :class:`rho_core.data.normalization.Normalizer` or ``None`` (identity).
+        param_names: conditioning parameter names, in column order.
+        kind / spatial_dims / field_shape: from the training store.
+        step: optimizer steps the model was trained for; path: the checkpoint file.
+    """
+
+    model: Any
+    model_config: Any
+    train_config: dict
+    normalizer: Any
+    param_names: tuple[str, ...]
+    kind: str | None
+    spatial_dims: int
+    field_shape: tuple[int, ...]
+    step: int
+    path: Path
+    data_path: str | None
+    normalization: dict | None
+
+
+def load_for_sampling(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a checkpoint file (or the newest valid one in a run directory) for sampling.
+
+    Raises :class:`CheckpointError` when nothing loadable is there.
+    """
+    from rho_core.devices import resolve_device
+    from rho_core.model import DiffusionModel, ModelConfig
+
+    path = Path(path)
+    device = resolve_device(device)
+    if path.is_dir():
+        found = find_latest_valid(path)
+        if found is None:
+            raise CheckpointError(f"no valid checkpoint (ckpt-*.pt) in {path}")
+        path, state = found
+    else:
+        state = load_checkpoint(path)
+    try:
+        cfg = ModelConfig.from_dict(state["model_config"])
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} has an unusable model_config: {exc}") from exc
+    model = DiffusionModel(cfg)
+    weights = state.get("ema") or {}
+    weights = weights.get("module") if isinstance(weights, dict) and "module" in weights else None
+    try:
+        model.load_state_dict(weights if weights is not None else state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} weights do not match its config: {exc}") from exc
+    model.to(device).eval().requires_grad_(False)
+    norm = state.get("normalization")
+    normalizer = None
+    if norm:
+        from rho_core.data.normalization import Normalizer
+
+        normalizer = Normalizer.from_dict(norm)
+    return LoadedModel(
+        model=model,
+        model_config=cfg,
+        train_config=dict(state.get("train_config") or {}),
+        normalizer=normalizer,
+        param_names=tuple(state.get("param_names") or cfg.param_names),
+        kind=state.get("kind"),
+        spatial_dims=int(state.get("spatial_dims") or cfg.unet.dims),
+        field_shape=tuple(state.get("field_shape") or ()),
+        step=int(state["step"]),
+        path=path,
+        data_path=state.get("data_path"),
+        normalization=norm,
+    )

@@ -1,0 +1,649 @@
+"""The training loop: AdamW + warm-up/cosine LR + EMA + checkpoints, exact resume, DDP-aware.
+
+No Prefect or MLflow here: progress goes to ``logging`` and to an optional
+``callback(step, metrics)``.
+
+Determinism. Everything random in a step is a pure function of ``(seed, step)``:
+
+* data order — a sample stream that visits a fresh permutation of the ``N`` samples per epoch,
+  ``perm_e = default_rng([seed, e]).permutation(N)``; stream position ``p`` is sample
+  ``perm_{p // N}[p mod N]``. Step ``s`` consumes positions ``[s·G, (s+1)·G)`` with the global
+  batch ``G = batch_size × world_size × grad_accum``; micro-step ``a`` of rank ``r`` takes the
+  ``batch_size`` positions starting at ``s·G + a·batch_size·world_size + r·batch_size``
+  (a DistributedSampler-equivalent split);
+* noise, timesteps and condition-drop mask — drawn for the whole global batch from a generator
+  seeded with ``SeedSequence([seed, step])`` and sliced the same way.
+
+So resuming from a checkpoint at step ``k`` replays exactly the batches and noise an
+uninterrupted run would have used, and a ``W``-rank run sees the same global batch (same
+samples, same noise) as a one-process run with ``batch_size × W``.
+
+Learning rate at optimizer step ``s`` (0-based), warm-up ``w``, total ``S``, peak ``η``::
+
+    η_s = η (s + 1) / w                                          s < w
+    η_s = η [r + (1 − r) · ½ (1 + cos(π (s − w) / max(1, S − w)))]   s ≥ w   (r = min_lr_ratio)
+
+Distributed: if ``torch.distributed`` is initialised the model is wrapped in
+``DistributedDataParallel`` (gradients averaged over ranks), the reported loss is all-reduced,
+all ranks resume from the checkpoint rank 0 picks, and only rank 0 keeps the EMA, writes
+checkpoints and ``config.json``, logs and calls the callback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from rho_core.checkpoint import (
+    checkpoint_dir,
+    find_latest_valid,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from rho_core.devices import PRECISIONS, autocast, autocast_dtype, resolve_device
+from rho_core.ema import EMA
+from rho_core.errors import ConfigError, DataError
+from rho_core.model import WEIGHTINGS, DiffusionModel, ModelConfig
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "resolve_train_config",
+    "lr_at",
+    "batch_positions",
+    "step_seed",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (all plain values; written to ``RUN_DIR/config.json``).
+
+    Attributes:
+        steps: total optimizer steps.
+        batch_size: samples per rank per micro-step; global batch =
+            ``batch_size × world_size × grad_accum``.
+        lr: peak learning rate (AdamW). warmup_steps: linear warm-up length.
+        min_lr_ratio: the cosine decays to ``lr × min_lr_ratio`` at the last step.
+        weight_decay: AdamW decoupled weight decay. adam_beta1/adam_beta2: AdamW betas.
+        grad_clip: max global gradient 2-norm (0 disables clipping; the norm is still reported).
+        ema_half_life_samples: EMA half-life in samples (see :mod:`rho_core.ema`).
+        ema_rampup_ratio: EMA half-life ≤ this × samples seen (``None``: no ramp-up).
+        grad_accum: micro-steps per optimizer step.
+        precision: ``fp32``, ``bf16`` (autocast on CPU/XPU/CUDA) or ``fp16`` (CUDA/XPU,
+            with a gradient scaler).
+        compile: run the network through ``torch.compile``.
+        cond_drop_prob: classifier-free guidance: probability of dropping the condition.
+        weighting / min_snr_gamma: loss weighting ``uniform`` or ``min_snr`` with γ.
+        seed: seeds the initial weights, data order and noise.
+        checkpoint_every: checkpoint every this many steps (0: only at the end).
+        checkpoint_every_seconds: also checkpoint when this much wall time passed since the
+            last one (0: off).
+        keep_checkpoints: newest checkpoints kept on disk.
+        log_every: a log line every this many steps.
+        device: ``auto``, ``cpu``, ``cuda``, ``xpu`` or ``mps``.
+        num_workers: DataLoader worker processes (0: load in the main process).
+    """
+
+    steps: int = 2000
+    batch_size: int = 8
+    lr: float = 2e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0
+    ema_half_life_samples: float = 10_000.0
+    ema_rampup_ratio: float | None = 0.05
+    grad_accum: int = 1
+    precision: str = "fp32"
+    compile: bool = False
+    cond_drop_prob: float = 0.1
+    weighting: str = "uniform"
+    min_snr_gamma: float = 5.0
+    seed: int = 0
+    checkpoint_every: int = 500
+    checkpoint_every_seconds: float = 0.0
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    device: str = "auto"
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ConfigError(msg)
+
+        need(self.steps >= 1, f"steps must be ≥ 1, got {self.steps}")
+        need(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
+        need(self.grad_accum >= 1, f"grad_accum must be ≥ 1, got {self.grad_accum}")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.warmup_steps >= 0, f"warmup_steps must be ≥ 0, got {self.warmup_steps}")
+        need(
+            0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
+        )
+        need(self.weight_decay >= 0, "weight_decay must be ≥ 0")
+        need(self.grad_clip >= 0, f"grad_clip must be ≥ 0, got {self.grad_clip}")
+        need(self.ema_half_life_samples > 0, "ema_half_life_samples must be > 0")
+        need(
+            self.ema_rampup_ratio is None or self.ema_rampup_ratio > 0,
+            "ema_rampup_ratio must be > 0 or null",
+        )
+        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
+        need(
+            0 <= self.cond_drop_prob < 1, f"cond_drop_prob must be in [0, 1): {self.cond_drop_prob}"
+        )
+        need(self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}")
+        need(self.min_snr_gamma > 0, "min_snr_gamma must be > 0")
+        need(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")
+        need(self.checkpoint_every_seconds >= 0, "checkpoint_every_seconds must be ≥ 0")
+        need(self.keep_checkpoints >= 1, "keep_checkpoints must be ≥ 1")
+        need(self.log_every >= 1, "log_every must be ≥ 1")
+        need(self.num_workers >= 0, "num_workers must be ≥ 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_train_config(
+    config: TrainConfig | dict | str | os.PathLike | None = None, **overrides: Any
+) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a dict, a YAML/JSON file, or a config, plus overrides.
+
+    A file may hold the train keys at top level or under a ``train:`` section. Unknown keys raise
+    :class:`ConfigError` listing the valid ones; ``None`` overrides are ignored.
+    """
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    if config is None:
+        d: dict = {}
+    elif isinstance(config, TrainConfig):
+        d = config.to_dict()
+    elif isinstance(config, dict):
+        d = dict(config)
+    else:
+        d = load_config_file(config)
+        if "train" in d or "model" in d:
+            d = dict(d.get("train") or {})
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown training config keys {unknown}; valid keys: {', '.join(valid)}")
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    for k, v in list(d.items()):
+        t = str(types[k])
+        try:
+            if t == "int":
+                if isinstance(v, float) and not v.is_integer():
+                    raise ValueError
+                d[k] = int(v)
+            elif t == "float" or t.startswith("float"):
+                d[k] = None if v is None else float(v)
+            elif t == "bool":
+                if not isinstance(v, bool):
+                    raise ValueError
+        except (TypeError, ValueError):
+            raise ConfigError(f"training config {k}={v!r} must be of type {t}") from None
+    return TrainConfig(**d)
+
+
+def load_config_file(path: str | os.PathLike) -> dict:
+    """Read a YAML (or JSON) mapping; a missing or malformed file → :class:`ConfigError`."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of keys to values")
+    return d
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for 0-based optimizer step ``step`` (formula in the module docstring)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    r = cfg.min_lr_ratio
+    return cfg.lr * (r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A 63-bit seed for step ``step``'s noise, independent across (seed, step) pairs."""
+    return int(np.random.SeedSequence([int(seed), int(step)]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class _Stream:
+    """The per-epoch-shuffled sample stream of the module docstring."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self._cache: dict[int, np.ndarray] = {}
+
+    def perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._cache:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            rng = np.random.default_rng([int(self.seed), int(epoch)])
+            self._cache[epoch] = rng.permutation(self.n)
+        return self._cache[epoch]
+
+    def indices(self, start: int, count: int) -> list[int]:
+        pos = np.arange(start, start + count, dtype=np.int64)
+        return [int(self.perm(int(p // self.n))[p % self.n]) for p in pos]
+
+
+def batch_positions(
+    step: int, micro: int, rank: int, batch_size: int, world: int, accum: int
+) -> tuple[int, int]:
+    """``(first stream position, offset in the step's global batch)`` of a rank's micro-batch."""
+    g = batch_size * world * accum
+    offset = micro * batch_size * world + rank * batch_size
+    return step * g + offset, offset
+
+
+class _BatchSampler(torch.utils.data.Sampler):
+    """Yields the index lists of this rank's micro-batches for steps ``start … steps−1``."""
+
+    def __init__(
+        self, stream: _Stream, start: int, steps: int, b: int, world: int, rank: int, a: int
+    ):
+        self.stream, self.start, self.steps = stream, start, steps
+        self.b, self.world, self.rank, self.a = b, world, rank, a
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * self.a
+
+    def __iter__(self):
+        for s in range(self.start, self.steps):
+            for m in range(self.a):
+                first, _ = batch_positions(s, m, self.rank, self.b, self.world, self.a)
+                yield self.stream.indices(first, self.b)
+
+
+def _collate(items):
+    fields = torch.stack([torch.as_tensor(f) for f, _ in items]).to(torch.float32)
+    params = torch.stack([torch.as_tensor(p) for _, p in items]).to(torch.float64)
+    return fields, params
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        step: optimizer steps completed in total (including those before a resume).
+        start_step: the step training (re)started from (0 unless resumed).
+        losses: mean training loss of each step run in this call (global batch mean).
+        checkpoint: path of the last checkpoint written (rank 0), else ``None``.
+        out_dir: the run directory. global_batch: samples per optimizer step.
+        elapsed_s: wall time of this call's loop. samples_per_s: throughput of this call.
+    """
+
+    step: int
+    start_step: int
+    losses: list[float]
+    checkpoint: Path | None
+    out_dir: Path
+    global_batch: int
+    world_size: int
+    elapsed_s: float
+    samples_per_s: float
+    final_loss: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device_for_rank(cfg: TrainConfig, world: int) -> torch.device:
+    device = resolve_device(cfg.device)
+    if world > 1 and device.type in ("cuda", "xpu") and device.index is None:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device(device.type, local)
+        getattr(torch, device.type).set_device(device)
+    return device
+
+
+def _check_compat(model_cfg: ModelConfig, dataset: Any) -> tuple[int, ...]:
+    if len(dataset) < 1:
+        raise DataError("the training dataset is empty")
+    field_shape = tuple(getattr(dataset, "field_shape", None) or tuple(dataset[0][0].shape))
+    dims = int(getattr(dataset, "spatial_dims", len(field_shape) - 1))
+    if model_cfg.unet.dims != dims:
+        raise ConfigError(f"model is {model_cfg.unet.dims}-D but the data is {dims}-D")
+    if model_cfg.unet.in_channels != field_shape[0]:
+        raise ConfigError(
+            f"model expects {model_cfg.unet.in_channels} channels, data has {field_shape[0]}"
+        )
+    model_cfg.unet.check_spatial(field_shape[1:])
+    names = getattr(dataset, "param_names", None)
+    if names is not None and model_cfg.conditioning.kind != "none":
+        if tuple(names) != tuple(model_cfg.param_names):
+            raise ConfigError(
+                f"model is conditioned on {list(model_cfg.param_names)} but the data has "
+                f"parameters {list(names)}"
+            )
+    return field_shape
+
+
+def _normalization_dict(dataset: Any) -> dict | None:
+    norm = getattr(dataset, "normalizer", None)
+    if norm is None:
+        return None
+    if isinstance(norm, dict):
+        return norm
+    return norm.to_dict()
+
+
+def train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    dataset: Any,
+    out_dir: str | os.PathLike,
+    callback: Callable[[int, dict], None] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train a :class:`DiffusionModel` on ``dataset``, checkpointing into ``out_dir/checkpoints``.
+
+    Args:
+        model_cfg: the model (its ``param_names`` must match ``dataset.param_names``).
+        train_cfg: see :class:`TrainConfig`.
+        dataset: a map-style dataset of ``(field (C, *spatial) float32 normalised,
+            params (P,) float64)`` with attributes ``param_names``, ``spatial_dims``,
+            ``field_shape``, ``normalizer`` (optional ``kind``, ``path``), e.g.
+            :class:`rho_core.data.dataset.StoreDataset`.
+        out_dir: run directory (created); gets ``config.json`` and ``checkpoints/``.
+        callback: ``callback(step, {"loss", "lr", "samples_per_s", "grad_norm", ...})`` after
+            every optimizer step on rank 0 (``step`` counts completed steps, from 1).
+        resume: continue from the newest valid checkpoint in ``out_dir`` if there is one.
+
+    Raises:
+        DataError: NaN/inf in a batch or a non-finite loss. ConfigError: incompatible configs.
+    """
+    cfg = train_cfg
+    rank, world = _dist_info()
+    is_main = rank == 0
+    out_dir = Path(out_dir)
+    ckpt_dir = checkpoint_dir(out_dir)
+    field_shape = _check_compat(model_cfg, dataset)
+    device = _device_for_rank(cfg, world)
+    amp_dtype = autocast_dtype(device, cfg.precision)
+    b, a = cfg.batch_size, cfg.grad_accum
+    global_batch = b * world * a
+
+    torch.manual_seed(cfg.seed)
+    model = DiffusionModel(model_cfg).to(device)
+    ema = EMA(model, cfg.ema_half_life_samples, cfg.ema_rampup_ratio) if is_main else None
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    # ---- resume: rank 0 picks the checkpoint, every rank loads the same one -------------------
+    start = 0
+    state = None
+    if resume:
+        path = None
+        if is_main:
+            found = find_latest_valid(ckpt_dir)
+            path = None if found is None else str(found[0])
+            state = None if found is None else found[1]
+        if world > 1:
+            box = [path]
+            dist.broadcast_object_list(box, src=0)
+            path = box[0]
+            if not is_main and path is not None:
+                state = load_checkpoint(path)
+        if state is not None:
+            saved = state["model_config"]
+            if saved != model_cfg.to_dict():
+                raise ConfigError(
+                    f"{out_dir} holds checkpoints of a different model configuration; use a new "
+                    "output directory or resume=False"
+                )
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            if ema is not None and state.get("ema"):
+                ema.load_state_dict(state["ema"])
+            if state.get("rng"):
+                set_rng_state(state["rng"])
+            start = int(state["step"])
+            if is_main:
+                log.info("resuming from %s at step %d", path, start)
+    if world > 1:  # every rank must agree on the step count
+        box = [start]
+        dist.broadcast_object_list(box, src=0)
+        assert box[0] == start, f"rank {rank} resumed at {start}, rank 0 at {box[0]}"
+    state = None
+
+    norm_dict = _normalization_dict(dataset)
+    data_path = getattr(dataset, "path", None)
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {
+            "model": model_cfg.to_dict(),
+            "train": cfg.to_dict(),
+            "world_size": world,
+            "global_batch": global_batch,
+            "device": str(device),
+            "parameters": model.net.num_parameters(),
+            "data": {
+                "path": None if data_path is None else str(data_path),
+                "n": len(dataset),
+                "field_shape": list(field_shape),
+                "param_names": list(model_cfg.param_names),
+                "kind": getattr(dataset, "kind", None),
+            },
+            "normalization": norm_dict,
+        }
+        tmp = out_dir / "config.json.tmp"
+        tmp.write_text(json.dumps(resolved, indent=2, default=str))
+        os.replace(tmp, out_dir / "config.json")
+        log.info(
+            "training %.2f M parameters on %s: %d steps, global batch %d = %d per rank × %d "
+            "ranks × %d accumulation, precision %s",
+            model.net.num_parameters() / 1e6,
+            device,
+            cfg.steps,
+            global_batch,
+            b,
+            world,
+            a,
+            cfg.precision,
+        )
+
+    wrapped: torch.nn.Module = model
+    if world > 1:
+        ids = [device.index] if device.type in ("cuda", "xpu") else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    fwd = torch.compile(wrapped) if cfg.compile else wrapped
+
+    def checkpoint(step: int) -> Path:
+        st = {
+            "format": 1,
+            "model": model.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+            "step": step,
+            "rng": rng_state(),
+            "model_config": model_cfg.to_dict(),
+            "train_config": cfg.to_dict(),
+            "normalization": norm_dict,
+            "param_names": list(model_cfg.param_names),
+            "kind": getattr(dataset, "kind", None),
+            "spatial_dims": model_cfg.unet.dims,
+            "field_shape": list(field_shape),
+            "data_path": None if data_path is None else str(data_path),
+            "world_size": world,
+        }
+        return save_checkpoint(st, ckpt_dir, step, keep=cfg.keep_checkpoints)
+
+    losses: list[float] = []
+    last_ckpt: Path | None = None
+    stream = _Stream(len(dataset), cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_BatchSampler(stream, start, cfg.steps, b, world, rank, a),
+        num_workers=cfg.num_workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    batches = iter(loader)
+    model.train()
+    t_loop = time.perf_counter()
+    t_ckpt = time.monotonic()
+    t_log = time.perf_counter()
+    T = model_cfg.timesteps
+    params_all = list(model.parameters())
+    for step in range(start, cfg.steps):
+        t_step = time.perf_counter()
+        gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
+        t_all = torch.randint(0, T, (global_batch,), generator=gen)
+        noise_all = torch.randn((global_batch, *field_shape), generator=gen)
+        drop_all = torch.rand(global_batch, generator=gen) < cfg.cond_drop_prob
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        bad_data = 0.0
+        for m in range(a):
+            x0, params = next(batches)
+            _, off = batch_positions(step, m, rank, b, world, a)
+            sl = slice(off, off + b)
+            x0 = x0.to(device, non_blocking=True)
+            params = params.to(device)
+            finite = bool(torch.isfinite(x0).all()) and bool(torch.isfinite(params).all())
+            if not finite:
+                bad_data = 1.0
+                x0 = torch.nan_to_num(x0, nan=0.0, posinf=0.0, neginf=0.0)
+                params = torch.nan_to_num(params, nan=0.0, posinf=0.0, neginf=0.0)
+            sync = contextlib.nullcontext()
+            if world > 1 and m < a - 1:
+                sync = wrapped.no_sync()
+            with sync:
+                with autocast(device, cfg.precision):
+                    per_sample = model.loss_from_noise(
+                        x0,
+                        params,
+                        t_all[sl].to(device),
+                        noise_all[sl].to(device),
+                        drop_all[sl].to(device),
+                        cfg.weighting,
+                        cfg.min_snr_gamma,
+                        forward=fwd,
+                    )
+                    loss = per_sample.mean()
+                scaler.scale(loss / a).backward()
+            loss_sum += loss.detach().double().cpu()
+        stats = torch.tensor([float(loss_sum) / a, bad_data], dtype=torch.float64)
+        if world > 1:
+            comm = stats.to(device) if dist.get_backend() != "gloo" else stats
+            dist.all_reduce(comm)
+            stats = comm.cpu()
+            stats[0] /= world
+        step_loss, bad = float(stats[0]), float(stats[1])
+        if bad > 0:
+            raise DataError(
+                f"the training data contains NaN or inf values (step {step + 1}); clean or "
+                "re-normalise the store (rho info STORE shows its statistics)"
+            )
+        if not math.isfinite(step_loss):
+            raise DataError(
+                f"training loss became {step_loss} at step {step + 1}; the data may hold extreme "
+                "values (check the normalisation) or lower the learning rate"
+            )
+        scaler.unscale_(opt)
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params_all, max_norm))
+        scaler.step(opt)
+        scaler.update()
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        done = step + 1
+        losses.append(step_loss)
+        if ema is not None:
+            ema.update(model, global_batch)
+        if is_main:
+            dt = time.perf_counter() - t_step
+            metrics = {
+                "loss": step_loss,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                "samples_per_s": global_batch / max(dt, 1e-9),
+                "step_time_s": dt,
+                "global_batch": global_batch,
+            }
+            if callback is not None:
+                callback(done, metrics)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                el = time.perf_counter() - t_log
+                t_log = time.perf_counter()
+                log.info(
+                    "step %d/%d loss %.5f lr %.3g grad_norm %.3g (%.1f samples/s)",
+                    done,
+                    cfg.steps,
+                    step_loss,
+                    lr,
+                    grad_norm,
+                    global_batch * min(cfg.log_every, done - start) / max(el, 1e-9),
+                )
+            due = cfg.checkpoint_every and done % cfg.checkpoint_every == 0
+            timed = (
+                cfg.checkpoint_every_seconds > 0
+                and time.monotonic() - t_ckpt >= cfg.checkpoint_every_seconds
+            )
+            if due or timed or done == cfg.steps:
+                last_ckpt = checkpoint(done)
+                t_ckpt = time.monotonic()
+    elapsed = time.perf_counter() - t_loop
+    if is_main and start >= cfg.steps:
+        log.info("nothing to do: %s already holds a checkpoint at step %d", out_dir, start)
+        found = find_latest_valid(ckpt_dir)
+        last_ckpt = None if found is None else found[0]
+    n_run = cfg.steps - start
+    return TrainResult(
+        step=max(start, cfg.steps),
+        start_step=start,
+        losses=losses,
+        checkpoint=last_ckpt,
+        out_dir=out_dir,
+        global_batch=global_batch,
+        world_size=world,
+        elapsed_s=elapsed,
+        samples_per_s=global_batch * max(n_run, 0) / max(elapsed, 1e-9),
+        final_loss=losses[-1] if losses else None,
+    )
