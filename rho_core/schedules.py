@@ -1,0 +1,174 @@
+"""Discrete variance-preserving noise schedules, as float64 tables.
+
+A schedule maps an integer timestep t ∈ {0, …, T−1} to the noise level of the forward process::
+
+    x_t = α_t x₀ + σ_t ε,   α_t = √ᾱ_t,  σ_t = √(1 − ᾱ_t),  ᾱ_t = ∏_{s≤t} (1 − β_s)
+
+with SNR_t = α_t²/σ_t² and λ_t = log(α_t/σ_t) (half log-SNR, DPM-Solver's time). Every schedule
+here has 0 < ᾱ_{T−1} < … < ᾱ_0 < 1, so the SNR is strictly decreasing in t.
+
+Three families, all computed in float64; ``alphas_cumprod`` is always ``cumprod(1 − betas)`` of
+the stored ``betas``, so the two tables cannot disagree:
+
+``linear`` (Ho et al. 2020)
+    β_t linear from 1e-4·1000/T to 0.02·1000/T (Nichol & Dhariwal's scaling: T = 1000 is exactly
+    Ho et al.'s table, other T span the same noise range), clipped to at most 0.999.
+``cosine`` (Nichol & Dhariwal 2021, eq. 17)
+    f(u) = cos²((u + s)/(1 + s) · π/2), s = 0.008, β_t = min(1 − f((t+1)/T) / f(t/T), 0.999).
+    The clip leaves ᾱ_{T−1} ≈ 2e-9 at T = 1000: practically pure noise, but not exactly.
+``sigmoid`` (Chen 2023, "On the importance of noise scheduling"; start −3, end 3, τ = 1)
+    ᾱ(u) = (sig(3) − sig((6u − 3)/τ)) / (sig(3) − sig(−3)), betas from consecutive ratios as for
+    cosine, clipped to 0.999.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rho_core.errors import ConfigError
+from rho_core.utils import gather
+
+SCHEDULES = ("linear", "cosine", "sigmoid")
+MAX_BETA = 0.999
+COSINE_S = 0.008
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A discrete noise schedule: float64 CPU tables of length ``T`` and gathers at int64 ``t``.
+
+    Attributes:
+        name: ``"linear"``, ``"cosine"``, ``"sigmoid"`` (or anything, for a custom table).
+        betas: β_t, float64 ``(T,)``, in (0, 1).
+        alphas_cumprod: ᾱ_t = ∏_{s≤t} (1 − β_s), float64 ``(T,)``.
+
+    The gathers ``alpha``, ``sigma``, ``snr``, ``log_snr`` take an integer tensor ``t`` of any
+    shape with values in ``[0, T)`` and return float64 values of the same shape on ``t``'s device.
+    """
+
+    name: str
+    betas: Tensor
+    alphas_cumprod: Tensor
+
+    def __post_init__(self) -> None:
+        b, a = self.betas, self.alphas_cumprod
+        assert b.dtype == torch.float64 and a.dtype == torch.float64, "schedule tables are float64"
+        assert b.ndim == 1 and a.shape == b.shape and b.numel() >= 1
+        assert b.device.type == "cpu" and a.device.type == "cpu"
+        assert bool(((b > 0) & (b < 1)).all()), "betas must lie in (0, 1)"
+        assert bool(((a > 0) & (a < 1)).all()), "alphas_cumprod must lie in (0, 1)"
+
+    @classmethod
+    def from_betas(cls, name: str, betas: Tensor) -> Schedule:
+        """Build a schedule from a beta table; ``alphas_cumprod = cumprod(1 − betas)``, float64."""
+        betas = betas.to(torch.float64).cpu().contiguous()
+        return cls(name, betas, torch.cumprod(1.0 - betas, dim=0))
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the standard symbol
+        """Number of timesteps."""
+        return int(self.betas.numel())
+
+    @property
+    def alphas_cumprod_prev(self) -> Tensor:
+        """ᾱ_{t−1} with ᾱ_{−1} = 1 (float64 ``(T,)``)."""
+        return torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+
+    @property
+    def log_snr_table(self) -> Tensor:
+        """log SNR_t = log ᾱ_t − log(1 − ᾱ_t), float64 ``(T,)``."""
+        a = self.alphas_cumprod
+        return torch.log(a) - torch.log1p(-a)
+
+    def alpha_bar(self, t: Tensor) -> Tensor:
+        """ᾱ_t gathered at ``t``."""
+        return gather(self.alphas_cumprod, t)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        """Signal scale α_t = √ᾱ_t gathered at ``t``."""
+        return gather(self.alphas_cumprod.sqrt(), t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Noise scale σ_t = √(1 − ᾱ_t) gathered at ``t``."""
+        return gather((1.0 - self.alphas_cumprod).sqrt(), t)
+
+    def snr(self, t: Tensor) -> Tensor:
+        """Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) gathered at ``t``."""
+        a = self.alphas_cumprod
+        return gather(a / (1.0 - a), t)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """log SNR_t gathered at ``t`` (twice DPM-Solver's λ_t)."""
+        return gather(self.log_snr_table, t)
+
+    def __repr__(self) -> str:
+        return f"Schedule(name={self.name!r}, T={self.T})"
+
+
+def linear_betas(timesteps: int) -> Tensor:
+    """Ho et al.'s linear betas, 1e-4 → 0.02 at T = 1000, scaled by 1000/T, clipped to 0.999."""
+    scale = 1000.0 / timesteps
+    betas = torch.linspace(1e-4 * scale, 0.02 * scale, timesteps, dtype=torch.float64)
+    return betas.clamp(max=MAX_BETA)
+
+
+def _betas_from_alpha_bar(fn, timesteps: int) -> Tensor:
+    """β_t = min(1 − ᾱ((t+1)/T) / ᾱ(t/T), 0.999) for a function ᾱ(u) of continuous time
+    ``u`` in [0, 1] (float64)."""
+    u = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    abar = fn(u)
+    abar = abar / abar[0]
+    betas = 1.0 - abar[1:] / abar[:-1]
+    return betas.clamp(min=0.0, max=MAX_BETA)
+
+
+def cosine_betas(timesteps: int, s: float = COSINE_S) -> Tensor:
+    """Nichol & Dhariwal's cosine betas (eq. 17), clipped to 0.999."""
+    return _betas_from_alpha_bar(
+        lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2, timesteps
+    )
+
+
+def sigmoid_betas(
+    timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0
+) -> Tensor:
+    """Chen (2023)'s sigmoid schedule in ᾱ, betas clipped to 0.999."""
+    v_start = torch.sigmoid(torch.tensor(start / tau, dtype=torch.float64))
+    v_end = torch.sigmoid(torch.tensor(end / tau, dtype=torch.float64))
+
+    def abar(u: Tensor) -> Tensor:
+        return (v_end - torch.sigmoid((u * (end - start) + start) / tau)) / (v_end - v_start)
+
+    return _betas_from_alpha_bar(abar, timesteps)
+
+
+def make_schedule(name: str, timesteps: int = 1000) -> Schedule:
+    """Build a named schedule with ``timesteps`` steps (float64 tables of that length).
+
+    Raises:
+        ConfigError: for an unknown name or a timestep count that is not a positive integer.
+    """
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    try:
+        steps = operator.index(timesteps)
+    except TypeError:
+        steps = -1
+    if isinstance(timesteps, bool) or steps < 2:
+        # T = 1 has no reverse process worth the name (and a linear table would end at beta = 0.1).
+        raise ConfigError(f"timesteps must be an integer >= 2, got {timesteps!r}")
+    timesteps = steps
+    if name == "linear":
+        betas = linear_betas(timesteps)
+    elif name == "cosine":
+        betas = cosine_betas(timesteps)
+    else:
+        betas = sigmoid_betas(timesteps)
+    # The first beta of cosine/sigmoid is tiny but positive; guard against 0 at huge T.
+    betas = betas.clamp(min=1e-12)
+    return Schedule.from_betas(name, betas)
