@@ -1,0 +1,127 @@
+"""The n-dimensional U-Net: shapes, down-sampling of every axis, gradients, and config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rho_core.errors import ConfigError
+from rho_core.unet import DEFAULT_3D, UNet, UNetConfig, timestep_embedding
+
+
+def _tiny(dims: int, attention: bool, cond_dim: int = 6) -> UNetConfig:
+    return UNetConfig(
+        dims=dims,
+        in_channels=2,
+        out_channels=3,
+        base_channels=8,
+        channel_mult=(1, 2),
+        num_res_blocks=1,
+        attention_levels=(1,) if attention else (),
+        mid_attention=attention,
+        num_heads=2,
+        cond_dim=cond_dim,
+    )
+
+
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_shapes_and_zero_init_output(dims: int, attention: bool) -> None:
+    torch.manual_seed(0)
+    net = UNet(_tiny(dims, attention))
+    x = torch.randn(3, 2, *([8] * dims))
+    y = net(x, torch.tensor([0, 10, 999]), torch.randn(3, 6))
+    assert y.shape == (3, 3, *([8] * dims))
+    # The output convolution is zero-initialised: an untrained net predicts exactly 0.
+    assert torch.count_nonzero(y) == 0
+    has_attn = any(type(m).__name__ == "Attention" for m in net.modules())
+    assert has_attn == attention
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_every_parameter_gets_a_gradient(dims: int) -> None:
+    torch.manual_seed(1)
+    net = UNet(_tiny(dims, attention=True))
+    with torch.no_grad():  # move off the zero init, which blocks gradients upstream
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = torch.randn(2, 2, *([8] * dims))
+    net(x, torch.tensor([3, 500]), torch.randn(2, 6)).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_3d_downsamples_all_three_axes() -> None:
+    # 16³ with depth 2 must reach 4×4×4 at the middle block (the original kept depth at 16).
+    cfg = UNetConfig(dims=3, base_channels=8, channel_mult=(1, 2, 2), attention_levels=())
+    net = UNet(cfg)
+    seen = {}
+    net.mid1.register_forward_hook(lambda m, inp, out: seen.update(mid=inp[0].shape))
+    net(torch.randn(1, 1, 16, 16, 16), torch.tensor([5]))
+    assert seen["mid"] == (1, 16, 4, 4, 4)
+
+
+def test_default_3d_config_is_small() -> None:
+    n = UNet(DEFAULT_3D).num_parameters()
+    assert 1e6 < n < 15e6, n  # the original 3-D model had 167 M
+
+
+def test_condition_changes_output() -> None:
+    torch.manual_seed(2)
+    net = UNet(_tiny(2, attention=False))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, t = torch.randn(1, 2, 8, 8), torch.tensor([100])
+    a = net(x, t, torch.zeros(1, 6))
+    b = net(x, t, torch.ones(1, 6))
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_indivisible_size_names_size_and_depth() -> None:
+    net = UNet(UNetConfig(dims=2, base_channels=8, channel_mult=(1, 2, 2), attention_levels=()))
+    with pytest.raises(ConfigError, match=r"\(12, 10\).*depth 2.*divisible by 4"):
+        net(torch.randn(1, 1, 12, 10), torch.tensor([1]))
+
+
+def test_wrong_number_of_dims() -> None:
+    net = UNet(_tiny(3, attention=False))
+    with pytest.raises(ConfigError, match="3-D"):
+        net(torch.randn(1, 2, 8, 8), torch.tensor([1]))
+    with pytest.raises(ConfigError, match="input channels"):
+        net(torch.randn(1, 5, 8, 8, 8), torch.tensor([1]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dims": 4}, "dims"),
+        ({"attention_levels": (3,)}, "attention_levels"),
+        ({"base_channels": 12}, "groups"),
+        ({"num_heads": 3}, "num_heads"),
+        ({"dropout": 1.5}, "dropout"),
+    ],
+)
+def test_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        base = {"dims": 2, "base_channels": 8, "channel_mult": (1, 2), "attention_levels": ()}
+        UNetConfig(**{**base, **kwargs})
+
+
+def test_config_dict_round_trip() -> None:
+    cfg = _tiny(3, attention=True)
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown UNet config keys"):
+        UNetConfig.from_dict({**cfg.to_dict(), "chanels": 3})
+
+
+def test_timestep_embedding_formula() -> None:
+    t = torch.tensor([0, 7])
+    e = timestep_embedding(t, 8)
+    # k-th frequency ω_k = 10000^(−k/4): cos in the first half, sin in the second.
+    w = 10000.0 ** (-torch.arange(4) / 4)
+    assert torch.allclose(e[1, :4], torch.cos(7 * w), atol=1e-6)
+    assert torch.allclose(e[1, 4:], torch.sin(7 * w), atol=1e-6)
+    assert torch.allclose(e[0], torch.cat([torch.ones(4), torch.zeros(4)]))
