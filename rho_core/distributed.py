@@ -302,6 +302,8 @@ def init_distributed(
             f"torch build for {dev_type}, or pass --backend gloo (CPU/CUDA only)"
         )
     local_dev = pin_local_device(dev_type, env.local_rank)
+    if name == "xccl":
+        _prepare_oneccl_env(env)
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {}
         if local_dev.type != "cpu":
@@ -329,6 +331,18 @@ def init_distributed(
         env.rank, env.world_size, env.local_rank, env.node_rank, env.restart_count, name, local_dev,
     )
     return _CONTEXT
+
+
+def _prepare_oneccl_env(env: TorchrunEnv) -> None:
+    """Tell oneCCL (under ``xccl``) where this rank sits without an MPI launcher.
+
+    oneCCL looks for MPI/PMI launcher variables to learn the node-local rank; under torchrun there
+    are none and it can fail to start. ``CCL_PROCESS_LAUNCHER=none`` with ``CCL_LOCAL_RANK`` and
+    ``CCL_LOCAL_SIZE`` supplies them (values already set by the user win).
+    """
+    os.environ.setdefault("CCL_PROCESS_LAUNCHER", "none")
+    os.environ.setdefault("CCL_LOCAL_RANK", str(env.local_rank))
+    os.environ.setdefault("CCL_LOCAL_SIZE", str(env.local_world_size))
 
 
 def current() -> DistContext:

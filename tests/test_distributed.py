@@ -114,6 +114,8 @@ def test_faked_accelerator_pins_local_rank_and_requests_backend(monkeypatch, dev
     ``set_device`` and ``init_process_group`` are recorded instead of executed."""
     fake = _FakeAccelerator(count=4)
     monkeypatch.setattr(torch, dev_type, fake, raising=False)
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items()
+                                        if not k.startswith("CCL_")})
     calls: list[dict] = []
     monkeypatch.setattr(dist, "is_backend_available", lambda name: name == backend)
     monkeypatch.setattr(dist, "init_process_group", lambda **kw: calls.append(kw))
@@ -128,6 +130,11 @@ def test_faked_accelerator_pins_local_rank_and_requests_backend(monkeypatch, dev
     kw = calls[0]
     assert kw["backend"] == backend and kw["rank"] == 6 and kw["world_size"] == 8
     assert kw["init_method"] == "env://" and kw["device_id"] == torch.device(dev_type, 2)
+    if backend == "xccl":  # oneCCL learns the node-local layout without an MPI launcher
+        assert os.environ["CCL_PROCESS_LAUNCHER"] == "none"
+        assert (os.environ["CCL_LOCAL_RANK"], os.environ["CCL_LOCAL_SIZE"]) == ("2", "4")
+    else:
+        assert "CCL_LOCAL_RANK" not in os.environ
     distributed._CONTEXT = None  # the faked group cannot be destroyed
 
     # more local ranks than devices on the node: a clear error naming the limit
