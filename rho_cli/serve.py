@@ -1,4 +1,8 @@
-"""`rho serve`: not implemented yet (owned by the issue that delivers it)."""
+"""`rho serve`: serve the deployments (pipeline, retrain on a cron schedule, ingest-bonsai).
+
+Needs a running Prefect API: start one with `rho ui` and
+`export PREFECT_API_URL=http://127.0.0.1:4200/api`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,23 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="(not implemented yet)")
+    p = sub.add_parser(
+        "serve",
+        help="serve the Prefect deployments (needs a Prefect API; see README)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--retrain-cron",
+        metavar="CRON",
+        help="cron schedule of 'retrain' (default $RHO_RETRAIN_CRON or '0 2 * * *', nightly)",
+    )
+    p.add_argument("--limit", type=int, help="max concurrent flow runs")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rho_core.errors import RhoError
+    from deployments.serve import serve_all
 
-    raise RhoError("'rho serve' is not implemented yet")
+    serve_all(args.retrain_cron, args.limit)
+    return 0

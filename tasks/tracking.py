@@ -363,7 +363,10 @@ def promote_if_better(name: str, version: str, score: float | None) -> bool:
     if not should_promote(score, current):
         log.info(
             "champion stays at version %s (%s = %s, new %s)",
-            current_version, PROMOTION_METRIC, current, score,
+            current_version,
+            PROMOTION_METRIC,
+            current,
+            score,
         )
         return False
     client().set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
@@ -379,3 +382,136 @@ def run_url(run_id: str, ui_base: str = "http://127.0.0.1:5000") -> str:
     c = client()
     exp_id = c.get_run(run_id).info.experiment_id
     return f"{ui_base}/#/experiments/{exp_id}/runs/{run_id}"
+
+
+# --------------------------------------------------------------------------------------------
+# The Prefect task that records one training run
+# --------------------------------------------------------------------------------------------
+def _eps_module(model):
+    """Wrap a ``DiffusionModel`` as an ``nn.Module`` with ``forward(x_t, t, params) -> eps``."""
+    import torch
+
+    class EpsModel(torch.nn.Module):
+        """The trained denoiser as MLflow serves it: ε̂ = f(x_t, t, params)."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x_t, t, params):
+            return self.inner.denoiser(x_t, t, params)
+
+    return EpsModel(model).eval()
+
+
+def record_run(
+    kind: str,
+    run_name: str | None,
+    config: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    train_summary: Mapping[str, Any],
+    scores: Mapping[str, Any],
+    figures: Mapping[str, str],
+    samples: str,
+    checkpoint: str,
+    register: bool = True,
+) -> dict[str, Any]:
+    """Log one training run end to end; returns ``run_id``, model version, champion flag, URL.
+
+    Params: the flattened ``config`` plus ``data.provenance.*``. Metrics: the curves in
+    ``train_summary["history"]`` (loss, lr, samples_per_s by step), per-condition
+    ``wasserstein/<cond>`` and ``rel_l2/<cond>``, their means (``wasserstein_mean``,
+    ``rel_l2_mean``) and plain ``wasserstein`` / ``rel_l2`` (= the means). Artifacts: figures,
+    the samples file, ``metrics.json``, the training ``config.json``. Model: the EMA denoiser via
+    ``mlflow.pytorch`` with a tensor signature, registered as ``rho-<kind>``; ``champion`` moves
+    if :func:`should_promote`. A failure marks the run FAILED and re-raises.
+    """
+    import numpy as np
+    import torch
+
+    run_id = start_run(kind, run_name=run_name, tags={"rho.kind": kind})
+    try:
+        log_params(
+            run_id,
+            {
+                **dict(config),
+                "data": {
+                    **dict(config.get("data", {})),
+                    "provenance": dict(provenance),
+                },
+            },
+        )
+        hist = train_summary.get("history")
+        if hist and Path(hist).is_file():
+            log_history(run_id, json.loads(Path(hist).read_text()))
+            log_artifact(run_id, hist, "training")
+        cfg_json = Path(train_summary.get("run_dir", "")) / "config.json"
+        if cfg_json.is_file():
+            log_artifact(run_id, cfg_json, "training")
+        flat: dict[str, float] = {}
+        for cond, vals in scores.get("per_condition", {}).items():
+            for metric, v in vals.items():
+                flat[f"{metric}/{cond}"] = v
+        flat["wasserstein_mean"] = scores["wasserstein_mean"]
+        flat["rel_l2_mean"] = scores["rel_l2_mean"]
+        flat["wasserstein"] = scores["wasserstein_mean"]
+        flat["rel_l2"] = scores["rel_l2_mean"]
+        if train_summary.get("samples_per_s"):
+            flat["train_samples_per_s"] = float(train_summary["samples_per_s"])
+        log_metrics(run_id, flat, step=int(train_summary.get("step") or 0))
+        for name, path in figures.items():
+            log_artifact(run_id, path, "figures")
+            log.debug("figure %s logged", name)
+        log_artifact(run_id, samples, "samples")
+        if scores.get("path"):
+            log_artifact(run_id, scores["path"], "samples")
+
+        result: dict[str, Any] = {"run_id": run_id, "experiment": experiment_name(kind)}
+        if register:
+            from rho_core.checkpoint import load_for_sampling
+
+            loaded = load_for_sampling(checkpoint, device="cpu")
+            z = np.load(samples)
+            k = max(2, min(4, z["generated_norm"].shape[0]))
+            x = np.resize(z["generated_norm"], (k, *z["generated_norm"].shape[1:]))
+            p = np.resize(z["params"], (k, z["params"].shape[1]))
+            example = (
+                torch.from_numpy(x.astype(np.float32)),
+                torch.arange(1, k + 1, dtype=torch.int64) * 10,
+                torch.from_numpy(p.astype(np.float64)),
+            )
+            field = tuple(x.shape[1:])
+            sig = tensor_signature(
+                [
+                    ("x_t", "float32", (-1, *field)),
+                    ("t", "int64", (-1,)),
+                    ("params", "float64", (-1, p.shape[1])),
+                ],
+                ("eps", "float32", (-1, *field)),
+            )
+            name = experiment_name(kind)
+            logged = log_model(run_id, _eps_module(loaded.model), example, sig, name)
+            result.update(
+                model_name=logged.name, model_version=logged.version, model_uri=logged.model_uri
+            )
+            result["champion"] = promote_if_better(
+                logged.name, logged.version, scores["wasserstein_mean"]
+            )
+        end_run(run_id, "FINISHED")
+    except BaseException:
+        end_run(run_id, "FAILED")
+        raise
+    result["tracking_uri"] = tracking_uri()
+    result["url"] = run_url(run_id)
+    return result
+
+
+def _make_task():
+    from prefect import task
+
+    return task(name="log-to-mlflow", retries=1, retry_delay_seconds=3)(record_run)
+
+
+#: Prefect task form of :func:`record_run` (one retry: a locked SQLite database or an
+#: unreachable tracking server can be transient; a retry starts a fresh run).
+log_training_run = _make_task()

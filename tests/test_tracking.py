@@ -67,7 +67,10 @@ def test_uri_resolution_is_lazy_and_env_driven(monkeypatch, tmp_path):
     # Importing the module must not import (let alone configure) MLflow.
     code = "import sys, tasks.tracking; print('mlflow' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         cwd=tracking.REPO_ROOT,
     )
     assert out.stdout.strip() == "False"
@@ -99,7 +102,9 @@ def _log_one(kind: str, score: float, seed: int) -> tuple[str, tracking.LoggedMo
         run_id, {"wasserstein/l=1,m=0": score, "wasserstein_mean": score, "rel_l2_mean": 0.5}
     )
     ex = (
-        torch.randn(2, 1, 4, 4, 4), torch.tensor([10, 20]), torch.randn(2, 2, dtype=torch.float64)
+        torch.randn(2, 1, 4, 4, 4),
+        torch.tensor([10, 20]),
+        torch.randn(2, 2, dtype=torch.float64),
     )
     sig = tracking.tensor_signature(
         [
@@ -183,7 +188,7 @@ def test_figures_any_dims(spatial):
     # range covers the shown slices, which lie within the data's range.
     clims = {im.get_clim() for im in images}
     assert len(clims) == 1
-    (vmin, vmax), = clims
+    ((vmin, vmax),) = clims
     assert lo <= vmin < vmax <= hi
     assert len(fig.axes) == 7  # six panels + the colour bar
 

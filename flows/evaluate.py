@@ -1,0 +1,48 @@
+"""Evaluation flow: checkpoint + store → samples, scores and figures (addresses)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import Field
+
+from flows.params import EvalParams
+from tasks.data import require_store
+from tasks.figures import make_figures
+from tasks.sampling import evaluate_samples, sample_conditions
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate(
+    checkpoint: Annotated[str, Field(description="Checkpoint file or run directory.")],
+    store: Annotated[str, Field(description="Store holding the ground truth.")],
+    evaluation: EvalParams = EvalParams(),  # noqa: B008
+    out_dir: Annotated[str | None, Field(description="Output folder; default <run>/eval.")] = None,
+    history: Annotated[
+        str | None, Field(description="Training history.json for the loss figure.")
+    ] = None,
+) -> dict[str, Any]:
+    """Sample the chosen conditions, score them, draw the figures; returns paths and scores."""
+    from rho_core.errors import CheckpointError
+
+    require_store(store)
+    ck = Path(checkpoint)
+    if not ck.exists():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist; train a model first")
+    run = ck if ck.is_dir() else ck.parent.parent
+    out = Path(out_dir) if out_dir else run / "eval"
+    samples = sample_conditions(
+        checkpoint,
+        store,
+        str(out / "samples.npz"),
+        evaluation.n_conditions,
+        evaluation.sampler,
+        evaluation.steps,
+        evaluation.guidance,
+        evaluation.seed,
+    )
+    scores = evaluate_samples(samples)
+    figures = make_figures(samples, history, str(out / "figures"))
+    return {"samples": samples, "scores": scores, "figures": figures}

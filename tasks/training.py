@@ -1,0 +1,173 @@
+"""Prefect task: train a diffusion model on a store; returns the run directory's addresses.
+
+One process trains in-process (:func:`rho_core.training.train`), its progress forwarded to the
+task's log every ``log_every`` steps. Several processes (``nproc > 1``) run under ``torchrun``
+through :func:`rho_core.launch.launch_torchrun` with :mod:`tasks.train_worker` as the worker
+program; every line the ranks print is streamed into the task log, and a cancelled flow run stops
+the whole process tree.
+
+Not cached: a re-run with the same inputs resumes from the newest valid checkpoint in the run
+directory (the training loop does that), which is both cheaper and safer than a result cache.
+Not retried: a failure here is a bug or bad data, not a transient condition.
+
+Files written in ``run_dir``: ``config.json`` (by the loop), ``checkpoints/``, ``history.json``
+(rows ``{"step", "loss", "lr", "samples_per_s"}``, the curves logged to MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+HISTORY_FILE = "history.json"
+_HISTORY_KEYS = ("loss", "lr", "samples_per_s", "grad_norm")
+
+
+def _logger():
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def build_model_config(store: str, model: dict[str, Any]) -> dict:
+    """A model config (plain dict) fitted to ``store``: dims, channels, parameter names/ranges.
+
+    ``model`` holds :class:`flows.params.ModelParams` fields.
+    """
+    from rho_core.data.store import open_store
+    from rho_core.model import default_model_config
+
+    s = open_store(store)
+    ranges = s.param_ranges()
+    names = list(s.param_names)
+    low = [float(ranges[n][0]) for n in names]
+    high = [float(ranges[n][1]) for n in names]
+    high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high, strict=True)]
+    mult = tuple(int(m) for m in model["channel_mult"])
+    cfg = default_model_config(
+        s.spatial_dims,
+        int(s.field_shape[0]),
+        names,
+        low,
+        high,
+        conditioning=model["conditioning"],
+        cond_dim=int(model["cond_dim"]),
+        schedule=model["schedule"],
+        timesteps=int(model["timesteps"]),
+        prediction=model["prediction"],
+        base_channels=int(model["base_channels"]),
+        channel_mult=mult,
+        num_res_blocks=int(model["num_res_blocks"]),
+        attention_levels=(len(mult) - 1,) if model.get("attention", True) else (),
+    )
+    return cfg.to_dict()
+
+
+def run_training(
+    store: str, run_dir: str, model_cfg: dict, train_cfg: dict, emit=None
+) -> dict[str, Any]:
+    """Train in this process (or as one torchrun rank); returns addresses and a summary.
+
+    ``emit(str)`` receives a progress line every ``log_every`` steps (rank 0 only).
+    """
+    from rho_core.data.dataset import StoreDataset
+    from rho_core.model import ModelConfig
+    from rho_core.training import resolve_train_config, train
+
+    mcfg = ModelConfig.from_dict(model_cfg)
+    tcfg = resolve_train_config(train_cfg)
+    dataset = StoreDataset(store)
+    history: list[dict[str, float]] = []
+    every = max(1, tcfg.log_every)
+    t0 = time.monotonic()
+
+    def callback(step: int, metrics: dict) -> None:
+        if step % every and step != tcfg.steps:
+            return
+        row = {"step": int(step)}
+        row.update({k: float(metrics[k]) for k in _HISTORY_KEYS if metrics.get(k) is not None})
+        history.append(row)
+        if emit is not None:
+            emit(
+                f"step {step}/{tcfg.steps}  loss {row.get('loss', float('nan')):.4f}  "
+                f"lr {row.get('lr', 0.0):.2e}  {row.get('samples_per_s', 0.0):.1f} samples/s  "
+                f"({time.monotonic() - t0:.0f} s)"
+            )
+
+    result = train(mcfg, tcfg, dataset, run_dir, callback=callback, resume=True)
+    out = Path(run_dir)
+    if result.checkpoint is not None:  # rank 0
+        old = _read_history(out)
+        merged = [r for r in old if r["step"] <= result.start_step] + history
+        _write_json(out / HISTORY_FILE, merged)
+    return {
+        "run_dir": str(out),
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "history": str(out / HISTORY_FILE),
+        "step": int(result.step),
+        "final_loss": result.final_loss,
+        "samples_per_s": float(result.samples_per_s),
+        "elapsed_s": float(result.elapsed_s),
+        "world_size": int(result.world_size),
+    }
+
+
+def _read_history(run_dir: Path) -> list[dict]:
+    p = run_dir / HISTORY_FILE
+    if not p.is_file():
+        return []
+    try:
+        return list(json.loads(p.read_text()))
+    except (OSError, ValueError):
+        return []
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+@task(name="train-model", task_run_name="train {run_dir}")
+def train_model(
+    store: str, run_dir: str, model_cfg: dict, train_cfg: dict, nproc: int = 1
+) -> dict[str, Any]:
+    """Train on ``store`` into ``run_dir``; ``nproc > 1`` launches torchrun. Returns addresses."""
+    logger = _logger()
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    if nproc <= 1:
+        logger.info("training in-process on %s -> %s", store, run_dir)
+        return run_training(store, run_dir, model_cfg, train_cfg, emit=logger.info)
+
+    from rho_core.checkpoint import latest_valid_checkpoint
+    from rho_core.launch import launch_torchrun
+
+    spec = Path(run_dir) / "launch.json"
+    _write_json(spec, {"store": store, "model": model_cfg, "train": train_cfg})
+    logger.info("training with torchrun, %d processes, on %s -> %s", nproc, store, run_dir)
+    launch_torchrun(
+        ["-m", "tasks.train_worker", str(spec)],
+        nproc=nproc,
+        log_callback=logger.info,
+        python=sys.executable,
+    )
+    summary_path = Path(run_dir) / "summary.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    ckpt = latest_valid_checkpoint(run_dir)
+    return {
+        "run_dir": run_dir,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "history": str(Path(run_dir) / HISTORY_FILE),
+    }
