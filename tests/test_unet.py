@@ -9,6 +9,15 @@ from rho_core.errors import ConfigError
 from rho_core.unet import DEFAULT_3D, UNet, UNetConfig, timestep_embedding
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _tiny(dims: int, attention: bool, cond_dim: int = 6) -> UNetConfig:
     return UNetConfig(
         dims=dims,

@@ -1,0 +1,177 @@
+"""The training loop: overfitting, exact resume, accumulation, LR schedule, bad data and configs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rho_core.checkpoint import list_checkpoints
+from rho_core.data.synthetic import GaussianBlobs
+from rho_core.errors import ConfigError, DataError
+from rho_core.model import default_model_config
+from rho_core.training import TrainConfig, batch_positions, lr_at, resolve_train_config, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model_cfg(ds: GaussianBlobs, **kw):
+    return default_model_config(
+        ds.spatial_dims,
+        1,
+        ds.param_names,
+        (0.5, 0.2),
+        (1.0, 0.5),
+        cond_dim=16,
+        base_channels=8,
+        channel_mult=(1, 2),
+        timesteps=100,
+        **kw,
+    )
+
+
+def _tc(**kw) -> TrainConfig:
+    base = dict(
+        steps=8,
+        batch_size=4,
+        lr=2e-3,
+        warmup_steps=2,
+        log_every=100,
+        checkpoint_every=0,
+        ema_half_life_samples=50.0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def blobs() -> GaussianBlobs:
+    return GaussianBlobs(n=10, spatial_dims=1, size=16, seed=3)
+
+
+def test_tiny_model_overfits(tmp_path) -> None:
+    ds = GaussianBlobs(n=8, spatial_dims=1, size=16)
+    mc = default_model_config(
+        1, 1, ds.param_names, (0.5, 0.2), (1.0, 0.5), cond_dim=16, base_channels=16,
+        channel_mult=(1, 2), timesteps=100,
+    )  # fmt: skip
+    tc = TrainConfig(
+        steps=80, batch_size=8, lr=3e-3, warmup_steps=5, log_every=1000, checkpoint_every=0,
+        cond_drop_prob=0.0,
+    )  # fmt: skip
+    res = train(mc, tc, ds, tmp_path)
+    losses = np.array(res.losses)
+    assert len(losses) == 80 and np.isfinite(losses).all()
+    # The ε-loss starts at ≈ 1 (zero-initialised output) and must fall by ≥ 4× in 80 steps.
+    assert losses[:10].mean() > 0.6
+    assert losses[:10].mean() / losses[-10:].mean() >= 4.0, (losses[:10], losses[-10:])
+
+
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path, blobs) -> None:
+    mc = _model_cfg(blobs)
+    tc = _tc(checkpoint_every=3, cond_drop_prob=0.3)
+    full = train(mc, tc, blobs, tmp_path / "full")
+
+    class Crash(Exception):
+        pass
+
+    def crash_at_5(step: int, metrics: dict) -> None:
+        if step == 5:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(mc, tc, blobs, tmp_path / "cut", callback=crash_at_5)
+    # The crash happened after step 5, before its checkpoint: the newest checkpoint is step 3.
+    assert [s for s, _ in list_checkpoints(tmp_path / "cut" / "checkpoints")] == [3]
+    seen: list[int] = []
+    resumed = train(mc, tc, blobs, tmp_path / "cut", callback=lambda s, m: seen.append(s))
+    assert resumed.start_step == 3 and seen == [4, 5, 6, 7, 8]
+    assert np.allclose(resumed.losses, full.losses[3:], rtol=0, atol=1e-6)
+    # Same final weights too (model and EMA), from the final checkpoints.
+    a = torch.load(full.checkpoint, weights_only=True)
+    b = torch.load(resumed.checkpoint, weights_only=True)
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-6), k
+    for k, v in a["ema"]["module"].items():
+        assert torch.allclose(v, b["ema"]["module"][k], atol=1e-6), k
+    # Nothing left to do: a third call returns at once.
+    again = train(mc, tc, blobs, tmp_path / "cut")
+    assert again.losses == [] and again.step == 8
+
+
+def test_grad_accumulation_matches_a_large_batch(tmp_path, blobs) -> None:
+    mc = _model_cfg(blobs)
+    big = train(mc, _tc(steps=3, batch_size=4), blobs, tmp_path / "big")
+    acc = train(mc, _tc(steps=3, batch_size=2, grad_accum=2), blobs, tmp_path / "acc")
+    assert big.global_batch == acc.global_batch == 4
+    assert np.allclose(big.losses, acc.losses, atol=1e-5)
+    cfg = json.loads((tmp_path / "acc" / "config.json").read_text())
+    assert cfg["global_batch"] == 4 and cfg["train"]["grad_accum"] == 2
+    assert cfg["model"] == mc.to_dict()
+
+
+def test_nan_data_raises_data_error(tmp_path) -> None:
+    ds = GaussianBlobs(n=6, spatial_dims=1, size=16)
+    ds.fields[2, 0, 5] = np.nan
+    with pytest.raises(DataError, match="NaN or inf"):
+        train(_model_cfg(ds), _tc(steps=4, batch_size=6), ds, tmp_path)
+
+
+def test_incompatible_data_is_a_config_error(tmp_path, blobs) -> None:
+    two_d = GaussianBlobs(n=4, spatial_dims=2, size=8)
+    with pytest.raises(ConfigError, match="1-D but the data is 2-D"):
+        train(_model_cfg(blobs), _tc(), two_d, tmp_path)
+    odd = GaussianBlobs(n=4, spatial_dims=1, size=15)
+    with pytest.raises(ConfigError, match="cannot be halved"):
+        train(_model_cfg(odd), _tc(), odd, tmp_path)
+
+
+def test_lr_schedule_closed_form() -> None:
+    cfg = _tc(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    lrs = [lr_at(s, cfg) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_rank_batches_tile_the_global_batch() -> None:
+    # 2 ranks × 2 micro-steps × 3 samples: the 4 slices tile [s·12, s·12 + 12) without overlap.
+    starts = sorted(
+        batch_positions(5, m, r, 3, 2, 2)[0] for m in range(2) for r in range(2)
+    )
+    assert starts == [60, 63, 66, 69]
+
+
+def test_resolve_train_config(tmp_path) -> None:
+    assert resolve_train_config({"steps": 10}, lr=None, batch_size=3) == TrainConfig(
+        steps=10, batch_size=3
+    )
+    with pytest.raises(ConfigError, match=r"unknown training config keys \['stpes'\].*steps"):
+        resolve_train_config({"stpes": 10})
+    with pytest.raises(ConfigError, match="steps"):
+        resolve_train_config({"steps": 1.5})
+    f = tmp_path / "run.yaml"
+    f.write_text("train:\n  steps: 7\n  precision: bf16\nmodel:\n  schedule: linear\n")
+    assert resolve_train_config(f) == TrainConfig(steps=7, precision="bf16")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_train_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(precision="fp8")
+
+
+def test_bf16_autocast_trains(tmp_path, blobs) -> None:
+    res = train(_model_cfg(blobs), _tc(steps=3, precision="bf16"), blobs, tmp_path)
+    assert all(math.isfinite(v) for v in res.losses)
