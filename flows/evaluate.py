@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
-from pydantic import Field
 
 from flows.params import EvalParams
 from tasks.data import require_store
@@ -16,15 +15,21 @@ from tasks.sampling import evaluate_samples, sample_conditions
 
 @flow(name="evaluate", log_prints=True)
 def evaluate(
-    checkpoint: Annotated[str, Field(description="Checkpoint file or run directory.")],
-    store: Annotated[str, Field(description="Store holding the ground truth.")],
+    checkpoint: str,
+    store: str,
     evaluation: EvalParams = EvalParams(),  # noqa: B008
-    out_dir: Annotated[str | None, Field(description="Output folder; default <run>/eval.")] = None,
-    history: Annotated[
-        str | None, Field(description="Training history.json for the loss figure.")
-    ] = None,
+    out_dir: str | None = None,
+    history: str | None = None,
 ) -> dict[str, Any]:
-    """Sample the chosen conditions, score them, draw the figures; returns paths and scores."""
+    """Sample the chosen conditions, score them, draw the figures; returns paths and scores.
+
+    Args:
+        checkpoint: Checkpoint file or run directory.
+        store: Store holding the ground truth.
+        evaluation: Sampler and scoring settings.
+        out_dir: Output folder; default <run>/eval.
+        history: Training history.json for the loss figure.
+    """
     from rho_core.errors import CheckpointError
 
     require_store(store)

@@ -119,7 +119,7 @@ class PipelineParams(_Params):
     evaluate: EvalParams = Field(default_factory=EvalParams)
     run_name: str | None = Field(None, description="MLflow run name; default a timestamp.")
     runs_dir: str | None = Field(None, description="Training runs folder; default data/runs.")
-    register: bool = Field(True, description="Register the model and maybe move 'champion'.")
+    register_model: bool = Field(True, description="Register the model and maybe move 'champion'.")
 
 
 _QUICK: dict[str, Any] = {

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
 from prefect.logging import get_run_logger
-from pydantic import Field
 
 from flows.evaluate import evaluate
 from flows.params import PipelineParams, resolve
@@ -70,7 +69,7 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger) -> dict[str, An
         ev["figures"],
         ev["samples"],
         trained["checkpoint"],
-        p.register,
+        p.register_model,
     )
     return {
         "store": store,
@@ -111,13 +110,15 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 @flow(name="pipeline", log_prints=True)
 def pipeline(
     params: PipelineParams = PipelineParams(),  # noqa: B008
-    quick: Annotated[
-        bool, Field(description="Start from the quick preset (16³, l ≤ 2, small model).")
-    ] = False,
+    quick: bool = False,
 ) -> dict[str, Any]:
     """Spherical-harmonic data → normalisation → training → samples + scores → figures → MLflow.
 
     Fields set explicitly in ``params`` override the preset (``quick``) or the defaults.
+
+    Args:
+        params: Data, model, training and evaluation settings (only the fields you set count).
+        quick: Start from the quick preset (16³, l ≤ 2, small model, 300 steps).
     """
     logger = get_run_logger()
     t0 = time.monotonic()
@@ -138,14 +139,17 @@ def pipeline(
 
 @flow(name="retrain", log_prints=True)
 def retrain(
-    store: Annotated[
-        str | None,
-        Field(description="Store to train on; default the spherical-harmonic store of params."),
-    ] = None,
+    store: str | None = None,
     params: PipelineParams = PipelineParams(),  # noqa: B008
-    quick: Annotated[bool, Field(description="Start from the quick preset.")] = False,
+    quick: bool = False,
 ) -> dict[str, Any]:
-    """Retrain on the current contents of ``store`` and promote the model if it scores better."""
+    """Retrain on the current contents of ``store`` and promote the model if it scores better.
+
+    Args:
+        store: Store to train on; default the spherical-harmonic store of params.data.
+        params: Model, training and evaluation settings (only the fields you set count).
+        quick: Start from the quick preset (small model, 300 steps).
+    """
     logger = get_run_logger()
     t0 = time.monotonic()
     p = resolve(params, quick)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from prefect import flow
-from pydantic import Field
 
 from flows.params import ModelParams, TrainParams
 from tasks.data import require_store
@@ -32,14 +31,19 @@ def training_config(training: TrainParams) -> dict[str, Any]:
 
 @flow(name="train", log_prints=True)
 def train(
-    store: Annotated[str, Field(description="Zarr store to train on (with a normalisation).")],
+    store: str,
     model: ModelParams = ModelParams(),  # noqa: B008
     training: TrainParams = TrainParams(),  # noqa: B008
-    run_dir: Annotated[
-        str | None, Field(description="Run folder; default data/runs/<kind>-<time>.")
-    ] = None,
+    run_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Train a diffusion model on ``store``; returns the run's addresses and a summary."""
+    """Train a diffusion model on ``store``; returns the run's addresses and a summary.
+
+    Args:
+        store: Zarr store to train on (with a normalisation).
+        model: Network and diffusion settings.
+        training: Optimisation settings.
+        run_dir: Run folder; default data/runs/<kind>-<time>.
+    """
     from rho_core.data.store import open_store
 
     require_store(store)

@@ -88,7 +88,9 @@ def generate_spherical_harmonics(
         store,
     )
     Path(store).parent.mkdir(parents=True, exist_ok=True)
-    sh.generate_store(store, size=size, l_max=l_max, convention=convention, workers=workers)
+    sh.generate_spherical_harmonics(
+        store, size=size, l_max=l_max, convention=convention, workers=workers, mode="w"
+    )
     require_store(store)
     return store
 

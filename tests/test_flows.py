@@ -1,0 +1,170 @@
+"""Flows under the Prefect test harness with a temporary SQLite MLflow: the pipeline end to end
+(tiny sizes), the data flow's cache, and failing inputs.
+
+Real components throughout: Prefect (harness server), MLflow (SQLite), Zarr, torch on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flows.params import PipelineParams, quick_preset, resolve
+
+TINY = {
+    "data": {"size": 8, "l_max": 1},
+    "model": {"base_channels": 8, "channel_mult": [1, 2], "attention": False, "cond_dim": 16},
+    "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
+    "evaluate": {"steps": 3, "n_conditions": 2},
+}
+
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RHO_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def _mtimes(root: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    """Task name -> state name of one flow run, read back from the Prefect API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {r.name: r.state.name for r in runs}
+
+
+# ----------------------------------------------------------------------------- parameters
+def test_resolve_merges_explicit_fields_over_the_quick_preset():
+    q = quick_preset()
+    assert (q.data.size, q.data.l_max, q.train.steps) == (16, 2, 300)
+    p = resolve(PipelineParams.model_validate({"train": {"steps": 5}}), quick=True)
+    assert p.train.steps == 5 and p.train.batch_size == q.train.batch_size
+    assert p.data.size == 16 and p.model.base_channels == q.model.base_channels
+    full = resolve(None, quick=False)
+    assert full.data.size == 32 and full.data.l_max == 6  # the paper's experiment
+    with pytest.raises(ValueError, match="size"):
+        PipelineParams.model_validate({"data": {"size": 2}})
+
+
+def test_flow_parameters_render_as_a_form():
+    """The Prefect UI builds its form from the parameter schema: types, defaults, descriptions."""
+    from flows.pipeline import pipeline, retrain
+    from flows.train import train
+
+    schema = pipeline.parameters.model_dump()
+    assert set(schema["properties"]) == {"params", "quick"}
+    defs = schema["definitions"]
+    sh = defs["SphericalHarmonicsParams"]["properties"]
+    assert sh["size"]["default"] == 32 and "Grid points" in sh["size"]["description"]
+    assert schema["properties"]["quick"]["description"].startswith("Start from the quick")
+    assert "store" in retrain.parameters.model_dump()["properties"]
+    tschema = train.parameters.model_dump()
+    assert tschema["required"] == ["store"]
+    assert "Zarr store" in tschema["properties"]["store"]["description"]
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_pipeline_end_to_end_logs_everything(prefect_harness, mlflow_uri, data_home):
+    from flows.pipeline import pipeline
+    from tasks import tracking
+
+    result = pipeline(params=PipelineParams.model_validate(TINY), quick=True)
+    c = tracking.client()
+    run = c.get_run(result["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    # params: the flattened config and the dataset provenance
+    assert run.data.params["train.steps"] == "4"
+    assert run.data.params["data.size"] == "8"
+    assert run.data.params["model.unet.dims"] == "3"
+    assert any(k.startswith("data.provenance.") for k in run.data.params)
+    # metrics: the scores (means and per condition) and the training curves
+    m = run.data.metrics
+    assert m["wasserstein"] == pytest.approx(result["wasserstein_mean"])
+    assert m["rel_l2"] == pytest.approx(result["rel_l2_mean"])
+    assert sum(k.startswith("wasserstein/") for k in m) == 2
+    assert sum(k.startswith("rel_l2/") for k in m) == 2
+    assert [h.step for h in c.get_metric_history(run.info.run_id, "loss")] == [2, 4]
+    assert c.get_metric_history(run.info.run_id, "samples_per_s")
+    # artifacts: figures, samples
+    figs = {Path(a.path).name for a in c.list_artifacts(run.info.run_id, "figures")}
+    assert figs == {"denoising.png", "slices.png", "loss.png"}
+    samples = {Path(a.path).name for a in c.list_artifacts(run.info.run_id, "samples")}
+    assert {"samples.npz", "metrics.json"} <= samples
+    # a registered model version, the first one becoming the champion
+    mv = c.get_model_version("rho-spherical_harmonics", result["mlflow_model_version"])
+    assert mv.run_id == run.info.run_id
+    assert result["mlflow_champion"] is True
+    assert c.get_model_version_by_alias("rho-spherical_harmonics", "champion").version == mv.version
+    # everything local sits under the data folder
+    assert Path(result["store"]).is_relative_to(data_home)
+    assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()
+
+
+def test_data_flow_reuses_the_store(prefect_harness, data_home, monkeypatch):
+    """Same parameters twice: the second run is a cache hit and the store is not rewritten."""
+    from flows.params import SphericalHarmonicsParams
+    from flows.spherical_harmonics import spherical_harmonics
+    from rho_core.data import spherical_harmonics as sh
+
+    calls = []
+    real = sh.generate_spherical_harmonics
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sh, "generate_spherical_harmonics", counting)
+    params = SphericalHarmonicsParams(size=8, l_max=1, store=str(data_home / "cache.zarr"))
+    first = spherical_harmonics(params)
+    before = _mtimes(Path(first))
+    state = spherical_harmonics(params, return_state=True)
+    assert state.is_completed() and state.result() == first
+    assert len(calls) == 1
+    states = _task_states(state.state_details.flow_run_id)
+    assert [v for k, v in states.items() if k.startswith("generate sh")] == ["Cached"]
+    assert _mtimes(Path(first)) == before
+    # A store deleted behind the cache's back is rebuilt rather than returned dangling.
+    import shutil
+
+    shutil.rmtree(first)
+    assert spherical_harmonics(params) == first
+    assert len(calls) == 2 and Path(first, "zarr.json").is_file()
+
+
+def test_failing_input_fails_the_run_and_leaves_state_intact(
+    prefect_harness, mlflow_uri, data_home
+):
+    from flows.pipeline import retrain
+
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    # a good store and an MLflow database exist before the failure
+    from flows.params import SphericalHarmonicsParams
+    from flows.spherical_harmonics import spherical_harmonics
+    from tasks import tracking
+
+    store = spherical_harmonics(SphericalHarmonicsParams(size=8, l_max=1))
+    tracking.ensure_experiment("spherical_harmonics")
+    before_store, before_db = _mtimes(Path(store)), db.stat().st_mtime_ns
+
+    missing = str(data_home / "stores" / "nope.zarr")
+    state = retrain(store=missing, params=PipelineParams.model_validate(TINY), return_state=True)
+    assert state.is_failed()
+    message = str(state.message) + str(state.result(raise_on_failure=False))
+    assert "nope.zarr does not exist" in message
+    assert _mtimes(Path(store)) == before_store
+    assert db.stat().st_mtime_ns == before_db
+    assert not os.path.exists(missing)
+
+    # the next good run succeeds on the same state
+    ok = retrain(store=store, params=PipelineParams.model_validate(TINY))
+    assert tracking.client().get_run(ok["mlflow_run_id"]).info.status == "FINISHED"
