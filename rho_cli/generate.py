@@ -1,16 +1,149 @@
-"""`rho generate`: not implemented yet (owned by the issue that delivers it)."""
+"""`rho generate`: write synthetic 3-D datasets into a store.
+
+- ``rho generate spherical-harmonics --out STORE [--size 32] [--l-max 6] [--convention real|paper]
+  [--workers N] [--scheduler ADDR] [--lm L,M ...] [--overwrite|--append]``
+- ``rho generate hydrogen --out STORE [--size 32] [--n-max 3] [--half-width A0]
+  [--overwrite|--append]``
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="(not implemented yet)")
-    p.set_defaults(func=_run)
+    p = sub.add_parser(
+        "generate",
+        help="generate a synthetic dataset (spherical harmonics, hydrogen orbitals) into a store",
+        description="Generate a synthetic 3-D dataset into a Zarr store.",
+    )
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    gsub = p.add_subparsers(dest="dataset", metavar="DATASET")
+
+    sh = gsub.add_parser(
+        "spherical-harmonics",
+        help="one volume per (l, m) of the spherical harmonics (the paper's 3-D experiment)",
+        description="One voxel volume per (l, m): the real spherical harmonics for 0 ≤ l ≤ l_max, "
+        "−l ≤ m ≤ l (default), or the paper's Re Y_l^m for 0 ≤ m ≤ l.",
+    )
+    sh.add_argument("--out", required=True, help="store path (a directory)")
+    sh.add_argument("--size", type=int, default=32, help="voxels per axis (default 32)")
+    sh.add_argument("--l-max", type=int, default=6, help="highest degree l (default 6)")
+    sh.add_argument("--convention", choices=["real", "paper"], default="real")
+    sh.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Dask worker processes of a local cluster (0/1: serial, default 0)",
+    )
+    sh.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
+    sh.add_argument(
+        "--lm",
+        action="append",
+        default=None,
+        metavar="L,M",
+        help="generate only these (l, m) (repeatable), e.g. --lm 5,2",
+    )
+    _mode_args(sh)
+    sh.set_defaults(func=_run_sh)
+
+    hy = gsub.add_parser(
+        "hydrogen",
+        help="hydrogen-like orbital densities |ψ_nlm|² (non-negative, spanning decades)",
+        description="One |ψ_nlm|² volume per orbital, 1 ≤ n ≤ n_max, 0 ≤ l < n, −l ≤ m ≤ l.",
+    )
+    hy.add_argument("--out", required=True, help="store path (a directory)")
+    hy.add_argument("--size", type=int, default=32, help="voxels per axis (default 32)")
+    hy.add_argument("--n-max", type=int, default=3, help="highest n (default 3)")
+    hy.add_argument(
+        "--half-width",
+        type=float,
+        default=None,
+        help="common box half-width in Bohr radii (default per orbital: 2n² + 5n)",
+    )
+    _mode_args(hy)
+    hy.set_defaults(func=_run_hydrogen)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from rho_core.errors import RhoError
+def _mode_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    g.add_argument("--append", action="store_true", help="append to an existing store")
 
-    raise RhoError("'rho generate' is not implemented yet")
+
+def _mode(args: argparse.Namespace) -> str:
+    return "w" if args.overwrite else "a" if args.append else "w-"
+
+
+def _progress(desc: str):
+    """A tqdm bar on stderr as a ``progress(done, total)`` callback, and its closer."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="vol", file=sys.stderr, disable=None)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _parse_lm(items: list[str] | None) -> list[tuple[int, int]] | None:
+    from rho_core.errors import ConfigError
+
+    if not items:
+        return None
+    out = []
+    for item in items:
+        try:
+            l, m = (int(v) for v in item.split(","))
+        except ValueError:
+            raise ConfigError(f"--lm takes 'L,M' with two integers, got {item!r}") from None
+        out.append((l, m))
+    return out
+
+
+def _run_sh(args: argparse.Namespace) -> int:
+    from rho_core.data.spherical_harmonics import generate_spherical_harmonics
+    from rho_core.data.store import open_store
+
+    update, close = _progress("spherical harmonics")
+    try:
+        path = generate_spherical_harmonics(
+            args.out,
+            size=args.size,
+            l_max=args.l_max,
+            convention=args.convention,
+            workers=args.workers,
+            scheduler_address=args.scheduler,
+            mode=_mode(args),
+            lm=_parse_lm(args.lm),
+            progress=update,
+        )
+    finally:
+        close()
+    s = open_store(path)
+    print(f"wrote {s.n} volumes of shape {s.field_shape} to {path}")
+    return 0
+
+
+def _run_hydrogen(args: argparse.Namespace) -> int:
+    from rho_core.data.hydrogen import generate_hydrogen
+    from rho_core.data.store import open_store
+
+    update, close = _progress("hydrogen orbitals")
+    try:
+        path = generate_hydrogen(
+            args.out,
+            size=args.size,
+            n_max=args.n_max,
+            mode=_mode(args),
+            half_width=args.half_width,
+            progress=update,
+        )
+    finally:
+        close()
+    s = open_store(path)
+    print(f"wrote {s.n} volumes of shape {s.field_shape} to {path}")
+    return 0

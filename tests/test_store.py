@@ -237,7 +237,7 @@ _CHILD = textwrap.dedent(
         f, p = _batch(n, n + k)
         if step == 3 and kill_at == "before_commit":
             # chunk data written, count not yet committed
-            type(w._group.attrs).update = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+            st._put_attrs = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         if step == 3 and kill_at == "before_consolidate":
             st._consolidate = lambda path: os.kill(os.getpid(), signal.SIGKILL)
         n = w.append(f, p, keys=[f"k{{i}}" for i in range(n, n + k)])

@@ -318,7 +318,7 @@ def open_store(path: str | os.PathLike) -> Store:
         n=n,
         field_shape=field_shape,
         fields=_FieldsView(fields, n),
-        params=np.asarray(params_arr[:n], dtype=np.float64).reshape(n, -1),
+        params=np.asarray(params_arr[:n], dtype=np.float64).reshape(n, len(meta["param_names"])),
         samples_per_chunk=int(fields.chunks[0]),
         _keys=list(keys) if keys is not None else None,
         _zarr_fields=fields,
@@ -440,7 +440,7 @@ class StoreWriter:
                 list(keys) if keys is not None else [None] * k
             )
             updates[KEYS_KEY] = new_keys
-        self._group.attrs.update(updates)
+        _put_attrs(self._group, updates)
         self._meta = meta
         if KEYS_KEY in updates:
             self._keys = updates[KEYS_KEY]
@@ -452,8 +452,19 @@ class StoreWriter:
         """Write extra group attrs (e.g. ``normalization``) and refresh consolidated metadata."""
         if ATTR_KEY in attrs:
             raise StoreError(f"'{ATTR_KEY}' is managed by the store writer")
-        self._group.attrs.update(attrs)
+        _put_attrs(self._group, attrs)
         _consolidate(self.path)
+
+
+def _put_attrs(group: Any, updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into the group attrs with ONE metadata write (atomic file replace).
+
+    ``group.attrs.update`` is MutableMapping's: one write per key, so a kill between two keys
+    could commit the count without the keys. ``put`` writes the whole dict at once.
+    """
+    current = dict(group.attrs.asdict())
+    current.update(updates)
+    group.attrs.put(current)
 
 
 def _consolidate(path: Path) -> None:
@@ -615,7 +626,7 @@ def create_store(
             compressors=ZstdCodec(level=1),
         )
         try:
-            group.attrs.update({ATTR_KEY: meta})
+            _put_attrs(group, {ATTR_KEY: meta})
         except TypeError as exc:
             raise DataError(f"provenance must be JSON-serialisable: {exc}") from exc
         _consolidate(path)

@@ -1,0 +1,129 @@
+"""`rho generate`, `rho info`, `rho normalize`: outputs, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zarr
+
+from rho_cli.main import main
+from rho_core.data.store import create_store, open_store
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    return err[-1]
+
+
+def test_generate_sh_info_json_and_normalize(tmp_path, capsys):
+    out = tmp_path / "sh.zarr"
+    assert (
+        main(["generate", "spherical-harmonics", "--out", str(out), "--size", "8", "--l-max", "2"])
+        == 0
+    )
+    assert "wrote 9 volumes" in capsys.readouterr().out
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "spherical_harmonics" and info["n_samples"] == 9
+    assert info["param_names"] == ["l", "m"] and info["param_ranges"]["m"] == [-2.0, 2.0]
+    assert info["field_shape"] == [1, 8, 8, 8] and info["normalization"] is None
+    assert main(["normalize", str(out), "--transform", "minmax"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "spherical_harmonics" in text and "samples      9" in text
+    assert "normalisation minmax" in text and "l ∈ [0, 2]" in text
+    s = open_store(out)
+    assert s.normalization["min"] == pytest.approx(float(s.fields[:].min()))
+    # --append adds, paper convention with --lm
+    assert (
+        main(
+            [
+                "generate",
+                "spherical-harmonics",
+                "--out",
+                str(out),
+                "--size",
+                "8",
+                "--lm",
+                "3,1",
+                "--append",
+            ]
+        )
+        == 0
+    )
+    assert open_store(out).n == 10
+
+
+def test_generate_hydrogen(tmp_path, capsys):
+    out = tmp_path / "h.zarr"
+    assert main(["generate", "hydrogen", "--out", str(out), "--size", "8", "--n-max", "2"]) == 0
+    s = open_store(out)
+    assert s.kind == "hydrogen_orbital" and s.n == 5 and np.all(s.fields[:] >= 0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["generate", "spherical-harmonics", "--l-max", "-1"], "l_max must be ≥ 0"),
+        (["generate", "spherical-harmonics", "--lm=-1,0"], "l must be ≥ 0"),
+        (["generate", "spherical-harmonics", "--lm", "2,-3"], "|m| ≤ l"),
+        (["generate", "spherical-harmonics", "--lm", "2,x"], "--lm takes"),
+        (["generate", "spherical-harmonics", "--size", "1"], "size must be at least 2"),
+        (["generate", "hydrogen", "--n-max", "0"], "n_max"),
+    ],
+)
+def test_bad_generate_arguments(tmp_path, capsys, argv, needle):
+    out = tmp_path / "x.zarr"
+    assert main([*argv[:2], "--out", str(out), *argv[2:]]) == 2
+    line = _err_line(capsys)
+    assert line.startswith("rho generate: error:") and needle in line
+    assert not out.exists()
+
+
+def test_existing_store_needs_a_flag(tmp_path, capsys):
+    out = tmp_path / "sh.zarr"
+    argv = ["generate", "spherical-harmonics", "--out", str(out), "--size", "4", "--l-max", "1"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    line = _err_line(capsys)
+    assert "already exists" in line and "--overwrite" in line and "--append" in line
+    assert main([*argv, "--overwrite"]) == 0 and open_store(out).n == 4
+
+
+def test_info_errors(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "missing.zarr")]) == 2
+    assert "does not exist" in _err_line(capsys)
+    (tmp_path / "dir").mkdir()
+    assert main(["info", str(tmp_path / "dir")]) == 2
+    assert "not a ρ-Diffusion store" in _err_line(capsys)
+    path = tmp_path / "old.zarr"
+    create_store(path, kind="t", spatial_dims=1, param_names=[], field_shape=(1, 4)).close()
+    g = zarr.open_group(str(path), mode="r+", use_consolidated=False)
+    g.attrs["rho_diffusion"] = dict(g.attrs["rho_diffusion"], schema_version=7)
+    assert main(["info", str(path)]) == 2
+    assert "schema_version 7" in _err_line(capsys)
+
+
+def test_nan_fields_error_and_subprocess_exit(tmp_path):
+    """Through a real `rho` process: NaN fields are refused with one line and exit status 2."""
+    path = tmp_path / "s.zarr"
+    with create_store(path, kind="t", spatial_dims=1, param_names=[], field_shape=(1, 4)) as w:
+        from rho_core.errors import DataError
+
+        with pytest.raises(DataError, match="NaN"):
+            w.append(np.full((1, 1, 4), np.nan), np.zeros((1, 0)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "rho_cli.main", "normalize", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no samples" in lines[0] and "Traceback" not in proc.stderr
