@@ -254,3 +254,165 @@ def test_two_rank_ddp_equals_single_process_with_same_global_batch(tmp_path):
     # and the run moved the parameters at all (otherwise equality would prove nothing)
     init = tiny.make_model().state_dict()
     assert any((init[k] - ref[k]).abs().max() > 1e-3 for k in ref)
+
+
+# ------------------------------------------------------------------------------------------
+# the real training loop (rho_core.training.train) under torchrun: equality, corrupt, SIGKILL
+# ------------------------------------------------------------------------------------------
+def _tiny_store(path: Path) -> Path:
+    """24 one-channel 1-D fields of 8 points, ρ = sin((1 + a)·c) on c ∈ [0, 3], a ~ U[0, 1]."""
+    import numpy as np
+
+    from rho_core.data.store import create_store
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.0, 1.0, (24, 1))
+    c = np.linspace(0.0, 3.0, 8)
+    fields = np.sin(c[None, None, :] * (1.0 + a[:, :, None])).astype(np.float32)
+    with create_store(path, kind="test_sines", spatial_dims=1, param_names=["a"],
+                      field_shape=(1, 8)) as writer:
+        writer.append(fields, a)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory):
+    """A real Zarr store and a ~20 k-parameter 1-D model (trains at tens of steps/s on CPU)."""
+    from rho_core.data.dataset import StoreDataset
+    from rho_core.train_worker import model_config_for_dataset
+
+    store = _tiny_store(tmp_path_factory.mktemp("store") / "sines.zarr")
+    model_cfg = model_config_for_dataset(
+        StoreDataset(store),
+        {"base_channels": 8, "channel_mult": (1, 2), "attention_levels": (),
+         "mid_attention": False, "cond_dim": 16, "fourier_features": 4, "timesteps": 100},
+    )
+    return store, model_cfg
+
+
+def _train_cfg(**kw):
+    from rho_core.training import TrainConfig
+
+    base = {"steps": 8, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 2,
+            "keep_checkpoints": 3, "log_every": 1, "device": "cpu",
+            "ema_half_life_samples": 50.0}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _init_weights(model_cfg) -> dict:
+    from rho_core.model import DiffusionModel
+
+    torch.manual_seed(0)  # train() seeds the initial weights with TrainConfig.seed = 0
+    return DiffusionModel(model_cfg).state_dict()
+
+
+def _outputs(model_cfg, weights: dict) -> torch.Tensor:
+    """The network's raw output for fixed inputs: 6 noisy fields at spread-out timesteps."""
+    from rho_core.model import DiffusionModel
+
+    model = DiffusionModel(model_cfg)
+    model.load_state_dict(weights)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(6, 1, 8, generator=g)
+    t = torch.tensor([0, 10, 30, 50, 80, 99])
+    params = torch.rand(6, 1, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        return model.eval()(x, t, params)
+
+
+def _step_log(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(tiny_job, tmp_path):
+    from rho_core.checkpoint import load_checkpoint
+    from rho_core.data.dataset import StoreDataset
+    from rho_core.train_worker import train_distributed
+    from rho_core.training import train
+
+    store, model_cfg = tiny_job
+    # one process, global batch 4
+    single = train(model_cfg, _train_cfg(batch_size=4, keep_checkpoints=10), StoreDataset(store),
+                   tmp_path / "single")
+    ref = load_checkpoint(tmp_path / "single" / "checkpoints" / "ckpt-00000008.pt")
+    # two ranks × batch 2 = global batch 4, through torchrun
+    run = tmp_path / "ddp"
+    lines: list[str] = []
+    res = train_distributed(model_cfg, _train_cfg(batch_size=2), store, run, nproc=2,
+                            log_callback=lines.append)
+    assert res["world_size"] == 2 and res["global_batch"] == 4 and res["step"] == 8
+    assert res["backend"] == "gloo"
+    assert any("global batch 4 = 2 per rank × 2 ranks × 1 accumulation" in ln for ln in lines)
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))
+    assert ckpts == ["ckpt-00000004.pt", "ckpt-00000006.pt", "ckpt-00000008.pt"]  # keep last 3
+    got = load_checkpoint(run / "checkpoints" / "ckpt-00000008.pt")
+    # Compare the trained *functions*: biases right before a GroupNorm have an exactly zero
+    # gradient, which Adam's g/√v turns into updates driven by float32 round-off, so those
+    # weights differ between any two summation orders (even batch 4 vs 2 × accumulation 2 in
+    # one process) without changing the network's output.
+    ref_out = _outputs(model_cfg, ref["model"])
+    assert (ref_out - _outputs(model_cfg, _init_weights(model_cfg))).abs().max() > 1e-2  # moved
+    torch.testing.assert_close(_outputs(model_cfg, got["model"]), ref_out, rtol=1e-4, atol=1e-5)
+    losses = [r["loss"] for r in _step_log(run)]
+    assert losses == pytest.approx(single.losses, rel=1e-5, abs=1e-7)
+
+    # corrupt the newest checkpoint: the next start resumes from step 6, warns, and replays
+    # steps 7-8 exactly as before
+    newest = run / "checkpoints" / "ckpt-00000008.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    lines.clear()
+    res = train_distributed(model_cfg, _train_cfg(batch_size=2), store, run, nproc=2,
+                            log_callback=lines.append)
+    assert res["start_step"] == 6 and res["step"] == 8
+    assert any("skipping unreadable checkpoint" in ln and "ckpt-00000008.pt" in ln
+               for ln in lines), "\n".join(lines[-20:])
+    again = load_checkpoint(newest)
+    torch.testing.assert_close(_outputs(model_cfg, again["model"]), ref_out, rtol=1e-4, atol=1e-5)
+    steps = [r["step"] for r in _step_log(run)]
+    assert steps == list(range(1, 9)) + [7, 8]
+
+
+def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, tmp_path):
+    import signal
+
+    from rho_core.train_worker import WORKER_TAG, train_distributed
+
+    store, model_cfg = tiny_job
+    every, total, kill_at = 4, 60, 9
+    run = tmp_path / "run"
+    workers: dict[tuple[int, int], int] = {}  # (restart, rank) -> pid
+    killed: list[int] = []
+
+    def callback(line: str) -> None:
+        m = re.search(rf"{re.escape(WORKER_TAG)} rank=(\d+)/\d+ .*restart=(\d+) pid=(\d+)", line)
+        if m:
+            workers[(int(m.group(2)), int(m.group(1)))] = int(m.group(3))
+        m = re.search(r"step (\d+)/\d+", line)
+        if m and not killed and int(m.group(1)) >= kill_at and (0, 1) in workers:
+            os.kill(workers[(0, 1)], signal.SIGKILL)
+            killed.append(int(m.group(1)))
+
+    res = train_distributed(model_cfg, _train_cfg(steps=total, checkpoint_every=every), store, run,
+                            nproc=2, max_restarts=1, log_callback=callback)
+    assert killed, "the run finished before a worker could be killed"
+    assert res["restart_count"] == 1 and res["step"] == total
+    assert (1, 0) in workers and (1, 1) in workers  # a second worker group was started
+
+    records = _step_log(run)
+    first = [r["step"] for r in records if r["restart"] == 0]
+    second = [r["step"] for r in records if r["restart"] == 1]
+    assert first == list(range(1, len(first) + 1)) and first[-1] >= killed[0]
+    resumed = res["start_step"]
+    assert resumed % every == 0 and resumed <= first[-1]
+    assert second == list(range(resumed + 1, total + 1))  # no gap ...
+    assert first[-1] - resumed <= every  # ... and at most one checkpoint interval repeated
+    # the repeated steps are replayed exactly (same weights, data order and noise)
+    loss0 = {r["step"]: r["loss"] for r in records if r["restart"] == 0}
+    for r in records:
+        if r["restart"] == 1 and r["step"] in loss0:
+            assert r["loss"] == pytest.approx(loss0[r["step"]], rel=1e-6)
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))
+    assert ckpts[-1] == f"ckpt-{total:08d}.pt" and len(ckpts) == 3
