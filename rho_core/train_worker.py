@@ -193,7 +193,9 @@ def run_worker(job: TrainJob) -> dict | None:
 
         if ctx.is_main:
             out.mkdir(parents=True, exist_ok=True)
-        result = train(model_cfg, train_cfg, dataset, out, callback=on_step, resume=job.resume)
+        # after a torchrun restart always resume, even if the first attempt started fresh
+        resume = job.resume or ctx.restart_count > 0
+        result = train(model_cfg, train_cfg, dataset, out, callback=on_step, resume=resume)
         summary = None
         if ctx.is_main:
             summary = {
