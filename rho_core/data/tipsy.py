@@ -108,6 +108,24 @@ def component_from_ids(ids: np.ndarray, variant: str) -> np.ndarray:
     return comp
 
 
+def v1_ids_to_v2(ids: np.ndarray) -> np.ndarray:
+    """Bonsai's V1 -> V2 ID conversion: +3e18 for dark matter (``>= 2e8``), +2e18 for bulge."""
+    s = np.asarray(ids).astype(np.int64)
+    out = s.astype(np.uint64)
+    out[s >= V1_DM_START] += np.uint64(V2_DM_START)
+    bulge = (s >= V1_BULGE_START) & (s < V1_DM_START)
+    out[bulge] += np.uint64(V2_BULGE_START)
+    return out
+
+
+def v2_ids_to_v1(ids: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`v1_ids_to_v2` (int64)."""
+    u = np.asarray(ids, np.uint64).copy()
+    u[u >= np.uint64(V2_DM_START)] -= np.uint64(V2_DM_START)
+    u[u >= np.uint64(V2_BULGE_START)] -= np.uint64(V2_BULGE_START)
+    return u.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class TipsyHeader:
     """Decoded tipsy header. ``variant`` is ``"v1"``, ``"v2"`` or ``"standard"``."""
