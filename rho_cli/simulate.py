@@ -1,8 +1,8 @@
 """`rho simulate merger`: a grid of galaxy-merger simulations (built-in N-body or real Bonsai).
 
-``rho simulate merger --out DIR [--mass-ratio 1,0.5] [--pericenter 8] [--separation 60]
-[--inclination1 0] [--inclination2 30,60] [--argument1 0] [--argument2 0] [--n-particles 4000]
-[--t-end 60] [--dt 0.015625] [--snap-every 2] [--softening 0.5] [--engine builtin|bonsai]
+``rho simulate merger --out DIR [--mass-ratio 1,0.5] [--pericenter 5] [--separation 50]
+[--inclination1 0] [--inclination2 30,60] [--argument1 0] [--argument2 0] [--n-particles 2000]
+[--t-end 100] [--dt 0.015625] [--snap-every 2] [--softening 0.5] [--engine builtin|bonsai]
 [--bonsai-binary PATH] [--mpirun CMD] [--ranks N] [--device auto] [--workers N]
 [--scheduler ADDR] [--seed S]``
 
@@ -44,17 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="output directory (one run_NNN per grid point)")
     g = m.add_argument_group("grid (comma-separated values span a Cartesian product)")
     g.add_argument("--mass-ratio", type=_floats, default=(1.0,), help="M2/M1 (default 1)")
-    g.add_argument("--pericenter", type=_floats, default=(8.0,), help="kpc (default 8)")
-    g.add_argument("--separation", type=_floats, default=(60.0,),
-                   help="initial separation, kpc (default 60)")
+    g.add_argument("--pericenter", type=_floats, default=(5.0,), help="kpc (default 5)")
+    g.add_argument("--separation", type=_floats, default=(50.0,),
+                   help="initial separation, kpc (default 50)")
     g.add_argument("--inclination1", type=_floats, default=(0.0,), help="deg (default 0)")
     g.add_argument("--argument1", type=_floats, default=(0.0,), help="deg (default 0)")
     g.add_argument("--inclination2", type=_floats, default=(30.0,), help="deg (default 30)")
     g.add_argument("--argument2", type=_floats, default=(0.0,), help="deg (default 0)")
     s = m.add_argument_group("simulation")
-    s.add_argument("--n-particles", type=int, default=4000, help="per run (default 4000)")
-    s.add_argument("--t-end", type=float, default=60.0,
-                   help="end time, units of 9.78 Myr (default 60)")
+    s.add_argument("--n-particles", type=int, default=2000, help="per run (default 2000)")
+    s.add_argument("--t-end", type=float, default=100.0,
+                   help="end time, units of 9.78 Myr (default 100: the default merger completes)")
     s.add_argument("--dt", type=float, default=1 / 64, help="time step (default 1/64)")
     s.add_argument("--snap-every", type=float, default=2.0,
                    help="time between snapshots (default 2)")

@@ -51,8 +51,8 @@ class GridSpec:
     """Values per axis; the grid is their Cartesian product applied to ``base``."""
 
     mass_ratio: tuple[float, ...] = (1.0,)
-    pericenter: tuple[float, ...] = (8.0,)
-    separation: tuple[float, ...] = (60.0,)
+    pericenter: tuple[float, ...] = (5.0,)
+    separation: tuple[float, ...] = (50.0,)
     inclination1: tuple[float, ...] = (0.0,)
     argument1: tuple[float, ...] = (0.0,)
     inclination2: tuple[float, ...] = (30.0,)

@@ -58,7 +58,9 @@ COMPONENT_OF = {"halo": DARK_MATTER, "bulge": BULGE, "disk": DISK}
 
 @dataclass(frozen=True)
 class GalaxyModel:
-    """One disk galaxy in Bonsai units (defaults: a small Milky-Way-like system).
+    """One disk galaxy in Bonsai units (defaults: a compact, roughly Milky-Way-mass system:
+    2.5e11 Msun in all, halo truncated at 48 kpc, so that a default merger (pericentre 5 kpc,
+    start at 50 kpc) coalesces within ~80 time units, i.e. ~0.8 Gyr).
 
     Attributes:
         halo_mass, halo_scale, halo_cut: Hernquist halo mass, scale ``a`` [kpc], truncation
@@ -70,8 +72,8 @@ class GalaxyModel:
     """
 
     halo_mass: float = 100.0
-    halo_scale: float = 10.0
-    halo_cut: float = 10.0
+    halo_scale: float = 6.0
+    halo_cut: float = 8.0
     disk_mass: float = 5.0
     disk_scale: float = 2.0
     disk_height: float = 0.3
@@ -112,14 +114,14 @@ class MergerConfig:
     """
 
     mass_ratio: float = 1.0
-    pericenter: float = 8.0
-    separation: float = 60.0
+    pericenter: float = 5.0
+    separation: float = 50.0
     inclination1: float = 0.0
     argument1: float = 0.0
     inclination2: float = 30.0
     argument2: float = 0.0
     size_ratio: float | None = None
-    n_particles: int = 4000
+    n_particles: int = 2000
     star_fraction: float = 0.5
     galaxy: GalaxyModel = field(default_factory=GalaxyModel)
     seed: int = 0

@@ -53,7 +53,7 @@ class NBodyConfig:
             fastest on a machine already busy with other work).
     """
 
-    t_end: float = 60.0
+    t_end: float = 100.0
     dt: float = 1 / 64
     snap_every: float = 2.0
     softening: float = 0.5
