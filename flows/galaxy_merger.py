@@ -24,7 +24,7 @@ def ingest_bonsai(params: IngestBonsaiParams) -> str:
     """Ingest Bonsai / tipsy snapshots into ``params.store`` and normalise it."""
     from rho_core.errors import DataError
 
-    missing = [s for s in params.snapshots if not Path(s).is_file()]
+    missing = [s for s in params.snapshots if not Path(s).exists()]
     if missing:
         raise DataError(f"snapshot file(s) not found: {', '.join(missing)}")
     store = data.ingest_bonsai(
@@ -42,10 +42,11 @@ def galaxy_merger(
     store = params.store or str(data_dir() / "stores" / "merger.zarr")
     grid = {
         "n_particles": params.n_particles,
-        "mass_ratios": list(params.mass_ratios),
-        "pericenters": list(params.pericenters),
+        "mass_ratio": list(params.mass_ratios),
+        "pericenter": list(params.pericenters),
+        "t_end": params.t_end,
+        "snap_every": params.snap_every,
     }
     sims = data.simulate_mergers(out_dir, grid)
-    snapshots = sorted(str(p) for p in Path(sims).glob("**/*.tipsy"))
-    path = data.ingest_bonsai(snapshots, store, params.image_size, None)
+    path = data.ingest_bonsai([sims], store, params.image_size, None)
     return normalised(path, params.normalization)

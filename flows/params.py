@@ -45,15 +45,17 @@ class SphericalHarmonicsParams(_Params):
 
 
 class GalaxyMergerParams(_Params):
-    """Built-in merger simulations, rendered into a 2-D image store."""
+    """Built-in merger simulations over a parameter grid, rendered into a 2-D image store."""
 
     out_dir: str | None = Field(None, description="Snapshot folder; default data/sims/merger.")
     store: str | None = Field(None, description="Image store; default data/stores/merger.zarr.")
     image_size: int = Field(64, ge=8, le=1024, description="Image side in pixels.")
-    n_particles: int = Field(2000, ge=100, description="Particles per galaxy.")
-    mass_ratios: list[float] = Field([1.0, 0.5], description="Mass ratios on the grid.")
-    pericenters: list[float] = Field([1.0, 2.0], description="Pericentre distances on the grid.")
-    normalization: Literal["minmax", "standard", "asinh"] = Field("asinh")
+    n_particles: int = Field(2000, ge=100, description="Particles per simulation.")
+    mass_ratios: list[float] = Field([1.0, 0.5], description="Mass ratios M2/M1 on the grid.")
+    pericenters: list[float] = Field([5.0], description="Pericentre distances [kpc] on the grid.")
+    t_end: float = Field(100.0, gt=0, description="End time (units of 9.78 Myr).")
+    snap_every: float = Field(2.0, gt=0, description="Time between snapshots.")
+    normalization: Literal["minmax", "standard", "asinh"] = Field("minmax")
 
 
 class IngestBonsaiParams(_Params):
@@ -132,7 +134,7 @@ _QUICK: dict[str, Any] = {
     },
     "train": {
         "steps": 300,
-        "batch_size": 8,
+        "batch_size": 4,
         "lr": 2e-3,
         "warmup_steps": 20,
         "ema_half_life_samples": 400.0,

@@ -1,10 +1,11 @@
 """Prefect tasks that make stores: generate spherical harmonics, simulate mergers, ingest Bonsai
 snapshots, fit the normalisation. Each returns an address (the store path), never arrays.
 
-Caching: the key is the task's inputs plus its source (``INPUTS + TASK_SOURCE``) and results are
-persisted, so re-running a flow with the same dataset parameters (hence the same store path) is
-a cache hit and the store is not regenerated. The flows also check that a cached address still
-points at a readable store and refresh the cache when it does not (a deleted store is rebuilt).
+Caching (generation, normalisation, simulation): the key is the task's inputs plus its source
+(``INPUTS + TASK_SOURCE``) and results are persisted, so re-running a flow with the same
+dataset parameters (hence the same store path) is a cache hit and the store is not
+regenerated. The flows also check that a cached address still points at a readable store and
+refresh the cache when it does not (a deleted store is rebuilt).
 No retries: generation and ingestion are deterministic, a failure would fail again.
 """
 
@@ -138,30 +139,63 @@ def fit_normalization(store: str, transform: str = "minmax") -> dict:
     persist_result=True,
 )
 def simulate_mergers(out_dir: str, grid: dict[str, Any]) -> str:
-    """Run the built-in merger simulator over a parameter grid; returns the snapshot folder."""
-    from rho_core.sim import merger
+    """Run the built-in merger simulator over a parameter grid; returns the snapshot folder.
+
+    ``grid``: ``mass_ratio``, ``pericenter`` (lists spanning a Cartesian product),
+    ``n_particles``, ``t_end``, ``snap_every``, ``seed``. Completed runs are skipped on repeat.
+    """
+    from rho_core.sim.grid import EngineSpec, GridSpec, run_grid
+    from rho_core.sim.initial_conditions import MergerConfig
+    from rho_core.sim.nbody import NBodyConfig
 
     logger = _logger()
-    logger.info("simulating galaxy mergers %s -> %s", grid, out_dir)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    merger.simulate_grid(out_dir, **grid)
+    spec = GridSpec(
+        mass_ratio=tuple(float(v) for v in grid["mass_ratio"]),
+        pericenter=tuple(float(v) for v in grid["pericenter"]),
+        base=MergerConfig(n_particles=int(grid["n_particles"]), seed=int(grid.get("seed", 0))),
+    )
+    nbody = NBodyConfig(t_end=float(grid["t_end"]), snap_every=float(grid["snap_every"]))
+    n = len(spec.configs())
+    logger.info("simulating %d galaxy merger(s) -> %s", n, out_dir)
+
+    def progress(done: int, total: int, record: dict) -> None:
+        logger.info("merger run %d/%d done (%s)", done, total, record.get("dir"))
+
+    run_grid(spec, out_dir, EngineSpec(nbody=nbody), progress=progress)
     return out_dir
 
 
-@task(name="ingest-bonsai", task_run_name="ingest {store}", cache_policy=CACHE, persist_result=True)
+@task(name="ingest-bonsai", task_run_name="ingest {store}")
 def ingest_bonsai(
     snapshots: list[str], store: str, image_size: int = 128, params_file: str | None = None
 ) -> str:
-    """Project Bonsai/tipsy snapshots to images and write them to ``store``; returns its path.
+    """Project Bonsai/tipsy snapshots (files or folders) into ``store``; returns its path.
 
-    A corrupt or missing snapshot raises :class:`rho_core.errors.DataError` naming the file; the
-    ingest writes to a new store, so an existing store at another path is never touched.
+    Not cached by Prefect: a key on paths would miss files rewritten in place, and ingestion is
+    idempotent by itself (content hashes: snapshots already in the store are skipped). Any
+    snapshot that cannot be read (corrupt, truncated, missing parameters) fails the task with
+    a :class:`rho_core.errors.DataError` naming each file and why — after the readable ones
+    were appended, so a fixed re-run adds only what was missing.
     """
-    from rho_core.data import ingest
+    from rho_core.data.bonsai_ingest import IngestConfig
+    from rho_core.data.bonsai_ingest import ingest_bonsai as ingest
+    from rho_core.data.render import RenderConfig
+    from rho_core.errors import DataError
 
     logger = _logger()
-    logger.info("ingesting %d snapshot(s) -> %s", len(snapshots), store)
+    logger.info("ingesting %d path(s) -> %s", len(snapshots), store)
     Path(store).parent.mkdir(parents=True, exist_ok=True)
-    ingest.ingest_bonsai(snapshots, store, image_size=image_size, params_file=params_file)
+    config = IngestConfig(render=RenderConfig(image_size=int(image_size)), params_file=params_file)
+    report = ingest(snapshots, store, config)
+    logger.info(
+        "ingest: %d added, %d already present, %d failed",
+        report.added,
+        report.skipped,
+        len(report.failed),
+    )
+    if report.failed:
+        lines = "; ".join(f"{name}: {why}" for name, why in report.failed[:10])
+        more = f" (and {len(report.failed) - 10} more)" if len(report.failed) > 10 else ""
+        raise DataError(f"{len(report.failed)} snapshot(s) could not be ingested: {lines}{more}")
     require_store(store)
     return store

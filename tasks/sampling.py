@@ -45,19 +45,11 @@ def _logger():
         return logging.getLogger(__name__)
 
 
-def condition_label(names: list[str] | tuple[str, ...], row: np.ndarray) -> str:
-    """``"l=2,m=-1"``: a compact label for one condition (integers shown without decimals)."""
-    parts = []
-    for n, v in zip(names, row, strict=True):
-        v = float(v)
-        parts.append(f"{n}={int(v)}" if v.is_integer() else f"{n}={v:.4g}")
-    return ",".join(parts)
+def condition_label(names, row) -> str:
+    """``"l=2,m=-1"``: the label ``rho evaluate`` uses (``rho_core.evaluation``)."""
+    from rho_core.evaluation import condition_label as label
 
-
-def pick_indices(n: int, k: int) -> np.ndarray:
-    """``min(k, n)`` distinct indices spread evenly over ``0 … n-1`` (both ends included)."""
-    k = max(1, min(int(k), int(n)))
-    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(np.int64))
+    return label(list(names), [float(v) for v in row])
 
 
 def _frame_rows(times_seen: list[int], targets: tuple[int, ...]) -> dict[int, int]:
@@ -92,7 +84,9 @@ def sample_conditions(
     loaded = load_for_sampling(checkpoint, device=device)
     model, norm = loaded.model, loaded.normalizer
     s = open_store(store)
-    idx = pick_indices(s.n, n_conditions)
+    from rho_core.evaluation import distinct_conditions
+
+    idx = distinct_conditions(np.asarray(s.params), n_conditions)
     true, params = s.read_batch(idx)
     true = np.asarray(true, dtype=np.float32)
     params = np.asarray(params, dtype=np.float64)
@@ -166,6 +160,7 @@ def score_samples(samples: str) -> dict[str, Any]:
 
     z = np.load(samples)
     names = [str(n) for n in z["param_names"]]
+    spectrum = getattr(metrics, "power_spectrum_error", None)
     per: dict[str, dict[str, float]] = {}
     for k in range(z["generated"].shape[0]):
         label = condition_label(names, z["params"][k])
@@ -173,14 +168,23 @@ def score_samples(samples: str) -> dict[str, Any]:
             "wasserstein": float(metrics.wasserstein(z["generated_norm"][k], z["true_norm"][k])),
             "rel_l2": float(metrics.rel_l2(z["generated"][k], z["true"][k])),
         }
+        if spectrum is not None:
+            try:
+                per[label]["power_spectrum"] = float(spectrum(z["generated"][k], z["true"][k]))
+            except (ValueError, RuntimeError):
+                pass
     w = [v["wasserstein"] for v in per.values()]
     r = [v["rel_l2"] for v in per.values()]
-    return {
+    out = {
         "per_condition": per,
         "wasserstein_mean": float(np.mean(w)),
         "rel_l2_mean": float(np.mean(r)),
         "n_conditions": len(per),
     }
+    ps = [v["power_spectrum"] for v in per.values() if "power_spectrum" in v]
+    if ps:
+        out["power_spectrum_mean"] = float(np.mean(ps))
+    return out
 
 
 @task(name="evaluate", task_run_name="evaluate {samples}")

@@ -454,6 +454,8 @@ def record_run(
                 flat[f"{metric}/{cond}"] = v
         flat["wasserstein_mean"] = scores["wasserstein_mean"]
         flat["rel_l2_mean"] = scores["rel_l2_mean"]
+        if scores.get("power_spectrum_mean") is not None:
+            flat["power_spectrum_mean"] = scores["power_spectrum_mean"]
         flat["wasserstein"] = scores["wasserstein_mean"]
         flat["rel_l2"] = scores["rel_l2_mean"]
         if train_summary.get("samples_per_s"):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -150,24 +149,35 @@ def train_model(
         logger.info("training in-process on %s -> %s", store, run_dir)
         return run_training(store, run_dir, model_cfg, train_cfg, emit=logger.info)
 
-    from rho_core.checkpoint import latest_valid_checkpoint
-    from rho_core.launch import launch_torchrun
+    from rho_core.train_worker import STEP_LOG_FILE, train_distributed
 
-    spec = Path(run_dir) / "launch.json"
-    _write_json(spec, {"store": store, "model": model_cfg, "train": train_cfg})
     logger.info("training with torchrun, %d processes, on %s -> %s", nproc, store, run_dir)
-    launch_torchrun(
-        ["-m", "tasks.train_worker", str(spec)],
-        nproc=nproc,
-        log_callback=logger.info,
-        python=sys.executable,
+    res = train_distributed(
+        model_cfg, train_cfg, store, run_dir, nproc=nproc, log_callback=logger.info
     )
-    summary_path = Path(run_dir) / "summary.json"
-    if summary_path.is_file():
-        return json.loads(summary_path.read_text())
-    ckpt = latest_valid_checkpoint(run_dir)
+    if res is None:
+        from rho_core.errors import RhoError
+
+        raise RhoError(f"distributed training in {run_dir} finished without a result.json")
+    # Curves: the per-step log rank 0 wrote, thinned to every ``log_every`` steps.
+    every = max(1, int(train_cfg.get("log_every", 50)))
+    history = []
+    log_path = Path(run_dir) / STEP_LOG_FILE
+    lines = log_path.read_text().splitlines() if log_path.is_file() else []
+    for line in lines:
+        rec = json.loads(line)
+        if rec["step"] % every == 0 or rec["step"] == res["step"]:
+            row = {"step": int(rec["step"])}
+            row.update({k: float(rec[k]) for k in _HISTORY_KEYS if k in rec})
+            history.append(row)
+    _write_json(Path(run_dir) / HISTORY_FILE, history)
     return {
-        "run_dir": run_dir,
-        "checkpoint": str(ckpt) if ckpt else None,
+        "run_dir": str(run_dir),
+        "checkpoint": res.get("checkpoint"),
         "history": str(Path(run_dir) / HISTORY_FILE),
+        "step": int(res["step"]),
+        "final_loss": res.get("final_loss"),
+        "samples_per_s": float(res.get("samples_per_s") or 0.0),
+        "elapsed_s": float(res.get("elapsed_s") or 0.0),
+        "world_size": int(res.get("world_size") or nproc),
     }
