@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,11 +251,19 @@ class BonsaiIOFile:
                          shape=shape)
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True
+        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
-        """Yield chunks of at most ``chunk_size`` particles (DM first, then stars)."""
+        """Yield chunks of at most ``chunk_size`` particles (DM first, then stars).
+
+        ``components``: keep only these codes (decided from the IDs first); empty chunks skipped.
+        """
         if chunk_size < 1:
             raise DataError(f"chunk_size must be >= 1, got {chunk_size}")
+        lut = None
+        if components is not None:
+            lut = np.zeros(256, bool)
+            lut[list(components)] = True
         scale = np.float32(1.0 / self.quick_ratio)
         for g in GROUPS:
             if g not in self.groups:
@@ -273,18 +281,24 @@ class BonsaiIOFile:
                 vel_mm = self._memmap(arrs[VEL_ARRAY[0]], VEL_ARRAY[2])
             for a in range(0, n, chunk_size):
                 b = min(a + chunk_size, n)
-                p4 = np.asarray(pos_mm[a:b])
+                ids = np.array(id_mm[a:b], dtype=np.uint64)
+                comp = component_from_idtype(ids)
+                sel = slice(None)
+                if lut is not None:
+                    keep = lut[comp]
+                    if not keep.any():
+                        continue
+                    if not keep.all():
+                        sel = keep
+                        ids, comp = ids[keep], comp[keep]
+                p4 = np.asarray(pos_mm[a:b])[sel]
                 mass = np.ascontiguousarray(p4[:, 3])
                 if scale != 1:
                     mass *= scale
-                ids = np.array(id_mm[a:b], dtype=np.uint64)
-                yield ParticleChunk(
-                    np.ascontiguousarray(p4[:, :3]),
-                    mass,
-                    ids,
-                    component_from_idtype(ids),
-                    None if vel_mm is None else np.array(vel_mm[a:b], dtype=np.float32),
-                )
+                vel = None
+                if vel_mm is not None:
+                    vel = np.array(np.asarray(vel_mm[a:b])[sel], dtype=np.float32)
+                yield ParticleChunk(np.ascontiguousarray(p4[:, :3]), mass, ids, comp, vel)
 
     def read(self, velocities: bool = True) -> ParticleChunk:
         return concat_chunks(list(self.iter_chunks(max(self.n_particles, 1), velocities)))

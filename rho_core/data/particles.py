@@ -48,7 +48,7 @@ UNITS = {
 MASS_UNIT_MSUN = 2.324876e9
 TIME_UNIT_MYR = 9.778145
 
-DEFAULT_CHUNK = 1 << 20  # particles per chunk
+DEFAULT_CHUNK = 1 << 16  # particles per chunk (fits in cache; see render.py for the memory bound)
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ class Snapshot(Protocol):
     n_particles: int
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True
+        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]: ...
 
     def read(self, velocities: bool = True) -> ParticleChunk: ...

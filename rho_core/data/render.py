@@ -18,8 +18,9 @@ Angle projections ``(inclination, azimuth)`` in degrees use ``R = R_x(inclinatio
 
 Memory bound: two streaming passes (centre of mass, deposit) hold one chunk at a time; a chunk of
 ``k`` particles costs about ``45 k`` bytes from the reader plus ``~100 k`` bytes of temporaries
-(CIC; Gaussian ``~(100 + 24 (2K+1)) k``), and the images ``8 N^2`` bytes per channel. With the
-default ``k = 2^20`` that is under ~160 MB whatever the snapshot size.
+(CIC; Gaussian ``~(100 + 24 (2K+1)) k``), and the images ``~24 N^2`` bytes per channel. With the
+default ``k = 2^16`` that is ~10 MB whatever the snapshot size (``benchmarks/bonsai.py`` measures
+the tracemalloc peak); the memory-mapped file itself is paged by the OS (page cache, evictable).
 """
 
 from __future__ import annotations
@@ -140,14 +141,13 @@ def _lut(codes: Sequence[int]) -> np.ndarray:
 
 def center_of_mass(snapshot: Snapshot, components="stars", chunk_size: int = DEFAULT_CHUNK):
     """Mass-weighted mean position [kpc] of the selected components, in one streaming pass."""
-    lut = _lut(resolve_components(components))
+    codes = resolve_components(components)
     msum = 0.0
     mpos = np.zeros(3)
-    for c in snapshot.iter_chunks(chunk_size, velocities=False):
-        sel = lut[c.component]
-        m = c.mass[sel].astype(np.float64)
+    for c in snapshot.iter_chunks(chunk_size, velocities=False, components=codes):
+        m = c.mass.astype(np.float64)
         msum += m.sum()
-        mpos += m @ c.pos[sel].astype(np.float64)
+        mpos += m @ c.pos.astype(np.float64)
     if not msum > 0:
         raise DataError(
             f"{snapshot.paths[0]}: no mass in components {components!r}: cannot centre the image"
@@ -167,12 +167,11 @@ def auto_fov(
     R = view_matrix(config.projection)[:2]
     if center is None:
         center = _center(snapshot, config)
-    lut = _lut(resolve_components(config.components))
+    codes = resolve_components(config.components)
     stride = max(1, snapshot.n_particles // max_samples)
     samples = []
-    for c in snapshot.iter_chunks(config.chunk_size, velocities=False):
-        sel = lut[c.component][::stride]
-        uv = (c.pos[::stride][sel] - np.asarray(center, np.float32)) @ R.T.astype(np.float32)
+    for c in snapshot.iter_chunks(config.chunk_size, velocities=False, components=codes):
+        uv = (c.pos[::stride] - np.asarray(center, np.float32)) @ R.T.astype(np.float32)
         samples.append(np.abs(uv).max(axis=1))
     r = np.concatenate(samples) if samples else np.zeros(0)
     if r.size == 0:
@@ -187,27 +186,57 @@ def _center(snapshot: Snapshot, config: RenderConfig):
     return center_of_mass(snapshot, comps, config.chunk_size)
 
 
-def _deposit_cic(grid: np.ndarray, uv: np.ndarray, m: np.ndarray, n: int, inv_h: float) -> None:
-    """Add CIC weights of particles inside the FOV to ``grid`` (flat, length ``n*n``)."""
-    g = uv * np.float32(inv_h)
-    g += np.float32(n / 2 - 0.5)
-    i0 = np.floor(g)
-    f = g - i0
-    i0 = i0.astype(np.int32)
-    lo = np.clip(i0, 0, n - 1)
-    hi = np.clip(i0 + 1, 0, n - 1)
-    fu, fv = f[:, 0], f[:, 1]
-    gu, gv = 1 - fu, 1 - fv
-    mu0, mu1 = m * gu, m * fu
-    row0, row1 = lo[:, 1] * n, hi[:, 1] * n
-    size = n * n
-    for idx, w in (
-        (row0 + lo[:, 0], mu0 * gv),
-        (row0 + hi[:, 0], mu1 * gv),
-        (row1 + lo[:, 0], mu0 * fv),
-        (row1 + hi[:, 0], mu1 * fv),
-    ):
-        grid += np.bincount(idx, weights=w, minlength=size)
+def _project(pos: np.ndarray, center: np.ndarray, R: np.ndarray):
+    """Image coordinates ``u, v`` (float32, ``(n,)``) of positions ``(n, 3)``."""
+    rows = []
+    for r in R[:2]:
+        nz = np.flatnonzero(r)
+        if len(nz) == 1 and r[nz[0]] == 1.0:  # an axis view: a column pick, no arithmetic
+            j = int(nz[0])
+            rows.append(pos[:, j] - center[j])
+        else:
+            rel = pos - center
+            rows.append(rel @ r.astype(np.float32))
+    return rows[0], rows[1]
+
+
+def _deposit_cic(grid: np.ndarray, u: np.ndarray, v: np.ndarray, m: np.ndarray, n: int,
+                 inv_h: float) -> None:
+    """Add CIC weights of particles inside the FOV to ``grid`` (flat, length ``n*n``).
+
+    All four corners share one index array on an ``(n+1)^2`` padded grid (corner (0, 0) at
+    ``i0 + 1``); the four partial grids are shifted into place, and the padding rows/columns
+    (weights beyond the edges) are folded back onto the edge pixels.
+    """
+    gu = u * np.float32(inv_h)
+    gu += np.float32(n / 2 + 0.5)  # = g + 1 with g = u/h + n/2 - 1/2, so i0 + 1 in [0, n]
+    gv = v * np.float32(inv_h)
+    gv += np.float32(n / 2 + 0.5)
+    fu, gu = np.modf(gu)  # gu > 0 inside the FOV: the integer part is floor(g) + 1
+    fv, gv = np.modf(gv)
+    idx = gv.astype(np.int32)
+    idx *= n + 2
+    idx += gu.astype(np.int32)
+    size = (n + 2) * (n + 2)
+    mfu = m * fu
+    mgu = m - mfu
+    p00 = np.bincount(idx, weights=mgu * (1 - fv), minlength=size)
+    p10 = np.bincount(idx, weights=mfu * (1 - fv), minlength=size)
+    p01 = np.bincount(idx, weights=mgu * fv, minlength=size)
+    p11 = np.bincount(idx, weights=mfu * fv, minlength=size)
+    full = np.zeros((n + 2, n + 2))
+    P = (p00.reshape(n + 2, n + 2), p10.reshape(n + 2, n + 2), p01.reshape(n + 2, n + 2),
+         p11.reshape(n + 2, n + 2))
+    full[:, :] += P[0]
+    full[:, 1:] += P[1][:, :-1]
+    full[1:, :] += P[2][:-1, :]
+    full[1:, 1:] += P[3][:-1, :-1]
+    # padded index k holds pixel k - 1: fold k = 0 onto pixel 0 and k = n + 1 onto pixel n - 1
+    full[1, :] += full[0, :]
+    full[n, :] += full[n + 1, :]
+    full[:, 1] += full[:, 0]
+    full[:, n] += full[:, n + 1]
+    grid += full[1:n + 1, 1:n + 1].ravel()
 
 
 def _deposit_gauss(
@@ -255,29 +284,30 @@ def render_snapshot(
         raise ConfigError(f"fov must be a positive width in kpc, got {fov}")
     h = fov / n
     half = np.float32(fov / 2)
-    R = view_matrix(config.projection)[:2].T.astype(np.float32)  # (3, 2)
+    Rm = view_matrix(config.projection)
     c32 = np.asarray(center, np.float32)
-    luts = [_lut(resolve_components(config.components))]
+    channels = [resolve_components(config.components)]
     if config.with_dm:
-        luts.append(_lut((DARK_MATTER,)))
+        channels.append((DARK_MATTER,))
+    wanted = tuple(sorted(set().union(*channels)))
+    luts = [_lut(ch) for ch in channels]
     grids = [np.zeros(n * n, np.float64) for _ in luts]
     inside_mass = [0.0 for _ in luts]
-    for chunk in snapshot.iter_chunks(config.chunk_size, velocities=False):
-        uv_all = None
+    for chunk in snapshot.iter_chunks(config.chunk_size, velocities=False, components=wanted):
+        u, v = _project(chunk.pos, c32, Rm)
+        ok = (np.abs(u) < half) & (np.abs(v) < half)
         for k, lut in enumerate(luts):
-            sel = lut[chunk.component]
+            sel = ok if len(luts) == 1 and len(channels[0]) == len(wanted) else ok & lut[
+                chunk.component]
             if not sel.any():
                 continue
-            if uv_all is None:
-                uv_all = (chunk.pos - c32) @ R
-            uv = uv_all[sel]
-            ok = (np.abs(uv) < half).all(axis=1)
-            uv, m = uv[ok], chunk.mass[sel][ok]
+            uk, vk, m = u[sel], v[sel], chunk.mass[sel]
             inside_mass[k] += float(m.sum(dtype=np.float64))
             if config.kernel == "cic":
-                _deposit_cic(grids[k], uv, m, n, 1 / h)
+                _deposit_cic(grids[k], uk, vk, m, n, 1 / h)
             else:
-                _deposit_gauss(grids[k], uv, m, n, 1 / h, config.sigma_px)
+                _deposit_gauss(grids[k], np.stack([uk, vk], axis=1), m, n, 1 / h,
+                               config.sigma_px)
     sigma = np.stack([g.reshape(n, n) for g in grids]) / (h * h)
     image = np.log10(np.maximum(sigma, config.floor)) if config.log else sigma
     prov = render_provenance(config, fov)

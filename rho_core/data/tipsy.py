@@ -243,23 +243,32 @@ class TipsyFile:
         return out
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True
+        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
-        """Yield :class:`ParticleChunk` of at most ``chunk_size`` particles, file order."""
+        """Yield :class:`ParticleChunk` of at most ``chunk_size`` particles, file order.
+
+        ``components``: keep only these component codes (decided from the IDs before the other
+        fields are decoded, so skipped particles cost only their ID); empty chunks are skipped.
+        """
         if chunk_size < 1:
             raise DataError(f"chunk_size must be >= 1, got {chunk_size}")
+        lut = None
+        if components is not None:
+            lut = np.zeros(256, bool)
+            lut[list(components)] = True
         index0 = 0
         for kind, block in self.blocks():
             n = block.shape[0]
             for a in range(0, n, chunk_size):
                 rec = block[a:a + chunk_size]
-                yield self._decode(kind, rec, index0 + a, velocities)
+                chunk = self._decode(kind, rec, index0 + a, velocities, lut)
+                if chunk is not None:
+                    yield chunk
             index0 += n
 
-    def _decode(self, kind: str, rec: np.ndarray, index0: int, velocities: bool) -> ParticleChunk:
-        pos = np.ascontiguousarray(rec["pos"], dtype=np.float32)
-        mass = np.ascontiguousarray(rec["mass"], dtype=np.float32)
-        vel = np.ascontiguousarray(rec["vel"], dtype=np.float32) if velocities else None
+    def _decode(self, kind: str, rec: np.ndarray, index0: int, velocities: bool,
+                lut: np.ndarray | None = None) -> ParticleChunk | None:
         n = rec.shape[0]
         if self.variant == "standard" or kind == "gas":
             ids = np.arange(index0, index0 + n, dtype=np.uint64)
@@ -272,6 +281,15 @@ class TipsyFile:
             raw = np.ascontiguousarray(rec["id"], dtype=np.int32)
             comp = component_from_ids(raw, "v1")
             ids = raw.astype(np.int64).astype(np.uint64)
+        if lut is not None:
+            keep = lut[comp]
+            if not keep.any():
+                return None
+            if not keep.all():
+                rec, ids, comp = rec[keep], ids[keep], comp[keep]
+        pos = np.ascontiguousarray(rec["pos"], dtype=np.float32)
+        mass = np.ascontiguousarray(rec["mass"], dtype=np.float32)
+        vel = np.ascontiguousarray(rec["vel"], dtype=np.float32) if velocities else None
         return ParticleChunk(pos, mass, ids, comp, vel)
 
     def read(self, velocities: bool = True) -> ParticleChunk:
@@ -311,10 +329,11 @@ class TipsySet:
         return f"TipsySet({len(self.files)} ranks, {self.format}, n={self.n_particles})"
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True
+        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
         for f in self.files:
-            yield from f.iter_chunks(chunk_size, velocities)
+            yield from f.iter_chunks(chunk_size, velocities, components)
 
     def read(self, velocities: bool = True) -> ParticleChunk:
         return concat_chunks(list(self.iter_chunks(max(self.n_particles, 1), velocities)))
