@@ -136,17 +136,16 @@ class StoreDataset(Dataset):
         Indices are grouped by chunk so each touched chunk is read (or fetched from the cache)
         once; the output keeps the order of ``indices``.
         """
-        idx = np.asarray([self._check(i) for i in np.asarray(indices).reshape(-1)], dtype=np.int64)
-        out = np.empty((idx.size, *self.field_shape), dtype=np.float32)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + self.n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise IndexError(f"sample index out of range for {self.n} samples")
         spc = self.samples_per_chunk
-        chunk_ids = idx // spc
-        for c in np.unique(chunk_ids):
-            sel = np.nonzero(chunk_ids == c)[0]
-            if self.cache_bytes > 0:
-                block = self._chunk(int(c))
-                out[sel] = block[idx[sel] - int(c) * spc]
-            else:
-                out[sel] = self._handle().read_batch(idx[sel])[0]
+        if self.cache_bytes > 0:
+            # one copy per sample, straight from the decoded (cached) chunks into the batch
+            out = np.stack([self._chunk(int(i) // spc)[int(i) % spc] for i in idx])
+        else:
+            out = self._handle().read_batch(idx)[0]
         fields = self.normalizer.forward(out)
         return (
             torch.from_numpy(np.ascontiguousarray(fields, dtype=np.float32)),
