@@ -250,16 +250,18 @@ def _deposit_gauss(
     d = (c[:, None, :] + offs[None, :, None]) - g[:, None, :]  # (p, 2K+1, 2)
     w = np.exp(-0.5 * (d / np.float32(sigma_px)) ** 2)
     w /= w.sum(axis=1, keepdims=True)
-    wu, wv = w[:, :, 0] * m[:, None], w[:, :, 1]
-    size = n * n
-    for a in range(2 * K + 1):
-        iu = c[:, 0] + offs[a]
-        ok_u = (iu >= 0) & (iu < n)
-        for b in range(2 * K + 1):
-            iv = c[:, 1] + offs[b]
-            ok = ok_u & (iv >= 0) & (iv < n)
-            grid += np.bincount((iv * n + iu)[ok], weights=(wu[:, a] * wv[:, b])[ok],
-                                minlength=size)
+    wu = np.ascontiguousarray((w[:, :, 0] * m[:, None]).T)  # (2K+1, p)
+    wv = np.ascontiguousarray(w[:, :, 1].T)
+    # a grid padded by K on every side needs no bounds masks; the padding (mass beyond the
+    # edges) is cropped away at the end
+    side = n + 2 * K
+    base = c[:, 1] * side + c[:, 0]  # padded index of offset (-K, -K): pixel c - K
+    padded = np.zeros(side * side)
+    for b in range(2 * K + 1):
+        for a in range(2 * K + 1):
+            padded += np.bincount(base + (b * side + a), weights=wu[a] * wv[b],
+                                  minlength=side * side)
+    grid += padded.reshape(side, side)[K:K + n, K:K + n].ravel()
 
 
 def render_snapshot(
