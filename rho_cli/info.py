@@ -53,7 +53,8 @@ def format_summary(s: dict) -> str:
         "parameters   "
         + (
             ", ".join(
-                f"{k} ∈ [{_fmt(lo)}, {_fmt(hi)}]" for k, (lo, hi) in s["param_ranges"].items()
+                f"{k} ∈ [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else f"{k} (no samples)"
+                for k, (lo, hi) in s["param_ranges"].items()
             )
             or "(none)"
         ),

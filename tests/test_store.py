@@ -112,6 +112,10 @@ def test_modes(tmp_path):
     _make(path)
     with pytest.raises(StoreError, match="already exists.*overwrite.*append"):
         _make(path)
+    with create_store(
+        path, kind="test", spatial_dims=3, param_names=["a", "b"], field_shape=SHAPE, mode="a"
+    ) as w:
+        assert w.n == 7 and w.sample_keys()[:5] == ["k0", "k1", "k2", "k3", None]
     _make(path, n=5, mode="a")
     s = open_store(path)
     assert s.n == 12
@@ -139,6 +143,14 @@ def test_modes(tmp_path):
     with pytest.raises(StoreError, match="not a ρ-Diffusion store"):
         _make(other, mode="w")
     assert (other / "precious.txt").exists()
+
+
+def test_empty_store_summary_is_json(tmp_path):
+    path = tmp_path / "e.zarr"
+    create_store(path, kind="t", spatial_dims=1, param_names=["a"], field_shape=(1, 4)).close()
+    s = open_store(path)
+    assert s.n == 0 and s.fields[:].shape == (0, 1, 4) and s.params.shape == (0, 1)
+    assert json.loads(json.dumps(s.summary(), allow_nan=False))["param_ranges"]["a"] == [None, None]
 
 
 def test_one_writer_at_a_time(tmp_path):

@@ -270,7 +270,9 @@ class Store:
             "spatial_dims": self.spatial_dims,
             "spatial_shape": list(self.field_shape[1:]),
             "param_names": list(self.param_names),
-            "param_ranges": {k: list(v) for k, v in self.param_ranges().items()},
+            "param_ranges": {
+                k: [None if math.isnan(x) else x for x in v] for k, v in self.param_ranges().items()
+            },
             "samples_per_chunk": self.samples_per_chunk,
             "bytes_uncompressed": int(self.n * np.prod(self.field_shape) * 4),
             "has_sample_keys": self._keys is not None,
@@ -352,6 +354,13 @@ class StoreWriter:
     @property
     def samples_per_chunk(self) -> int:
         return int(self._fields.chunks[0])
+
+    def sample_keys(self) -> list[str | None]:
+        """Keys of the committed samples (``None`` where none was given), e.g. to skip
+        duplicates before appending."""
+        if self._keys is None:
+            return [None] * self.n
+        return list(self._keys[: self.n])
 
     def __enter__(self) -> StoreWriter:
         return self
