@@ -122,7 +122,7 @@ def default_model_config(
     """A sensible :class:`ModelConfig` for a dataset; ``unet_overrides``: :class:`UNetConfig` keys.
 
     Defaults: base 32 channels, ``channel_mult=(1, 2, 4)``, one residual block per level,
-    attention at the coarsest level (for 32³ volumes: 7.3 M parameters).
+    attention at the coarsest level (for 32³ volumes: 6.9 M parameters).
     """
     valid = {f.name for f in dataclasses.fields(UNetConfig)} - {"dims", "in_channels", "cond_dim"}
     unknown = set(unet_overrides) - valid

@@ -10,7 +10,8 @@ dims through the :func:`conv_nd` factory:
   axis (a 32³ volume becomes 16³, 8³, …; never the video-style ``(1, 2, 2)`` stride);
 * a middle block ``res → attention → res`` at the coarsest resolution;
 * the mirrored decoder: per level ``num_res_blocks + 1`` residual blocks on the concatenation with
-  the matching skip activation, then nearest-neighbour ×2 up-sampling on every axis + convolution;
+  the matching skip activation, then nearest-neighbour ×2 up-sampling on every axis + convolution
+  to the finer level's width;
 * ``GroupNorm → SiLU → conv`` to ``out_channels``, zero-initialised so the untrained network
   outputs exactly 0 (the ε-prediction of "no information").
 
@@ -225,11 +226,15 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour ×2 on every spatial axis, then a 3×…×3 convolution."""
+    """Nearest-neighbour ×2 on every spatial axis, then a 3×…×3 convolution ``c_in → c_out``.
 
-    def __init__(self, dims: int, channels: int):
+    ``c_out`` is the finer level's width, so the convolution at the finer (8× larger) grid does
+    not run at the coarse level's channel count.
+    """
+
+    def __init__(self, dims: int, c_in: int, c_out: int | None = None):
         super().__init__()
-        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
+        self.conv = conv_nd(dims, c_in, c_in if c_out is None else c_out, 3, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -295,7 +300,8 @@ class UNet(nn.Module):
                 )
                 c = c_lvl
             if lvl > 0:
-                self.up.append(Upsample(d, c))
+                self.up.append(Upsample(d, c, chans[lvl - 1]))
+                c = chans[lvl - 1]
         assert not skips
 
         self.out_norm = nn.GroupNorm(g, c)
@@ -349,7 +355,7 @@ class UNet(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
-# Default 3-D configuration for 32³ volumes: 32→16→8, attention at 8³ (512 tokens), ≈ 7.3 M params.
+# Default 3-D configuration for 32³ volumes: 32→16→8, attention at 8³ (512 tokens), ≈ 6.9 M params.
 DEFAULT_3D = UNetConfig(
     dims=3, base_channels=32, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(2,)
 )
