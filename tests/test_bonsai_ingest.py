@@ -89,6 +89,15 @@ def test_bad_files_reported_and_store_untouched(tmp_path, sims):
     # mixed with good files: the good ones go in, the bad ones are named
     rep = ingest_bonsai([good, *sorted(bad.iterdir())], store, cfg)
     assert rep.added == 1 and len(rep.failed) == 3 and open_store(store).n == 1
+    # bad files alone into the existing store: it is untouched (same bytes of metadata)
+    before = (store / "zarr.json").read_bytes()
+    rep = ingest_bonsai(sorted(bad.iterdir()), store, cfg)
+    assert rep.added == 0 and len(rep.failed) == 3
+    assert (store / "zarr.json").read_bytes() == before and open_store(store).n == 1
+    # appending with another view is refused (the store's provenance describes every image)
+    with pytest.raises(ConfigError, match="rendered differently.*projection"):
+        ingest_bonsai([good], store, IngestConfig(
+            render=RenderConfig(image_size=16, fov=80.0, projection="x"), params={"q": 1.0}))
 
 
 def test_parameter_sources_and_real_example(tmp_path):
@@ -107,7 +116,7 @@ def test_parameter_sources_and_real_example(tmp_path):
                           ids[sl])
     bonsaiio.write_bonsaiio(snaps / "m_quick_00004.0000.bonsai", pos, pos * 0, np.ones(200),
                             bonsaiio.make_idtype(2, ids), time=4.0)
-    files += [snaps / "rk_00002.0000-0", snaps / "rk_00002.0000-1",
+    files += [snaps / "rk_00002.0000",  # the prefix of the per-rank set
               snaps / "m_quick_00004.0000.bonsai"]
     manifest = tmp_path / "params.csv"
     manifest.write_text("snapshot,mass_ratio,pericenter\n*rk_*,0.25,5\n"
@@ -117,7 +126,7 @@ def test_parameter_sources_and_real_example(tmp_path):
     cfg = IngestConfig(render=RenderConfig(image_size=16, fov=30.0), params_file=str(manifest),
                        params={"pericenter": 9.0})
     rep = ingest_bonsai(files, store, cfg)
-    assert rep.failed == [] and rep.added == len(files) - 1  # the two rank files are one snapshot
+    assert rep.failed == [] and rep.added == len(files)  # the two rank files are one snapshot
     s = open_store(store)
     assert s.param_names == ["mass_ratio", "pericenter", "time"]
     rows = {tuple(r) for r in s.params.tolist()}

@@ -34,7 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from rho_core.data.particles import group_snapshot_paths, open_snapshot, parse_snapshot_name
+from rho_core.data.particles import (
+    _rank_files,
+    group_snapshot_paths,
+    open_snapshot,
+    parse_snapshot_name,
+)
 from rho_core.data.render import RenderConfig, auto_fov, render_provenance, render_snapshot
 from rho_core.errors import ConfigError, DataError, RhoError
 
@@ -89,6 +94,8 @@ def find_snapshots(paths: Sequence[str | Path]) -> list[tuple[Path, ...]]:
             if not found:
                 raise DataError(f"{p}: directory holds no snapshot files (<snap>_<time>...)")
             files.extend(found)
+        elif not p.exists() and _rank_files(p):
+            files.extend(_rank_files(p))  # the prefix of a per-rank set
         else:
             files.append(p)
     return group_snapshot_paths(files)
@@ -327,8 +334,11 @@ def ingest_bonsai(
                                   "--params FILE or --param NAME=VALUE"))
             good.remove(g)
     fov = render.fov
-    if fov is None and existing is not None:
-        fov = existing.provenance.get("render", {}).get("fov_kpc")
+    if existing is not None:
+        stored = existing.provenance.get("render", {})
+        if fov is None:
+            fov = stored.get("fov_kpc")
+        _check_same_view(store, stored, render_provenance(replace(render, fov=fov), fov))
     if fov is None and good:
         fov = _auto_fov(good, render, config.quick_ratio, report)
         good = [g for g in good if str(g[0]) not in {n for n, _ in report.failed}]
@@ -373,6 +383,19 @@ def ingest_bonsai(
     for name, reason in report.failed:
         log.warning("skipped %s: %s", name, reason)
     return report
+
+
+_VIEW_KEYS = ("fov_kpc", "projection", "kernel", "sigma_px", "components", "with_dm", "log",
+              "floor", "center")
+
+
+def _check_same_view(store: Path, stored: dict, new: dict) -> None:
+    """Appending must not mix images made differently (the store's provenance describes all)."""
+    diff = [k for k in _VIEW_KEYS if k in stored and stored.get(k) != new.get(k)]
+    if diff:
+        detail = ", ".join(f"{k}: store {stored.get(k)!r} vs now {new.get(k)!r}" for k in diff)
+        raise ConfigError(f"store {store} was rendered differently ({detail}); use the same "
+                          "options or another --out")
 
 
 def _auto_fov(good, render, quick_ratio, report) -> float | None:
