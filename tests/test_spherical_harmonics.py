@@ -131,3 +131,20 @@ def test_slabs_equal_whole(monkeypatch):
     whole = sh.harmonic_volume(5, -2, 12)
     monkeypatch.setattr(sh, "SLAB_VOXELS", 12 * 12 * 5)  # 3 slabs of z
     assert np.array_equal(sh.harmonic_volume(5, -2, 12), whole)
+
+
+def test_given_scheduler_address(tmp_path):
+    """A running scheduler (here an in-process one with a thread worker) is used as given."""
+    from dask.distributed import LocalCluster
+
+    serial = generate_spherical_harmonics(tmp_path / "a.zarr", size=6, lm=[(3, -2), (3, 2), (1, 0)])
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        other = generate_spherical_harmonics(
+            tmp_path / "b.zarr",
+            size=6,
+            lm=[(3, -2), (3, 2), (1, 0)],
+            scheduler_address=cluster.scheduler_address,
+        )
+    a, b = open_store(serial), open_store(other)
+    assert a.fields[:].tobytes() == b.fields[:].tobytes()
+    assert [tuple(p) for p in b.params] == [(3, -2), (3, 2), (1, 0)]

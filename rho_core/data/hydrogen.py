@@ -134,6 +134,9 @@ def generate_hydrogen(
         raise ConfigError("no (n, l, m) orbitals to generate")
     if half_width is not None and not float(half_width) > 0:
         raise ConfigError(f"half_width must be > 0 Bohr radii, got {half_width}")
+    from rho_core.data.store import preflight
+
+    preflight(out, mode)
     provenance = {
         "generator": "rho_core.data.hydrogen",
         "generator_version": GENERATOR_VERSION,

@@ -36,12 +36,14 @@ bit for bit whichever way it was computed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -257,7 +259,6 @@ def generate_spherical_harmonics(
         The store path. Fields ``(N, 1, size, size, size)`` float32, params ``(N, 2)`` = (l, m).
     """
     from rho_core import __version__
-    from rho_core.data.store import create_store
 
     cfg = SphericalHarmonicsConfig(int(size), int(l_max), convention)
     if lm is None:
@@ -272,7 +273,6 @@ def generate_spherical_harmonics(
             raise ConfigError("(l, m) pairs must not repeat")
     if workers < 0:
         raise ConfigError(f"workers must be ≥ 0, got {workers}")
-    order = {p: i for i, p in enumerate(pairs)}
     tasks = _group_tasks(pairs)
     provenance = {
         "generator": "rho_core.data.spherical_harmonics",
@@ -284,6 +284,22 @@ def generate_spherical_harmonics(
         "grid": GRID_DOC,
         "normalisation": "orthonormal on the unit sphere (physical values, not rescaled)",
     }
+    from rho_core.data.store import preflight
+
+    preflight(out, mode)  # fail fast, before starting a cluster
+    use_dask = scheduler_address is not None or workers > 1
+    with contextlib.ExitStack() as stack:
+        # connect first: an unreachable scheduler must not leave an empty store behind
+        client = stack.enter_context(dask_client(workers, scheduler_address)) if use_dask else None
+        return _generate(
+            out, cfg, convention, pairs, tasks, provenance, mode, client, workers, progress
+        )
+
+
+def _generate(out, cfg, convention, pairs, tasks, provenance, mode, client, workers, progress):
+    from rho_core.data.store import create_store
+
+    order = {p: i for i, p in enumerate(pairs)}
     writer = create_store(
         out,
         kind=KIND,
@@ -324,24 +340,26 @@ def generate_spherical_harmonics(
             if progress is not None:
                 progress(done, total)
 
-        if scheduler_address is None and workers <= 1:
+        if client is None:
             for l, ms in tasks:
                 accept(l, ms, _task(l, ms, cfg.size, convention))
         else:
-            _run_dask(tasks, cfg.size, convention, workers, scheduler_address, accept)
+            _run_dask(client, tasks, cfg.size, convention, workers, accept)
         flush()
         assert next_i == total and not pending
     return Path(out)
 
 
-def _run_dask(tasks, size, convention, workers, scheduler_address, accept) -> None:
-    """Run tasks on Dask with at most 2 × workers in flight (bounded memory), feeding ``accept``."""
-    from dask.distributed import Client, LocalCluster, as_completed
+@contextlib.contextmanager
+def dask_client(workers: int, scheduler_address: str | None) -> Iterator[Any]:
+    """A Dask ``Client``: to ``scheduler_address`` when given, else to a new local cluster of
+    ``workers`` single-threaded processes (closed on exit)."""
+    from dask.distributed import Client, LocalCluster
 
     cluster = None
     try:
         if scheduler_address is not None:
-            client = Client(scheduler_address, timeout="30s")
+            client = Client(scheduler_address, timeout="10s")
         else:
             cluster = LocalCluster(
                 n_workers=int(workers),
@@ -352,32 +370,41 @@ def _run_dask(tasks, size, convention, workers, scheduler_address, accept) -> No
             )
             client = Client(cluster)
     except OSError as exc:
+        if cluster is not None:
+            cluster.close()
         raise ConfigError(f"cannot reach the Dask scheduler {scheduler_address!r}: {exc}") from exc
     try:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or int(workers))
-        window = 2 * n_workers
-        it = iter(tasks)
-        meta = {}
-        ac = as_completed()
-        for l, ms in it:
-            fut = client.submit(_task, l, ms, size, convention, pure=False)
-            meta[fut.key] = (l, ms)
-            ac.add(fut)
-            if ac.count() >= window:
-                break
-        for fut in ac:
-            l, ms = meta.pop(fut.key)
-            accept(l, ms, fut.result())
-            fut.release()
-            nxt = next(it, None)
-            if nxt is not None:
-                nf = client.submit(_task, nxt[0], nxt[1], size, convention, pure=False)
-                meta[nf.key] = nxt
-                ac.add(nf)
+        yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _run_dask(client, tasks, size, convention, workers, accept) -> None:
+    """Run tasks on Dask with at most 2 × workers in flight (bounded memory), feeding ``accept``."""
+    from dask.distributed import as_completed
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})) or int(workers))
+    window = 2 * n_workers
+    it = iter(tasks)
+    meta = {}
+    ac = as_completed()
+    for l, ms in it:
+        fut = client.submit(_task, l, ms, size, convention, pure=False)
+        meta[fut.key] = (l, ms)
+        ac.add(fut)
+        if ac.count() >= window:
+            break
+    for fut in ac:
+        l, ms = meta.pop(fut.key)
+        accept(l, ms, fut.result())
+        fut.release()
+        nxt = next(it, None)
+        if nxt is not None:
+            nf = client.submit(_task, nxt[0], nxt[1], size, convention, pure=False)
+            meta[nf.key] = nxt
+            ac.add(nf)
 
 
 generate_store = generate_spherical_harmonics

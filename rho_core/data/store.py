@@ -504,6 +504,35 @@ def _remove_partials(path: Path) -> None:
             p.unlink()
 
 
+def preflight(path: str | os.PathLike, mode: str) -> bool:
+    """Check, before any expensive work, that ``create_store(path, mode=mode)`` may proceed.
+
+    Returns whether something already exists at ``path`` (an empty directory does not count).
+
+    Raises:
+        StoreError: ``mode="w-"`` and the path exists; ``"w"``/``"a"`` on an existing path that
+            is not a ρ-Diffusion store (never deleted).
+    """
+    path = Path(path)
+    if mode not in ("w-", "w", "a"):
+        raise StoreError(f"unknown store mode {mode!r}; use 'w-' (create), 'w' or 'a'")
+    exists = any(path.iterdir()) if path.is_dir() else path.exists()
+    if not exists:
+        return False
+    if mode == "w-":
+        what = "store" if store_exists(path) else "path"
+        raise StoreError(
+            f"{what} '{path}' already exists; choose to overwrite it (mode='w', --overwrite) "
+            f"or append to it (mode='a', --append)"
+        )
+    if not store_exists(path):
+        raise StoreError(
+            f"'{path}' exists and is not a ρ-Diffusion store; refusing to overwrite it "
+            f"(remove it or choose another path)"
+        )
+    return True
+
+
 def create_store(
     path: str | os.PathLike,
     *,
@@ -533,8 +562,6 @@ def create_store(
         ConfigError-like :class:`StoreError` / :class:`DataError` for bad arguments and conflicts.
     """
     path = Path(path)
-    if mode not in ("w-", "w", "a"):
-        raise StoreError(f"unknown store mode {mode!r}; use 'w-' (create), 'w' or 'a'")
     if spatial_dims not in (1, 2, 3):
         raise DataError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
     field_shape = tuple(int(s) for s in field_shape)
@@ -549,7 +576,7 @@ def create_store(
     if not kind or not isinstance(kind, str):
         raise DataError("kind must be a non-empty string")
 
-    exists = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
+    exists = preflight(path, mode)
     if exists and mode == "a" and store_exists(path):
         group, meta = _read_meta(path)
         if meta["kind"] != kind:
@@ -582,17 +609,6 @@ def create_store(
             raise
         return writer
     if exists:
-        if mode == "w-":
-            what = "store" if store_exists(path) else "path"
-            raise StoreError(
-                f"{what} '{path}' already exists; choose to overwrite it (mode='w', --overwrite) "
-                f"or append to it (mode='a', --append)"
-            )
-        if not store_exists(path):
-            raise StoreError(
-                f"'{path}' exists and is not a ρ-Diffusion store; refusing to overwrite it "
-                f"(remove it or choose another path)"
-            )
         fd = _acquire_lock(path)
         os.close(fd)  # nobody else writes it; the lock file is removed with the tree
         shutil.rmtree(path)
