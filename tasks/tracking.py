@@ -289,13 +289,15 @@ def log_model(
     signature,
     registered_name: str,
     extra_files: Sequence[str] | None = None,
+    serialization: str = "pt2",
 ) -> LoggedModel:
     """Log ``model`` (an ``nn.Module``) with ``mlflow.pytorch`` and register it.
 
     The default ``pt2`` format (``torch.export``) traces ``model.forward`` on ``input_example``
     (a tuple of tensors with batch ≥ 2 so the batch dimension stays dynamic). If export fails
-    (a network ``torch.export`` cannot trace), the model is logged as a pickle instead and the
-    run is tagged ``model_format=pickle``.
+    (a network ``torch.export`` cannot trace), or ``serialization="pickle"`` is asked for (models
+    whose forward runs plain Python on tensor values, such as the SHA-512 hash conditioning),
+    the model is logged as a (cloud)pickle; the run is tagged ``model_format``.
     """
     import mlflow
     import mlflow.pytorch
@@ -312,11 +314,14 @@ def log_model(
         extra_files=list(extra_files) if extra_files else None,
     )
     with mlflow.start_run(run_id=run_id, nested=False):
-        try:
-            info = mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
-            fmt = "pt2"
-        except Exception as exc:  # torch.export limitations; fall back deliberately
-            log.warning("pt2 export failed (%s); logging the model as a pickle", exc)
+        info = None
+        if serialization == "pt2":
+            try:
+                info = mlflow.pytorch.log_model(model, serialization_format="pt2", **kwargs)
+                fmt = "pt2"
+            except Exception as exc:  # torch.export limitations; fall back deliberately
+                log.warning("pt2 export failed (%s); logging the model as a pickle", exc)
+        if info is None:
             info = mlflow.pytorch.log_model(
                 model, serialization_format="pickle", **{**kwargs, "input_example": None}
             )
@@ -492,7 +497,13 @@ def record_run(
                 ("eps", "float32", (-1, *field)),
             )
             name = experiment_name(kind)
-            logged = log_model(run_id, _eps_module(loaded.model), example, sig, name)
+            # The hash conditioning hashes parameter values in Python: torch.export cannot
+            # trace it, so such models go straight to the pickle format.
+            hashed = loaded.model_config.conditioning.kind == "hash"
+            logged = log_model(
+                run_id, _eps_module(loaded.model), example, sig, name,
+                serialization="pickle" if hashed else "pt2",
+            )
             result.update(
                 model_name=logged.name, model_version=logged.version, model_uri=logged.model_uri
             )

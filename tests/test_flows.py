@@ -105,6 +105,14 @@ def test_pipeline_end_to_end_logs_everything(prefect_harness, mlflow_uri, data_h
     assert mv.run_id == run.info.run_id
     assert result["mlflow_champion"] is True
     assert c.get_model_version_by_alias("rho-spherical_harmonics", "champion").version == mv.version
+    # the registered model loads and predicts eps for a batch of another size
+    import mlflow
+    import torch
+
+    eps = mlflow.pytorch.load_model("models:/rho-spherical_harmonics@champion")
+    params = torch.tensor([[0.0, 0.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
+    out = eps(torch.randn(3, 1, 8, 8, 8), torch.tensor([10, 500, 900]), params)
+    assert out.shape == (3, 1, 8, 8, 8) and torch.isfinite(out).all()
     # everything local sits under the data folder
     assert Path(result["store"]).is_relative_to(data_home)
     assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()
@@ -168,3 +176,39 @@ def test_failing_input_fails_the_run_and_leaves_state_intact(
     # the next good run succeeds on the same state
     ok = retrain(store=store, params=PipelineParams.model_validate(TINY))
     assert tracking.client().get_run(ok["mlflow_run_id"]).info.status == "FINISHED"
+
+
+def test_merger_flow_and_corrupt_snapshot(prefect_harness, data_home):
+    """Simulate + ingest a tiny merger grid; a corrupt snapshot fails the ingest flow with the
+    file named, leaves the existing store untouched, and a good ingest afterwards succeeds."""
+    from flows.galaxy_merger import galaxy_merger, ingest_bonsai
+    from flows.params import GalaxyMergerParams, IngestBonsaiParams
+    from rho_core.data.particles import snapshot_filename
+    from rho_core.data.store import open_store
+
+    params = GalaxyMergerParams(
+        n_particles=100, mass_ratios=[1.0], pericenters=[5.0], t_end=2.0, snap_every=1.0,
+        image_size=16,
+    )
+    store = galaxy_merger(params)
+    s = open_store(store)
+    assert s.kind == "galaxy_merger" and s.n >= 2 and s.field_shape[1:] == (16, 16)
+    assert s.normalization["transform"] == "minmax"
+    before = _mtimes(Path(store))
+
+    bad = data_home / "incoming" / snapshot_filename("snap", 2.0)
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00\x01 not a tipsy file")
+    other = str(data_home / "stores" / "ingested.zarr")
+    state = ingest_bonsai(
+        IngestBonsaiParams(snapshots=[str(bad)], store=other, image_size=16), return_state=True
+    )
+    assert state.is_failed()
+    message = str(state.result(raise_on_failure=False))
+    assert bad.name in message and "could not be ingested" in message
+    assert _mtimes(Path(store)) == before
+    assert not Path(other, "zarr.json").exists()
+
+    sims = str(data_home / "sims" / "merger")
+    good = ingest_bonsai(IngestBonsaiParams(snapshots=[sims], store=other, image_size=16))
+    assert open_store(good).n == s.n
