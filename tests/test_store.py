@@ -79,6 +79,12 @@ def test_round_trip_and_chunks(tmp_path):
     summ = s.summary()
     assert summ["n_samples"] == 7 and summ["param_ranges"]["b"] == [-3.0, 0.0]
     json.dumps(summ)
+    # numpy-like indexing of the bounded view: fancy (unsorted, repeated), negative, Ellipsis
+    np.testing.assert_array_equal(s.fields[[3, 0, 3]], f[[3, 0, 3]])
+    np.testing.assert_array_equal(s.fields[-1, 1], f[-1, 1])
+    np.testing.assert_array_equal(s.fields[..., 2], f[..., 2])
+    np.testing.assert_array_equal(s.fields[1:9:3, :, 0], f[1:9:3, :, 0])
+    np.testing.assert_array_equal(np.asarray(s.fields), f)
     with pytest.raises(IndexError):
         s.read(7)
     with pytest.raises(IndexError):

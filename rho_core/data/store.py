@@ -161,6 +161,8 @@ class _FieldsView:
             first, rest = key[0], key[1:]
         else:
             first, rest = key, ()
+        if first is Ellipsis:
+            first, rest = slice(None), (Ellipsis, *rest)
         first = self._bound_first(first)
         if isinstance(first, np.ndarray):
             if first.size == 0:
