@@ -46,7 +46,13 @@ def write_synthetic(path: Path, n: int, chunk: int = 1 << 20, seed: int = 0) -> 
     nstar = n - ndark
     h = np.zeros(1, HEADER_DTYPE)
     h["time"], h["nbodies"], h["ndim"], h["ndark"], h["nstar"], h["version"] = (
-        3.0, n, 3, ndark, nstar, 2)
+        3.0,
+        n,
+        3,
+        ndark,
+        nstar,
+        2,
+    )
     with open(path, "wb") as f:
         f.write(h.tobytes())
         for dtype, count, id0 in ((DARK_V2, ndark, 3 * 10**18), (STAR_V2, nstar, 0)):
@@ -85,8 +91,15 @@ def bench_io(path: Path, n: int, image_size: int, repeat: int) -> list[dict]:
     np.fromfile(path, dtype=np.uint8)  # warm the page cache
     t_ref, _ = best_of(lambda: np.fromfile(path, dtype=np.uint8), repeat)
     ref_rate = n / t_ref
-    rows.append({"name": "numpy.fromfile", "seconds": t_ref, "particles_per_s": ref_rate,
-                 "vs_fromfile": 1.0, "peak_mib": os.path.getsize(path) / 2**20})
+    rows.append(
+        {
+            "name": "numpy.fromfile",
+            "seconds": t_ref,
+            "particles_per_s": ref_rate,
+            "vs_fromfile": 1.0,
+            "peak_mib": os.path.getsize(path) / 2**20,
+        }
+    )
     snap = open_snapshot(path)
 
     def read_all():
@@ -97,8 +110,9 @@ def bench_io(path: Path, n: int, image_size: int, repeat: int) -> list[dict]:
 
     fixed = RenderConfig(image_size=image_size, fov=120.0, center=(0.0, 0.0, 0.0))
     com = RenderConfig(image_size=image_size, fov=120.0)
-    gauss = RenderConfig(image_size=image_size, fov=120.0, center=(0.0, 0.0, 0.0),
-                         kernel="gaussian")
+    gauss = RenderConfig(
+        image_size=image_size, fov=120.0, center=(0.0, 0.0, 0.0), kernel="gaussian"
+    )
     cases = [
         ("read", read_all),
         ("read+render (fixed centre)", lambda: render_snapshot(snap, fixed)),
@@ -109,8 +123,15 @@ def bench_io(path: Path, n: int, image_size: int, repeat: int) -> list[dict]:
         reps = 1 if "gaussian" in name else repeat
         t, _ = best_of(fn, reps)
         peak = traced_peak(fn) if "gaussian" not in name else float("nan")
-        rows.append({"name": name, "seconds": t, "particles_per_s": n / t,
-                     "vs_fromfile": (n / t) / ref_rate, "peak_mib": peak / 2**20})
+        rows.append(
+            {
+                "name": name,
+                "seconds": t,
+                "particles_per_s": n / t,
+                "vs_fromfile": (n / t) / ref_rate,
+                "peak_mib": peak / 2**20,
+            }
+        )
     return rows
 
 
@@ -139,10 +160,16 @@ def bench_engine(ns: list[int], threads: int | None, steps: int = 5) -> list[dic
 
         step()
         t, _ = best_of(lambda step=step: [step() for _ in range(steps)], 2)
-        rows.append({"name": f"engine N={n}", "seconds": t / steps,
-                     "particles_per_s": float("nan"), "vs_fromfile": float("nan"),
-                     "peak_mib": float("nan"),
-                     "note": f"one force evaluation per step; {torch.get_num_threads()} threads"})
+        rows.append(
+            {
+                "name": f"engine N={n}",
+                "seconds": t / steps,
+                "particles_per_s": float("nan"),
+                "vs_fromfile": float("nan"),
+                "peak_mib": float("nan"),
+                "note": f"one force evaluation per step; {torch.get_num_threads()} threads",
+            }
+        )
     return rows
 
 
@@ -163,24 +190,34 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             t0 = time.perf_counter()
             write_synthetic(path, args.n)
-            print(f"wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in "
-                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            print(
+                f"wrote {path} ({os.path.getsize(path) / 2**20:.0f} MiB) in "
+                f"{time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
         rows = bench_io(path, args.n, args.image_size, args.repeat)
         rows += bench_engine([int(v) for v in args.engine_n.split(",") if v], args.threads)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'benchmark':32s} {'seconds':>10s} {'particles/s':>14s} {'vs fromfile':>12s} "
-          f"{'peak MiB':>9s}")
+    print(
+        f"{'benchmark':32s} {'seconds':>10s} {'particles/s':>14s} {'vs fromfile':>12s} "
+        f"{'peak MiB':>9s}"
+    )
     for r in rows:
-        print(f"{r['name']:32s} {r['seconds']:10.4f} {r['particles_per_s']:14.3e} "
-              f"{r['vs_fromfile']:12.1%} {r['peak_mib']:9.1f}")
-    print(f"N = {args.n}, image {args.image_size}^2; process max RSS {maxrss:.0f} MiB "
-          "(includes the page-cache-backed fromfile buffer)")
+        print(
+            f"{r['name']:32s} {r['seconds']:10.4f} {r['particles_per_s']:14.3e} "
+            f"{r['vs_fromfile']:12.1%} {r['peak_mib']:9.1f}"
+        )
+    print(
+        f"N = {args.n}, image {args.image_size}^2; process max RSS {maxrss:.0f} MiB "
+        "(includes the page-cache-backed fromfile buffer)"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"n": args.n, "rows": rows, "max_rss_mib": maxrss},
-                                              indent=2))
+        Path(args.json).write_text(
+            json.dumps({"n": args.n, "rows": rows, "max_rss_mib": maxrss}, indent=2)
+        )
     return 0
 
 

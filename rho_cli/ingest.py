@@ -36,21 +36,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--out", required=True, help="store path (created or appended to)")
     b.add_argument("--image-size", type=int, default=128, help="pixels per side (default 128)")
     b.add_argument("--params", default=None, metavar="FILE", help="CSV/JSON parameter manifest")
-    b.add_argument("--param", action="append", default=[], metavar="K=V",
-                   help="a parameter for every snapshot (repeatable)")
-    b.add_argument("--fov", type=float, default=None,
-                   help="field of view, kpc (default: the store's, else automatic per ingest)")
+    b.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a parameter for every snapshot (repeatable)",
+    )
+    b.add_argument(
+        "--fov",
+        type=float,
+        default=None,
+        help="field of view, kpc (default: the store's, else automatic per ingest)",
+    )
     b.add_argument("--projection", default="z", help="x, y, z or 'INCLINATION,AZIMUTH' (deg)")
     b.add_argument("--kernel", choices=["cic", "gaussian"], default="cic")
     b.add_argument("--sigma-px", type=float, default=1.0, help="Gaussian kernel width, pixels")
-    b.add_argument("--components", default="stars",
-                   help="channel-0 components: stars, disk, bulge, dark_matter, all (comma list)")
+    b.add_argument(
+        "--components",
+        default="stars",
+        help="channel-0 components: stars, disk, bulge, dark_matter, all (comma list)",
+    )
     b.add_argument("--with-dm", action="store_true", help="dark matter as a second channel")
-    b.add_argument("--floor", type=float, default=1e-4,
-                   help="surface-density floor before log10 (2.324876e9 Msun/kpc^2)")
+    b.add_argument(
+        "--floor",
+        type=float,
+        default=1e-4,
+        help="surface-density floor before log10 (2.324876e9 Msun/kpc^2)",
+    )
     b.add_argument("--linear", action="store_true", help="store surface density, not log10")
-    b.add_argument("--quick-ratio", type=float, default=None,
-                   help="BonsaiIO quick-dump sampling ratio (default 0.1 for *_quick_* files)")
+    b.add_argument(
+        "--quick-ratio",
+        type=float,
+        default=None,
+        help="BonsaiIO quick-dump sampling ratio (default 0.1 for *_quick_* files)",
+    )
     b.add_argument("--workers", type=int, default=1, help="local Dask workers (default 1)")
     b.add_argument("--scheduler", default=None, help="address of a running Dask scheduler")
     b.set_defaults(func=_run)
@@ -62,13 +82,25 @@ def _run(args: argparse.Namespace) -> int:
     from rho_core.data.bonsai_ingest import IngestConfig, ingest_bonsai, parse_param_args
     from rho_core.data.render import RenderConfig
 
-    render = RenderConfig(image_size=args.image_size, fov=args.fov, projection=args.projection,
-                          kernel=args.kernel, sigma_px=args.sigma_px,
-                          components=args.components, with_dm=args.with_dm,
-                          log=not args.linear, floor=args.floor)
-    cfg = IngestConfig(render=render, params_file=args.params,
-                       params=parse_param_args(args.param), quick_ratio=args.quick_ratio,
-                       workers=args.workers, address=args.scheduler)
+    render = RenderConfig(
+        image_size=args.image_size,
+        fov=args.fov,
+        projection=args.projection,
+        kernel=args.kernel,
+        sigma_px=args.sigma_px,
+        components=args.components,
+        with_dm=args.with_dm,
+        log=not args.linear,
+        floor=args.floor,
+    )
+    cfg = IngestConfig(
+        render=render,
+        params_file=args.params,
+        params=parse_param_args(args.param),
+        quick_ratio=args.quick_ratio,
+        workers=args.workers,
+        address=args.scheduler,
+    )
     bar = tqdm(desc="ingest", unit="snap", file=sys.stderr, disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int, name: str) -> None:
@@ -82,8 +114,10 @@ def _run(args: argparse.Namespace) -> int:
     for name, reason in rep.failed:
         print(f"failed: {name}: {reason}", file=sys.stderr)
     fov = f"{rep.fov:.4g} kpc" if rep.fov else "n/a"
-    print(f"{rep.added} added, {rep.skipped} already in the store, {len(rep.failed)} failed "
-          f"(of {rep.n_total} snapshots); field of view {fov}; store {rep.store}")
+    print(
+        f"{rep.added} added, {rep.skipped} already in the store, {len(rep.failed)} failed "
+        f"(of {rep.n_total} snapshots); field of view {fov}; store {rep.store}"
+    )
     if rep.failed:
         return 2 if rep.added == 0 and rep.skipped == 0 else 1
     return 0

@@ -72,8 +72,13 @@ def test_bad_files_reported_and_store_untouched(tmp_path, sims):
     (bad / "trunc_00001.0000").write_bytes(raw[:-10])
     (bad / "text_00002.0000").write_text("definitely not a snapshot " * 4)
     c = open_snapshot(good).read()
-    bonsaiio.write_bonsaiio(bad / "off_00003.0000.bonsai", c.pos, c.vel, c.mass,
-                            bonsaiio.make_idtype(2, np.arange(len(c))))
+    bonsaiio.write_bonsaiio(
+        bad / "off_00003.0000.bonsai",
+        c.pos,
+        c.vel,
+        c.mass,
+        bonsaiio.make_idtype(2, np.arange(len(c))),
+    )
     b = bytearray((bad / "off_00003.0000.bonsai").read_bytes())
     b[:8] = np.int64(10**9).tobytes()
     (bad / "off_00003.0000.bonsai").write_bytes(bytes(b))
@@ -96,8 +101,13 @@ def test_bad_files_reported_and_store_untouched(tmp_path, sims):
     assert (store / "zarr.json").read_bytes() == before and open_store(store).n == 1
     # appending with another view is refused (the store's provenance describes every image)
     with pytest.raises(ConfigError, match="rendered differently.*projection"):
-        ingest_bonsai([good], store, IngestConfig(
-            render=RenderConfig(image_size=16, fov=80.0, projection="x"), params={"q": 1.0}))
+        ingest_bonsai(
+            [good],
+            store,
+            IngestConfig(
+                render=RenderConfig(image_size=16, fov=80.0, projection="x"), params={"q": 1.0}
+            ),
+        )
 
 
 def test_parameter_sources_and_real_example(tmp_path):
@@ -112,19 +122,31 @@ def test_parameter_sources_and_real_example(tmp_path):
     ids = np.arange(200, dtype=np.uint64)
     for r in (0, 1):
         sl = slice(100 * r, 100 * (r + 1))
-        tipsy.write_tipsy(snaps / f"rk_00002.0000-{r}", pos[sl], pos[sl] * 0, np.ones(100),
-                          ids[sl])
-    bonsaiio.write_bonsaiio(snaps / "m_quick_00004.0000.bonsai", pos, pos * 0, np.ones(200),
-                            bonsaiio.make_idtype(2, ids), time=4.0)
-    files += [snaps / "rk_00002.0000",  # the prefix of the per-rank set
-              snaps / "m_quick_00004.0000.bonsai"]
+        tipsy.write_tipsy(snaps / f"rk_00002.0000-{r}", pos[sl], pos[sl] * 0, np.ones(100), ids[sl])
+    bonsaiio.write_bonsaiio(
+        snaps / "m_quick_00004.0000.bonsai",
+        pos,
+        pos * 0,
+        np.ones(200),
+        bonsaiio.make_idtype(2, ids),
+        time=4.0,
+    )
+    files += [
+        snaps / "rk_00002.0000",  # the prefix of the per-rank set
+        snaps / "m_quick_00004.0000.bonsai",
+    ]
     manifest = tmp_path / "params.csv"
-    manifest.write_text("snapshot,mass_ratio,pericenter\n*rk_*,0.25,5\n"
-                        "m_quick_00004.0000.bonsai,0.5,6\n"
-                        f"{EXAMPLE.name},1,7\n")
+    manifest.write_text(
+        "snapshot,mass_ratio,pericenter\n*rk_*,0.25,5\n"
+        "m_quick_00004.0000.bonsai,0.5,6\n"
+        f"{EXAMPLE.name},1,7\n"
+    )
     store = tmp_path / "p.zarr"
-    cfg = IngestConfig(render=RenderConfig(image_size=16, fov=30.0), params_file=str(manifest),
-                       params={"pericenter": 9.0})
+    cfg = IngestConfig(
+        render=RenderConfig(image_size=16, fov=30.0),
+        params_file=str(manifest),
+        params={"pericenter": 9.0},
+    )
     rep = ingest_bonsai(files, store, cfg)
     assert rep.failed == [] and rep.added == len(files)  # the two rank files are one snapshot
     s = open_store(store)
@@ -150,28 +172,61 @@ def test_parameter_sources_and_real_example(tmp_path):
 def test_dask_scheduler_path(tmp_path, sims):
     from dask.distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
-        rep = ingest_bonsai([sims / "run_001"], tmp_path / "d.zarr",
-                            IngestConfig(render=RENDER, address=cluster.scheduler_address,
-                                         window=2))
+    with LocalCluster(
+        n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        rep = ingest_bonsai(
+            [sims / "run_001"],
+            tmp_path / "d.zarr",
+            IngestConfig(render=RENDER, address=cluster.scheduler_address, window=2),
+        )
     assert rep.added == 3 and rep.failed == []
     serial = ingest_bonsai([sims / "run_001"], tmp_path / "e.zarr", IngestConfig(render=RENDER))
-    np.testing.assert_array_equal(np.asarray(open_store(tmp_path / "d.zarr").fields[:]),
-                                  np.asarray(open_store(tmp_path / "e.zarr").fields[:]))
+    np.testing.assert_array_equal(
+        np.asarray(open_store(tmp_path / "d.zarr").fields[:]),
+        np.asarray(open_store(tmp_path / "e.zarr").fields[:]),
+    )
     assert serial.fov == rep.fov
 
 
 def test_cli_simulate_and_ingest(tmp_path, capsys):
     out = tmp_path / "sim"
-    code = rho(["simulate", "merger", "--out", str(out), "--mass-ratio", "1,0.5",
-                "--n-particles", "60", "--t-end", "0.5", "--dt", "0.25", "--snap-every", "0.25"])
+    code = rho(
+        [
+            "simulate",
+            "merger",
+            "--out",
+            str(out),
+            "--mass-ratio",
+            "1,0.5",
+            "--n-particles",
+            "60",
+            "--t-end",
+            "0.5",
+            "--dt",
+            "0.25",
+            "--snap-every",
+            "0.25",
+        ]
+    )
     assert code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(manifest["runs"]) == 2
     store = tmp_path / "cli.zarr"
-    code = rho(["ingest", "bonsai", str(out), "--out", str(store), "--image-size", "16",
-                "--with-dm", "--projection", "30,45"])
+    code = rho(
+        [
+            "ingest",
+            "bonsai",
+            str(out),
+            "--out",
+            str(store),
+            "--image-size",
+            "16",
+            "--with-dm",
+            "--projection",
+            "30,45",
+        ]
+    )
     assert code == 0
     assert "6 added" in capsys.readouterr().out
     s = open_store(store)
@@ -191,8 +246,9 @@ def test_grid_through_dask_and_resume(tmp_path):
 
     grid = GridSpec(pericenter=(6.0, 9.0), base=MergerConfig(n_particles=40))
     engine = EngineSpec(nbody=NBodyConfig(t_end=0.5, dt=0.25, snap_every=0.5, threads=1))
-    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, processes=False, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
         recs = run_grid(grid, tmp_path, engine, address=cluster.scheduler_address)
     assert [r["params"]["pericenter"] for r in recs] == [6.0, 9.0]
     assert [r["dir"] for r in recs] == ["run_000", "run_001"]

@@ -76,7 +76,8 @@ def test_parabolic_orbit():
     f0 = -math.acos(p / 50 - 1)
     D = math.tan(-f0 / 2)
     assert ic.orbit["time_to_pericenter"] == pytest.approx(
-        0.5 * math.sqrt(p**3 / M) * (D + D**3 / 3), rel=1e-9)
+        0.5 * math.sqrt(p**3 / M) * (D + D**3 / 3), rel=1e-9
+    )
 
 
 def test_isolated_galaxy_is_near_virial_equilibrium():

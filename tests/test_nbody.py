@@ -102,8 +102,7 @@ def test_output_is_bonsai_style_v2(tmp_path):
     ic = make_merger(MergerConfig(n_particles=60))
     cfg = NBodyConfig(t_end=0.5, dt=1 / 8, snap_every=0.25, snapname="mrg", threads=1)
     res = run_nbody(ic.pos, ic.vel, ic.mass, ic.ids, cfg, tmp_path)
-    assert [p.name for p in res.snapshots] == ["mrg_00000.0000", "mrg_00000.2500",
-                                               "mrg_00000.5000"]
+    assert [p.name for p in res.snapshots] == ["mrg_00000.0000", "mrg_00000.2500", "mrg_00000.5000"]
     snap = open_snapshot(res.snapshots[-1])
     assert snap.format == "tipsy-v2" and snap.time == 0.5 and snap.time_source == "header"
     c = snap.read()
@@ -175,12 +174,25 @@ def test_bonsai_wrapper_with_fake_binary(tmp_path, fake_bonsai):
 def test_bonsai_wrapper_failure_and_timeout(tmp_path, fake_bonsai):
     ic, _ = write_initial_conditions(MergerConfig(n_particles=40), tmp_path / "ic.tipsy")
     with pytest.raises(SimulationError, match="status 3(.|\n)*CUDA error"):
-        run_bonsai(BonsaiConfig(binary=str(fake_bonsai), extra_args=("--mode", "fail")), ic,
-                   tmp_path / "f", t_end=1, dt=0.5, snap_every=0.5)
-    cfg = BonsaiConfig(binary=str(fake_bonsai), extra_args=("--mode", "hang"), timeout=1.5,
-                       grace=0.5)
+        run_bonsai(
+            BonsaiConfig(binary=str(fake_bonsai), extra_args=("--mode", "fail")),
+            ic,
+            tmp_path / "f",
+            t_end=1,
+            dt=0.5,
+            snap_every=0.5,
+        )
+    cfg = BonsaiConfig(
+        binary=str(fake_bonsai), extra_args=("--mode", "hang"), timeout=1.5, grace=0.5
+    )
     with pytest.raises(SimulationError, match="killed"):
         run_bonsai(cfg, ic, tmp_path / "h", t_end=1, dt=0.5, snap_every=0.5)
     with pytest.raises(ConfigError, match="bonsai-binary"):
-        run_bonsai(BonsaiConfig(binary=str(tmp_path / "nope")), ic, tmp_path / "n", t_end=1,
-                   dt=0.5, snap_every=0.5)
+        run_bonsai(
+            BonsaiConfig(binary=str(tmp_path / "nope")),
+            ic,
+            tmp_path / "n",
+            t_end=1,
+            dt=0.5,
+            snap_every=0.5,
+        )

@@ -91,13 +91,13 @@ def test_angles_zero_equal_z_view(tmp_path):
     a = render_snapshot(snap, _cfg(projection="z")).image
     b = render_snapshot(snap, _cfg(projection="0,0")).image
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(view_matrix("30,40") @ view_matrix("30,40").T, np.eye(3),
-                               atol=1e-12)
+    np.testing.assert_allclose(view_matrix("30,40") @ view_matrix("30,40").T, np.eye(3), atol=1e-12)
 
 
 def test_gaussian_kernel_conserves_and_is_symmetric(tmp_path):
-    res = render_snapshot(_snap(tmp_path, [[H / 2, H / 2, 0]], [2.0]),
-                          _cfg(kernel="gaussian", sigma_px=1.5))
+    res = render_snapshot(
+        _snap(tmp_path, [[H / 2, H / 2, 0]], [2.0]), _cfg(kernel="gaussian", sigma_px=1.5)
+    )
     img = res.image[0]
     np.testing.assert_allclose(img.sum() * H * H, 2.0, rtol=1e-5)
     j, i = np.unravel_index(img.argmax(), img.shape)

@@ -69,12 +69,20 @@ def test_round_trip_every_variant(tmp_path, variant):
     if variant == "v1":
         ids = np.concatenate([np.arange(100), 10**8 + np.arange(50), 2 * 10**8 + np.arange(107)])
     else:
-        ids = np.concatenate([np.arange(100), 2 * 10**18 + np.arange(50),
-                              3 * 10**18 + np.arange(107)]).astype(np.uint64)
+        ids = np.concatenate(
+            [np.arange(100), 2 * 10**18 + np.arange(50), 3 * 10**18 + np.arange(107)]
+        ).astype(np.uint64)
     dark = np.arange(n) >= 150
-    p = tipsy.write_tipsy(tmp_path / "snap", pos, vel, mass,
-                          None if variant == "standard" else ids,
-                          dark=dark, time=2.25, variant=variant)
+    p = tipsy.write_tipsy(
+        tmp_path / "snap",
+        pos,
+        vel,
+        mass,
+        None if variant == "standard" else ids,
+        dark=dark,
+        time=2.25,
+        variant=variant,
+    )
     h = tipsy.read_header(p)
     assert (h.ndark, h.nstar, h.variant) == (107, 150, variant)
     assert p.stat().st_size == 32 + 36 * 107 + 44 * 150
@@ -107,8 +115,17 @@ def test_standard_is_big_endian(tmp_path):
 
 def test_nan_looking_ids_survive(tmp_path):
     # IDs whose 32-bit halves (or whole 64 bits) are signalling/quiet NaN bit patterns.
-    ids = np.array([0x7FA000017FA00001, 0xFFF0000000000001, 0x7FF4000000000000,
-                    0x000000007F800001, 0x00000001FFC00000, 2**64 - 1], np.uint64)
+    ids = np.array(
+        [
+            0x7FA000017FA00001,
+            0xFFF0000000000001,
+            0x7FF4000000000000,
+            0x000000007F800001,
+            0x00000001FFC00000,
+            2**64 - 1,
+        ],
+        np.uint64,
+    )
     pos, vel, mass = _particles(ids.size)
     p = tipsy.write_tipsy(tmp_path / "nan", pos, vel, mass, ids, variant="v2")
     c = open_snapshot(p).read()

@@ -87,8 +87,10 @@ def find_snapshots(paths: Sequence[str | Path]) -> list[tuple[Path, ...]]:
         p = Path(p)
         if p.is_dir():
             found = sorted(
-                q for q in p.rglob("*")
-                if q.is_file() and parse_snapshot_name(q) is not None
+                q
+                for q in p.rglob("*")
+                if q.is_file()
+                and parse_snapshot_name(q) is not None
                 and not q.name.endswith((".json", ".tmp", ".log"))
             )
             if not found:
@@ -182,17 +184,26 @@ class Manifest:
             elif isinstance(data, dict) and ("snapshots" in data or "defaults" in data):
                 defaults = dict(data.get("defaults", {}))
                 snaps = data.get("snapshots", {})
-                items = snaps.items() if isinstance(snaps, dict) else [
-                    (r.get("snapshot") or r.get("path"), r) for r in snaps]
-                entries = [(str(k), {a: b for a, b in v.items() if a not in ("snapshot", "path")})
-                           for k, v in items]
+                items = (
+                    snaps.items()
+                    if isinstance(snaps, dict)
+                    else [(r.get("snapshot") or r.get("path"), r) for r in snaps]
+                )
+                entries = [
+                    (str(k), {a: b for a, b in v.items() if a not in ("snapshot", "path")})
+                    for k, v in items
+                ]
             elif isinstance(data, list):
                 for r in data:
                     key = r.get("snapshot") or r.get("path") or r.get("file")
                     if key is None:
                         raise ConfigError(f"{path}: every record needs a 'snapshot' key")
-                    entries.append((str(key), {a: b for a, b in r.items()
-                                               if a not in ("snapshot", "path", "file")}))
+                    entries.append(
+                        (
+                            str(key),
+                            {a: b for a, b in r.items() if a not in ("snapshot", "path", "file")},
+                        )
+                    )
             elif isinstance(data, dict):
                 defaults = data
             else:
@@ -259,22 +270,35 @@ def _run_key(group: tuple[Path, ...]) -> str:
 
 
 # --------------------------------------------------------------------------- worker
-def _process(group: tuple[Path, ...], render: RenderConfig, fov: float,
-             quick_ratio: float | None, known: frozenset) -> dict:
+def _process(
+    group: tuple[Path, ...],
+    render: RenderConfig,
+    fov: float,
+    quick_ratio: float | None,
+    known: frozenset,
+) -> dict:
     """Hash + validate + render one snapshot; never raises for bad files (returns the reason)."""
     name = str(group[0]) if len(group) == 1 else f"{group[0]} (+{len(group) - 1} rank files)"
     try:
         key = content_hash(group)
         if key in known:
             return {"name": name, "key": key, "duplicate": True}
-        snap = open_snapshot(list(group) if len(group) > 1 else group[0],
-                             quick_ratio=quick_ratio, expand_ranks=False)
+        snap = open_snapshot(
+            list(group) if len(group) > 1 else group[0], quick_ratio=quick_ratio, expand_ranks=False
+        )
         res = render_snapshot(snap, render, fov=fov)
         if not np.isfinite(res.image).all():
             raise DataError("rendered image has NaN/inf values (bad particle data)")
-        return {"name": name, "key": key, "image": res.image, "time": res.time,
-                "center": list(res.center), "time_source": snap.time_source,
-                "format": snap.format, "n_particles": snap.n_particles}
+        return {
+            "name": name,
+            "key": key,
+            "image": res.image,
+            "time": res.time,
+            "center": list(res.center),
+            "time_source": snap.time_source,
+            "format": snap.format,
+            "n_particles": snap.n_particles,
+        }
     except (RhoError, OSError, ValueError) as exc:
         return {"name": name, "error": str(exc)}
 
@@ -325,13 +349,20 @@ def ingest_bonsai(
             log.warning("parameters %s are not columns of %s; ignored", extra, store)
         names = list(existing.param_names)
         if not names or names[-1] != "time":
-            raise ConfigError(f"store {store} has no trailing 'time' column: not a Bonsai "
-                              "ingest store; use another --out")
+            raise ConfigError(
+                f"store {store} has no trailing 'time' column: not a Bonsai "
+                "ingest store; use another --out"
+            )
     for g in list(good):
         missing = [k for k in names[:-1] if k not in params[g]]
         if missing:
-            report.failed.append((str(g[0]), f"missing parameter(s) {missing}: give them in "
-                                  "--params FILE or --param NAME=VALUE"))
+            report.failed.append(
+                (
+                    str(g[0]),
+                    f"missing parameter(s) {missing}: give them in "
+                    "--params FILE or --param NAME=VALUE",
+                )
+            )
             good.remove(g)
     fov = render.fov
     if existing is not None:
@@ -372,9 +403,15 @@ def ingest_bonsai(
             if not batch_f:
                 continue
             if writer is None:
-                writer = create_store(store, kind=KIND, spatial_dims=2, param_names=names,
-                                      field_shape=batch_f[0].shape, provenance=provenance,
-                                      mode="a")
+                writer = create_store(
+                    store,
+                    kind=KIND,
+                    spatial_dims=2,
+                    param_names=names,
+                    field_shape=batch_f[0].shape,
+                    provenance=provenance,
+                    mode="a",
+                )
             writer.append(np.stack(batch_f), np.asarray(batch_p, np.float64), keys=batch_k)
             report.added += len(batch_f)
     finally:
@@ -385,8 +422,17 @@ def ingest_bonsai(
     return report
 
 
-_VIEW_KEYS = ("fov_kpc", "projection", "kernel", "sigma_px", "components", "with_dm", "log",
-              "floor", "center")
+_VIEW_KEYS = (
+    "fov_kpc",
+    "projection",
+    "kernel",
+    "sigma_px",
+    "components",
+    "with_dm",
+    "log",
+    "floor",
+    "center",
+)
 
 
 def _check_same_view(store: Path, stored: dict, new: dict) -> None:
@@ -394,8 +440,10 @@ def _check_same_view(store: Path, stored: dict, new: dict) -> None:
     diff = [k for k in _VIEW_KEYS if k in stored and stored.get(k) != new.get(k)]
     if diff:
         detail = ", ".join(f"{k}: store {stored.get(k)!r} vs now {new.get(k)!r}" for k in diff)
-        raise ConfigError(f"store {store} was rendered differently ({detail}); use the same "
-                          "options or another --out")
+        raise ConfigError(
+            f"store {store} was rendered differently ({detail}); use the same "
+            "options or another --out"
+        )
 
 
 def _auto_fov(good, render, quick_ratio, report) -> float | None:
@@ -410,8 +458,9 @@ def _auto_fov(good, render, quick_ratio, report) -> float | None:
     best = None
     for _, g in runs.values():
         try:
-            snap = open_snapshot(list(g) if len(g) > 1 else g[0], quick_ratio=quick_ratio,
-                                 expand_ranks=False)
+            snap = open_snapshot(
+                list(g) if len(g) > 1 else g[0], quick_ratio=quick_ratio, expand_ranks=False
+            )
             f = auto_fov(snap, render)
             best = f if best is None else max(best, f)
         except (RhoError, OSError) as exc:
@@ -422,7 +471,7 @@ def _auto_fov(good, render, quick_ratio, report) -> float | None:
 def _map(good, render, fov, config: IngestConfig, known: frozenset):
     """Yield windows ``[(group, result)]`` in input order, computed serially or through Dask."""
     w = max(1, config.window)
-    windows = [good[i:i + w] for i in range(0, len(good), w)]
+    windows = [good[i : i + w] for i in range(0, len(good), w)]
     if config.workers <= 1 and config.address is None:
         for win in windows:
             yield [(g, _process(g, render, fov, config.quick_ratio, known)) for g in win]
@@ -431,13 +480,16 @@ def _map(good, render, fov, config: IngestConfig, known: frozenset):
 
     cluster = None
     if config.address is None:
-        cluster = LocalCluster(n_workers=config.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     client = Client(config.address or cluster)
     try:
         for win in windows:
-            futs = [client.submit(_process, g, render, fov, config.quick_ratio, known,
-                                  pure=False) for g in win]
+            futs = [
+                client.submit(_process, g, render, fov, config.quick_ratio, known, pure=False)
+                for g in win
+            ]
             yield list(zip(win, client.gather(futs), strict=True))
     finally:
         client.close()

@@ -132,8 +132,7 @@ class BonsaiIOFile:
 
     def __repr__(self) -> str:
         return (
-            f"BonsaiIOFile({str(self.path)!r}, {self.version}, n={self.n_particles}, "
-            f"t={self.time})"
+            f"BonsaiIOFile({str(self.path)!r}, {self.version}, n={self.n_particles}, t={self.time})"
         )
 
     # ---------------------------------------------------------------- header
@@ -247,11 +246,14 @@ class BonsaiIOFile:
     # ---------------------------------------------------------------- data
     def _memmap(self, entry: Entry, dtype: np.dtype) -> np.ndarray:
         shape = (entry.count,) + dtype.shape
-        return np.memmap(self.path, dtype=dtype.base, mode="r", offset=entry.data_offset,
-                         shape=shape)
+        return np.memmap(
+            self.path, dtype=dtype.base, mode="r", offset=entry.data_offset, shape=shape
+        )
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        velocities: bool = True,
         components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
         """Yield chunks of at most ``chunk_size`` particles (DM first, then stars).

@@ -116,7 +116,9 @@ class Snapshot(Protocol):
     n_particles: int
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        velocities: bool = True,
         components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]: ...
 
@@ -206,8 +208,13 @@ def group_snapshot_paths(paths: Sequence[str | Path]) -> list[tuple[Path, ...]]:
     out = []
     for key in order:
         members = groups[key]
-        members.sort(key=lambda q: (parse_snapshot_name(q).rank if parse_snapshot_name(q)
-                                    and parse_snapshot_name(q).rank is not None else -1))
+        members.sort(
+            key=lambda q: (
+                parse_snapshot_name(q).rank
+                if parse_snapshot_name(q) and parse_snapshot_name(q).rank is not None
+                else -1
+            )
+        )
         out.append(tuple(members))
     return out
 
@@ -217,9 +224,9 @@ def _rank_files(prefix: Path) -> list[Path]:
     found = []
     if prefix.parent.is_dir():
         for q in prefix.parent.iterdir():
-            if q.name.startswith(prefix.name + "-") and q.name[len(prefix.name) + 1:].isdigit():
+            if q.name.startswith(prefix.name + "-") and q.name[len(prefix.name) + 1 :].isdigit():
                 found.append(q)
-    found.sort(key=lambda q: int(q.name[len(prefix.name) + 1:]))
+    found.sort(key=lambda q: int(q.name[len(prefix.name) + 1 :]))
     return found
 
 

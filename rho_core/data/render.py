@@ -156,8 +156,12 @@ def center_of_mass(snapshot: Snapshot, components="stars", chunk_size: int = DEF
 
 
 def auto_fov(
-    snapshot: Snapshot, config: RenderConfig, center=None, quantile: float = 0.99,
-    margin: float = 1.25, max_samples: int = 200_000,
+    snapshot: Snapshot,
+    config: RenderConfig,
+    center=None,
+    quantile: float = 0.99,
+    margin: float = 1.25,
+    max_samples: int = 200_000,
 ) -> float:
     """A field of view [kpc] holding ``quantile`` of the selected particles, times ``margin``.
 
@@ -200,8 +204,9 @@ def _project(pos: np.ndarray, center: np.ndarray, R: np.ndarray):
     return rows[0], rows[1]
 
 
-def _deposit_cic(grid: np.ndarray, u: np.ndarray, v: np.ndarray, m: np.ndarray, n: int,
-                 inv_h: float) -> None:
+def _deposit_cic(
+    grid: np.ndarray, u: np.ndarray, v: np.ndarray, m: np.ndarray, n: int, inv_h: float
+) -> None:
     """Add CIC weights of particles inside the FOV to ``grid`` (flat, length ``n*n``).
 
     All four corners share one index array on an ``(n+1)^2`` padded grid (corner (0, 0) at
@@ -225,8 +230,12 @@ def _deposit_cic(grid: np.ndarray, u: np.ndarray, v: np.ndarray, m: np.ndarray, 
     p01 = np.bincount(idx, weights=mgu * fv, minlength=size)
     p11 = np.bincount(idx, weights=mfu * fv, minlength=size)
     full = np.zeros((n + 2, n + 2))
-    P = (p00.reshape(n + 2, n + 2), p10.reshape(n + 2, n + 2), p01.reshape(n + 2, n + 2),
-         p11.reshape(n + 2, n + 2))
+    P = (
+        p00.reshape(n + 2, n + 2),
+        p10.reshape(n + 2, n + 2),
+        p01.reshape(n + 2, n + 2),
+        p11.reshape(n + 2, n + 2),
+    )
     full[:, :] += P[0]
     full[:, 1:] += P[1][:, :-1]
     full[1:, :] += P[2][:-1, :]
@@ -236,7 +245,7 @@ def _deposit_cic(grid: np.ndarray, u: np.ndarray, v: np.ndarray, m: np.ndarray, 
     full[n, :] += full[n + 1, :]
     full[:, 1] += full[:, 0]
     full[:, n] += full[:, n + 1]
-    grid += full[1:n + 1, 1:n + 1].ravel()
+    grid += full[1 : n + 1, 1 : n + 1].ravel()
 
 
 def _deposit_gauss(
@@ -259,9 +268,10 @@ def _deposit_gauss(
     padded = np.zeros(side * side)
     for b in range(2 * K + 1):
         for a in range(2 * K + 1):
-            padded += np.bincount(base + (b * side + a), weights=wu[a] * wv[b],
-                                  minlength=side * side)
-    grid += padded.reshape(side, side)[K:K + n, K:K + n].ravel()
+            padded += np.bincount(
+                base + (b * side + a), weights=wu[a] * wv[b], minlength=side * side
+            )
+    grid += padded.reshape(side, side)[K : K + n, K : K + n].ravel()
 
 
 def render_snapshot(
@@ -299,8 +309,11 @@ def render_snapshot(
         u, v = _project(chunk.pos, c32, Rm)
         ok = (np.abs(u) < half) & (np.abs(v) < half)
         for k, lut in enumerate(luts):
-            sel = ok if len(luts) == 1 and len(channels[0]) == len(wanted) else ok & lut[
-                chunk.component]
+            sel = (
+                ok
+                if len(luts) == 1 and len(channels[0]) == len(wanted)
+                else ok & lut[chunk.component]
+            )
             if not sel.any():
                 continue
             uk, vk, m = u[sel], v[sel], chunk.mass[sel]
@@ -308,8 +321,7 @@ def render_snapshot(
             if config.kernel == "cic":
                 _deposit_cic(grids[k], uk, vk, m, n, 1 / h)
             else:
-                _deposit_gauss(grids[k], np.stack([uk, vk], axis=1), m, n, 1 / h,
-                               config.sigma_px)
+                _deposit_gauss(grids[k], np.stack([uk, vk], axis=1), m, n, 1 / h, config.sigma_px)
     sigma = np.stack([g.reshape(n, n) for g in grids]) / (h * h)
     image = np.log10(np.maximum(sigma, config.floor)) if config.log else sigma
     prov = render_provenance(config, fov)
@@ -321,8 +333,9 @@ def render_snapshot(
         source=[str(p) for p in snapshot.paths],
         source_format=snapshot.format,
     )
-    return RenderResult(image.astype(np.float32), tuple(center), float(fov),
-                        float(snapshot.time), prov)
+    return RenderResult(
+        image.astype(np.float32), tuple(center), float(fov), float(snapshot.time), prov
+    )
 
 
 def render_provenance(config: RenderConfig, fov: float | None) -> dict:

@@ -58,8 +58,7 @@ assert HEADER_DTYPE.itemsize == HEADER_SIZE
 
 _BASE = [("mass", "<f4"), ("pos", "<f4", (3,)), ("vel", "<f4", (3,))]
 GAS_DTYPE = np.dtype(
-    _BASE
-    + [("rho", "<f4"), ("temp", "<f4"), ("hsmooth", "<f4"), ("metals", "<f4"), ("phi", "<f4")]
+    _BASE + [("rho", "<f4"), ("temp", "<f4"), ("hsmooth", "<f4"), ("metals", "<f4"), ("phi", "<f4")]
 )
 DARK_V1 = np.dtype(_BASE + [("eps", "<f4"), ("id", "<i4")])
 DARK_V2 = np.dtype(_BASE + [("id", "<u8")])  # packed: id at byte 28, unaligned
@@ -184,8 +183,14 @@ def read_header(path: str | Path) -> TipsyHeader:
             f"nstar = {nsph + ndark + nstar}"
         )
     header = TipsyHeader(
-        float(h["time"]), int(h["nbodies"]), int(h["ndim"]), nsph, ndark, nstar,
-        int(h["version"]), variant,
+        float(h["time"]),
+        int(h["nbodies"]),
+        int(h["ndim"]),
+        nsph,
+        ndark,
+        nstar,
+        int(h["version"]),
+        variant,
     )
     if size != header.expected_size:
         # Standard tipsy written from a packed 28-byte C struct has no header padding.
@@ -243,7 +248,9 @@ class TipsyFile:
         return out
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        velocities: bool = True,
         components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
         """Yield :class:`ParticleChunk` of at most ``chunk_size`` particles, file order.
@@ -261,14 +268,20 @@ class TipsyFile:
         for kind, block in self.blocks():
             n = block.shape[0]
             for a in range(0, n, chunk_size):
-                rec = block[a:a + chunk_size]
+                rec = block[a : a + chunk_size]
                 chunk = self._decode(kind, rec, index0 + a, velocities, lut)
                 if chunk is not None:
                     yield chunk
             index0 += n
 
-    def _decode(self, kind: str, rec: np.ndarray, index0: int, velocities: bool,
-                lut: np.ndarray | None = None) -> ParticleChunk | None:
+    def _decode(
+        self,
+        kind: str,
+        rec: np.ndarray,
+        index0: int,
+        velocities: bool,
+        lut: np.ndarray | None = None,
+    ) -> ParticleChunk | None:
         n = rec.shape[0]
         if self.variant == "standard" or kind == "gas":
             ids = np.arange(index0, index0 + n, dtype=np.uint64)
@@ -329,7 +342,9 @@ class TipsySet:
         return f"TipsySet({len(self.files)} ranks, {self.format}, n={self.n_particles})"
 
     def iter_chunks(
-        self, chunk_size: int = DEFAULT_CHUNK, velocities: bool = True,
+        self,
+        chunk_size: int = DEFAULT_CHUNK,
+        velocities: bool = True,
         components: Sequence[int] | None = None,
     ) -> Iterator[ParticleChunk]:
         for f in self.files:
@@ -340,9 +355,7 @@ class TipsySet:
 
 
 # --------------------------------------------------------------------------- writer
-def _records(
-    dtype: np.dtype, pos, vel, mass, ids, eps: float, variant: str
-) -> np.ndarray:
+def _records(dtype: np.dtype, pos, vel, mass, ids, eps: float, variant: str) -> np.ndarray:
     n = mass.shape[0]
     rec = np.zeros(n, dtype)
     rec["mass"] = mass
@@ -426,8 +439,9 @@ def write_tipsy(
         for sel, kind in ((dark, "dark"), (~dark, "star")):
             idx = np.flatnonzero(sel)
             for a in range(0, idx.shape[0], chunk_size):
-                j = idx[a:a + chunk_size]
-                f.write(_records(dts[kind], pos[j], vel[j], mass[j], ids[j], eps, variant)
-                        .tobytes())
+                j = idx[a : a + chunk_size]
+                f.write(
+                    _records(dts[kind], pos[j], vel[j], mass[j], ids[j], eps, variant).tobytes()
+                )
     os.replace(tmp, path)
     return path

@@ -67,15 +67,33 @@ def resolve_binary(binary: str) -> str:
     return found
 
 
-def bonsai_command(config: BonsaiConfig, ic_path: Path, out_dir: Path, *, t_end: float,
-                   dt: float, snap_every: float, snapname: str = "snap") -> list[str]:
+def bonsai_command(
+    config: BonsaiConfig,
+    ic_path: Path,
+    out_dir: Path,
+    *,
+    t_end: float,
+    dt: float,
+    snap_every: float,
+    snapname: str = "snap",
+) -> list[str]:
     """The argument vector for one run."""
     cmd: list[str] = []
     if config.mpirun:
         cmd += shlex.split(config.mpirun) + ["-np", str(config.n_ranks)]
-    cmd += [resolve_binary(config.binary), "-i", str(ic_path), "-T", repr(float(t_end)),
-            "-t", repr(float(dt)), "--snapiter", repr(float(snap_every)),
-            "--snapname", str(out_dir / snapname)]
+    cmd += [
+        resolve_binary(config.binary),
+        "-i",
+        str(ic_path),
+        "-T",
+        repr(float(t_end)),
+        "-t",
+        repr(float(dt)),
+        "--snapiter",
+        repr(float(snap_every)),
+        "--snapname",
+        str(out_dir / snapname),
+    ]
     if config.softening is not None:
         cmd += ["--eps", repr(float(config.softening))]
     if config.theta is not None:
@@ -112,8 +130,16 @@ def collect_snapshots(out_dir: Path, snapname: str = "snap") -> list[tuple[Path,
     return groups
 
 
-def run_bonsai(config: BonsaiConfig, ic_path: str | Path, out_dir: str | Path, *, t_end: float,
-               dt: float, snap_every: float, snapname: str = "snap") -> list[tuple[Path, ...]]:
+def run_bonsai(
+    config: BonsaiConfig,
+    ic_path: str | Path,
+    out_dir: str | Path,
+    *,
+    t_end: float,
+    dt: float,
+    snap_every: float,
+    snapname: str = "snap",
+) -> list[tuple[Path, ...]]:
     """Run Bonsai to ``t_end`` and return its snapshots (one tuple of rank files each).
 
     Raises:
@@ -123,14 +149,22 @@ def run_bonsai(config: BonsaiConfig, ic_path: str | Path, out_dir: str | Path, *
     ic_path = Path(ic_path).resolve()
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = bonsai_command(config, ic_path, out_dir, t_end=t_end, dt=dt, snap_every=snap_every,
-                         snapname=snapname)
+    cmd = bonsai_command(
+        config, ic_path, out_dir, t_end=t_end, dt=dt, snap_every=snap_every, snapname=snapname
+    )
     log_path = out_dir / "bonsai.log"
     env = {**os.environ, **config.env}
     started = time.monotonic()
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=out_dir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
         try:
             rc = proc.wait(timeout=config.timeout)
         except subprocess.TimeoutExpired as exc:
@@ -149,8 +183,10 @@ def run_bonsai(config: BonsaiConfig, ic_path: str | Path, out_dir: str | Path, *
         )
     snaps = collect_snapshots(out_dir, snapname)
     if not snaps:
-        raise SimulationError(f"Bonsai wrote no snapshots {snapname}_* in {out_dir}; "
-                              f"log: {log_path}\n{_tail(log_path)}")
+        raise SimulationError(
+            f"Bonsai wrote no snapshots {snapname}_* in {out_dir}; "
+            f"log: {log_path}\n{_tail(log_path)}"
+        )
     return snaps
 
 

@@ -27,8 +27,15 @@ from rho_core.sim.nbody import NBodyConfig, run_nbody_file
 log = logging.getLogger(__name__)
 
 ENGINES = ("builtin", "bonsai")
-GRID_AXES = ("mass_ratio", "pericenter", "separation", "inclination1", "argument1",
-             "inclination2", "argument2")
+GRID_AXES = (
+    "mass_ratio",
+    "pericenter",
+    "separation",
+    "inclination1",
+    "argument1",
+    "inclination2",
+    "argument2",
+)
 
 
 @dataclass(frozen=True)
@@ -80,21 +87,36 @@ def run_merger(config: MergerConfig, run_dir: str | Path, engine: EngineSpec) ->
     t0 = time.perf_counter()
     ic, side = write_initial_conditions(config, run_dir / "ic.tipsy")
     nb = engine.nbody
-    record: dict = {"params": config.physical_params(), "ic": ic.name, "sidecar": side.name,
-                    "engine": engine.kind}
+    record: dict = {
+        "params": config.physical_params(),
+        "ic": ic.name,
+        "sidecar": side.name,
+        "engine": engine.kind,
+    }
     if engine.kind == "builtin":
         res = run_nbody_file(ic, nb, run_dir)
         snaps = [[p.name] for p in res.snapshots]
         record.update(times=res.times, max_energy_error=res.max_energy_error)
     else:
-        groups = run_bonsai(engine.bonsai, ic, run_dir, t_end=nb.t_end, dt=nb.dt,
-                            snap_every=nb.snap_every, snapname=nb.snapname)
+        groups = run_bonsai(
+            engine.bonsai,
+            ic,
+            run_dir,
+            t_end=nb.t_end,
+            dt=nb.dt,
+            snap_every=nb.snap_every,
+            snapname=nb.snapname,
+        )
         from rho_core.data.particles import parse_snapshot_name
 
         snaps = [[p.name for p in g] for g in groups]
         record.update(times=[parse_snapshot_name(g[0]).time for g in groups])
-    record.update(snapshots=snaps, seconds=time.perf_counter() - t0,
-                  nbody=asdict(nb), n_particles=config.n_particles)
+    record.update(
+        snapshots=snaps,
+        seconds=time.perf_counter() - t0,
+        nbody=asdict(nb),
+        n_particles=config.n_particles,
+    )
     tmp = run_dir / "run.json.tmp"
     tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(done)
@@ -135,12 +157,15 @@ def run_grid(
 
         cluster = None
         if address is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(address or cluster)
         try:
-            futs = {client.submit(_run_one, c, d, engine, pure=False): k
-                    for k, (c, d) in enumerate(zip(configs, dirs, strict=True))}
+            futs = {
+                client.submit(_run_one, c, d, engine, pure=False): k
+                for k, (c, d) in enumerate(zip(configs, dirs, strict=True))
+            }
             for n_done, fut in enumerate(as_completed(futs), start=1):
                 records[futs[fut]] = fut.result()
                 if progress:

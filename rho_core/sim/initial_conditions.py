@@ -90,9 +90,13 @@ class GalaxyModel:
         """The same model with masses x ``mass_factor`` and lengths x ``length_factor``."""
         L, M = length_factor, mass_factor
         return replace(
-            self, halo_mass=self.halo_mass * M, disk_mass=self.disk_mass * M,
-            bulge_mass=self.bulge_mass * M, halo_scale=self.halo_scale * L,
-            disk_scale=self.disk_scale * L, disk_height=self.disk_height * L,
+            self,
+            halo_mass=self.halo_mass * M,
+            disk_mass=self.disk_mass * M,
+            bulge_mass=self.bulge_mass * M,
+            halo_scale=self.halo_scale * L,
+            disk_scale=self.disk_scale * L,
+            disk_height=self.disk_height * L,
             bulge_scale=self.bulge_scale * L,
         )
 
@@ -194,8 +198,7 @@ def enclosed_mass(model: GalaxyModel, r: np.ndarray) -> np.ndarray:
     m = hernquist_mass(rh, model.halo_mass, model.halo_scale) / _hcut_frac(model.halo_cut)
     if model.bulge_mass > 0:
         rb = np.minimum(r, model.halo_cut * model.bulge_scale)
-        m = m + hernquist_mass(rb, model.bulge_mass, model.bulge_scale) / _hcut_frac(
-            model.halo_cut)
+        m = m + hernquist_mass(rb, model.bulge_mass, model.bulge_scale) / _hcut_frac(model.halo_cut)
     rd = np.minimum(r, model.disk_cut * model.disk_scale)
     return m + disk_mass_enclosed(rd, model.disk_mass, model.disk_scale) / _dcut_frac(model)
 
@@ -299,13 +302,13 @@ def make_galaxy(model: GalaxyModel, n_halo: int, n_disk: int, n_bulge: int, rng)
     out = {}
     if n_halo:
         pos, r = _sample_hernquist(rng, n_halo, model.halo_scale, model.halo_cut)
-        vel = _spheroid_velocities(rng, model, r, model.halo_mass, model.halo_scale,
-                                   model.halo_cut)
+        vel = _spheroid_velocities(rng, model, r, model.halo_mass, model.halo_scale, model.halo_cut)
         out["halo"] = (pos, vel, np.full(n_halo, model.halo_mass / n_halo))
     if n_bulge and model.bulge_mass > 0:
         pos, r = _sample_hernquist(rng, n_bulge, model.bulge_scale, model.halo_cut)
-        vel = _spheroid_velocities(rng, model, r, model.bulge_mass, model.bulge_scale,
-                                   model.halo_cut)
+        vel = _spheroid_velocities(
+            rng, model, r, model.bulge_mass, model.bulge_scale, model.halo_cut
+        )
         out["bulge"] = (pos, vel, np.full(n_bulge, model.bulge_mass / n_bulge))
     if n_disk:
         pos, vel = _sample_disk(rng, model, n_disk)
@@ -357,8 +360,10 @@ def make_merger(config: MergerConfig) -> InitialConditions:
     n1 = config.n_particles - n2
     orbit = parabolic_orbit(m1, m2, config.pericenter, config.separation)
     rel_pos, rel_vel = np.array(orbit["rel_pos"]), np.array(orbit["rel_vel"])
-    centres = [(-m2 / (m1 + m2) * rel_pos, -m2 / (m1 + m2) * rel_vel),
-               (m1 / (m1 + m2) * rel_pos, m1 / (m1 + m2) * rel_vel)]
+    centres = [
+        (-m2 / (m1 + m2) * rel_pos, -m2 / (m1 + m2) * rel_vel),
+        (m1 / (m1 + m2) * rel_pos, m1 / (m1 + m2) * rel_vel),
+    ]
     angles = [(config.inclination1, config.argument1), (config.inclination2, config.argument2)]
     parts = {k: [] for k in ("pos", "vel", "mass", "ids", "galaxy", "component")}
     id_ranges: dict = {}
@@ -390,8 +395,17 @@ def make_merger(config: MergerConfig) -> InitialConditions:
     cat["pos"] -= (m * cat["pos"]).sum(0) / m.sum()
     cat["vel"] -= (m * cat["vel"]).sum(0) / m.sum()
     orbit.update(galaxy_models=[asdict(g1), asdict(g2)])
-    return InitialConditions(cat["pos"], cat["vel"], cat["mass"], cat["ids"], cat["galaxy"],
-                             cat["component"], orbit, id_ranges, config)
+    return InitialConditions(
+        cat["pos"],
+        cat["vel"],
+        cat["mass"],
+        cat["ids"],
+        cat["galaxy"],
+        cat["component"],
+        orbit,
+        id_ranges,
+        config,
+    )
 
 
 def galaxy_of_ids(ids: np.ndarray, id_ranges: dict) -> np.ndarray:
@@ -426,16 +440,29 @@ def write_initial_conditions(config: MergerConfig, path: str | Path) -> tuple[Pa
     ic = make_merger(config)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_tipsy(path, ic.pos, ic.vel, ic.mass, ic.ids, dark=ic.component == DARK_MATTER,
-                time=0.0, variant="v1")
+    write_tipsy(
+        path,
+        ic.pos,
+        ic.vel,
+        ic.mass,
+        ic.ids,
+        dark=ic.component == DARK_MATTER,
+        time=0.0,
+        variant="v1",
+    )
     side = sidecar_path(path)
     meta = {
         "params": config.physical_params(),
         "config": asdict(config),
         "orbit": ic.orbit,
         "id_ranges": ic.id_ranges,
-        "units": {"length": "kpc", "velocity": "100 km/s", "mass": "2.324876e9 Msun",
-                  "time": "9.778145 Myr", "G": 1},
+        "units": {
+            "length": "kpc",
+            "velocity": "100 km/s",
+            "mass": "2.324876e9 Msun",
+            "time": "9.778145 Myr",
+            "G": 1,
+        },
         "n_particles": int(ic.mass.size),
         "format": "tipsy-v1",
     }

@@ -109,8 +109,9 @@ def _chunk(config_chunk: int | None, n: int) -> int:
     return max(1, config_chunk or 4_000_000 // max(n, 1))
 
 
-def _inv_dist(xc: torch.Tensor, sqc: torch.Tensor, x: torch.Tensor, sq: torch.Tensor,
-              eps2: float) -> torch.Tensor:
+def _inv_dist(
+    xc: torch.Tensor, sqc: torch.Tensor, x: torch.Tensor, sq: torch.Tensor, eps2: float
+) -> torch.Tensor:
     """``(c, N)`` matrix ``1 / sqrt(|x_j - x_i|^2 + eps^2)`` via ``|x_i|^2 + |x_j|^2 - 2 x_i.x_j``
     (a matrix product; callers centre the positions so the cancellation stays small)."""
     r2 = sqc[:, None] + sq[None, :] - 2.0 * (xc @ x.T)
@@ -125,8 +126,9 @@ def _zero_self(w: torch.Tensor, a: int) -> torch.Tensor:
     return w
 
 
-def accelerations(pos: torch.Tensor, mass: torch.Tensor, eps: float,
-                  chunk: int | None = None) -> torch.Tensor:
+def accelerations(
+    pos: torch.Tensor, mass: torch.Tensor, eps: float, chunk: int | None = None
+) -> torch.Tensor:
     """Softened accelerations ``(N, 3)`` by chunked direct summation (see module docstring).
 
     Per chunk: ``w_ij = m_j / (r_ij^2 + eps^2)^(3/2)``, ``a_i = sum_j w_ij x_j - x_i sum_j w_ij``
@@ -139,14 +141,15 @@ def accelerations(pos: torch.Tensor, mass: torch.Tensor, eps: float,
     acc = torch.empty_like(pos)
     eps2 = eps * eps
     for a in range(0, n, c):
-        w = _zero_self(_inv_dist(x[a:a + c], sq[a:a + c], x, sq, eps2), a)
+        w = _zero_self(_inv_dist(x[a : a + c], sq[a : a + c], x, sq, eps2), a)
         w.pow_(3).mul_(mass[None, :])
-        acc[a:a + c] = w @ x - x[a:a + c] * w.sum(1, keepdim=True)
+        acc[a : a + c] = w @ x - x[a : a + c] * w.sum(1, keepdim=True)
     return acc
 
 
-def potential_energy(pos: torch.Tensor, mass: torch.Tensor, eps: float,
-                     chunk: int | None = None) -> float:
+def potential_energy(
+    pos: torch.Tensor, mass: torch.Tensor, eps: float, chunk: int | None = None
+) -> float:
     """Softened potential energy ``W`` (self pairs excluded)."""
     n = pos.shape[0]
     c = _chunk(chunk, n)
@@ -154,8 +157,8 @@ def potential_energy(pos: torch.Tensor, mass: torch.Tensor, eps: float,
     sq = (x * x).sum(1)
     total = 0.0
     for a in range(0, n, c):
-        inv = _zero_self(_inv_dist(x[a:a + c], sq[a:a + c], x, sq, eps * eps), a)
-        total += float(mass[a:a + c] @ inv @ mass)
+        inv = _zero_self(_inv_dist(x[a : a + c], sq[a : a + c], x, sq, eps * eps), a)
+        total += float(mass[a : a + c] @ inv @ mass)
     return -0.5 * total
 
 
@@ -238,12 +241,22 @@ def _integrate(x, v, m, ids_v2, dark, config, out_dir, device, progress) -> NBod
         if e0 is None:
             e0 = E
         name = snapshot_filename(config.snapname, t)
-        path = write_tipsy(out_dir / name, x.cpu().numpy(), v.cpu().numpy(), m.cpu().numpy(),
-                           ids_v2, dark=dark, time=t, variant="v2", eps=eps)
+        path = write_tipsy(
+            out_dir / name,
+            x.cpu().numpy(),
+            v.cpu().numpy(),
+            m.cpu().numpy(),
+            ids_v2,
+            dark=dark,
+            time=t,
+            variant="v2",
+            eps=eps,
+        )
         snaps.append(path)
         times.append(t)
-        energies.append({"time": t, "E": E, "K": K, "W": W,
-                         "rel_drift": (E - e0) / abs(e0) if e0 else 0.0})
+        energies.append(
+            {"time": t, "E": E, "K": K, "W": W, "rel_drift": (E - e0) / abs(e0) if e0 else 0.0}
+        )
         if progress:
             progress(t, config.t_end)
 
@@ -258,20 +271,43 @@ def _integrate(x, v, m, ids_v2, dark, config, out_dir, device, progress) -> NBod
             snapshot(step * dt)
     seconds = _time.perf_counter() - t0
     result = NBodyResult(snaps, times, energies, seconds, config.n_steps)
-    (out_dir / "energy.json").write_text(json.dumps(
-        {"config": asdict(config), "device": str(device), "dtype": str(dtype),
-         "n_particles": int(m.shape[0]), "seconds": seconds, "energies": energies}, indent=2))
+    (out_dir / "energy.json").write_text(
+        json.dumps(
+            {
+                "config": asdict(config),
+                "device": str(device),
+                "dtype": str(dtype),
+                "n_particles": int(m.shape[0]),
+                "seconds": seconds,
+                "energies": energies,
+            },
+            indent=2,
+        )
+    )
     if energies and math.isfinite(energies[-1]["rel_drift"]):
-        log.info("n-body: %d steps, N=%d, %.1f s, |dE/E| max %.2e", config.n_steps,
-                 m.shape[0], seconds, result.max_energy_error)
+        log.info(
+            "n-body: %d steps, N=%d, %.1f s, |dE/E| max %.2e",
+            config.n_steps,
+            m.shape[0],
+            seconds,
+            result.max_energy_error,
+        )
     return result
 
 
-def run_nbody_file(ic_path: str | Path, config: NBodyConfig, out_dir: str | Path,
-                   progress=None) -> NBodyResult:
+def run_nbody_file(
+    ic_path: str | Path, config: NBodyConfig, out_dir: str | Path, progress=None
+) -> NBodyResult:
     """Run from any snapshot/IC file readable by :func:`rho_core.data.particles.open_snapshot`."""
     from rho_core.data.particles import open_snapshot
 
     c = open_snapshot(ic_path).read()
-    return run_nbody(c.pos.astype(np.float64), c.vel.astype(np.float64),
-                     c.mass.astype(np.float64), c.ids, config, out_dir, progress=progress)
+    return run_nbody(
+        c.pos.astype(np.float64),
+        c.vel.astype(np.float64),
+        c.mass.astype(np.float64),
+        c.ids,
+        config,
+        out_dir,
+        progress=progress,
+    )
