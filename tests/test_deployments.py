@@ -165,3 +165,23 @@ def test_prefect_yaml_points_at_real_flows():
         assert d["work_pool"]["name"] == "rho-process"
     (retrain,) = [d for d in spec["deployments"] if d["name"] == "retrain"]
     assert retrain["schedules"][0]["cron"] == "0 2 * * *"
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from rho_cli.main import main
+
+    with temporary_settings({PREFECT_API_URL: None}):
+        assert main(["serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rho serve: error: no Prefect API") and "rho ui" in err
+    assert "\n" not in err
+
+    assert main(["pipeline", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {size: 2}\n")
+    assert main(["pipeline", "--quick", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rho pipeline: error: pipeline parameter data.size") and "\n" not in err

@@ -74,11 +74,30 @@ def test_flow_parameters_render_as_a_form():
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_pipeline_end_to_end_logs_everything(prefect_harness, mlflow_uri, data_home):
-    from flows.pipeline import pipeline
+def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, data_home):
+    """A missing store fails the run with a readable message and changes nothing; the next
+    (good) run — the pipeline at tiny size — then logs everything to MLflow."""
+    from flows.params import SphericalHarmonicsParams
+    from flows.pipeline import pipeline, retrain
+    from flows.spherical_harmonics import spherical_harmonics
     from tasks import tracking
 
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    store = spherical_harmonics(SphericalHarmonicsParams(size=8, l_max=1))
+    tracking.ensure_experiment("spherical_harmonics")
+    before_store, before_db = _mtimes(Path(store)), db.stat().st_mtime_ns
+
+    missing = str(data_home / "stores" / "nope.zarr")
+    state = retrain(store=missing, params=PipelineParams.model_validate(TINY), return_state=True)
+    assert state.is_failed()
+    message = str(state.message) + str(state.result(raise_on_failure=False))
+    assert "nope.zarr does not exist" in message
+    assert _mtimes(Path(store)) == before_store
+    assert db.stat().st_mtime_ns == before_db
+    assert not os.path.exists(missing)
+
     result = pipeline(params=PipelineParams.model_validate(TINY), quick=True)
+    assert result["store"] == store  # the data flow's cache: same parameters, same store
     c = tracking.client()
     run = c.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
@@ -147,35 +166,6 @@ def test_data_flow_reuses_the_store(prefect_harness, data_home, monkeypatch):
     shutil.rmtree(first)
     assert spherical_harmonics(params) == first
     assert len(calls) == 2 and Path(first, "zarr.json").is_file()
-
-
-def test_failing_input_fails_the_run_and_leaves_state_intact(
-    prefect_harness, mlflow_uri, data_home
-):
-    from flows.pipeline import retrain
-
-    db = Path(mlflow_uri.removeprefix("sqlite:///"))
-    # a good store and an MLflow database exist before the failure
-    from flows.params import SphericalHarmonicsParams
-    from flows.spherical_harmonics import spherical_harmonics
-    from tasks import tracking
-
-    store = spherical_harmonics(SphericalHarmonicsParams(size=8, l_max=1))
-    tracking.ensure_experiment("spherical_harmonics")
-    before_store, before_db = _mtimes(Path(store)), db.stat().st_mtime_ns
-
-    missing = str(data_home / "stores" / "nope.zarr")
-    state = retrain(store=missing, params=PipelineParams.model_validate(TINY), return_state=True)
-    assert state.is_failed()
-    message = str(state.message) + str(state.result(raise_on_failure=False))
-    assert "nope.zarr does not exist" in message
-    assert _mtimes(Path(store)) == before_store
-    assert db.stat().st_mtime_ns == before_db
-    assert not os.path.exists(missing)
-
-    # the next good run succeeds on the same state
-    ok = retrain(store=store, params=PipelineParams.model_validate(TINY))
-    assert tracking.client().get_run(ok["mlflow_run_id"]).info.status == "FINISHED"
 
 
 def test_merger_flow_and_corrupt_snapshot(prefect_harness, data_home):
