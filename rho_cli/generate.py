@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -77,12 +78,21 @@ def _mode(args: argparse.Namespace) -> str:
 
 
 def _progress(desc: str):
-    """A tqdm bar on stderr as a ``progress(done, total)`` callback, and its closer."""
+    """A ``progress(done, total)`` callback and its closer: a tqdm bar on a terminal, else a
+    log line at every 10 % (CI logs, Prefect workers)."""
     from tqdm import tqdm
 
     bar = tqdm(desc=desc, unit="vol", file=sys.stderr, disable=None)
+    log = logging.getLogger("rho.generate")
+    last = [-1]
 
     def update(done: int, total: int) -> None:
+        if bar.disable:
+            decile = (10 * done) // max(total, 1)
+            if decile != last[0]:
+                last[0] = decile
+                log.info("%s: %d/%d volumes", desc, done, total)
+            return
         bar.total = total
         bar.update(done - bar.n)
 

@@ -60,6 +60,22 @@ def test_generate_sh_info_json_and_normalize(tmp_path, capsys):
     assert open_store(out).n == 10
 
 
+def test_progress_is_reported(tmp_path, caplog):
+    import logging
+
+    calls = []
+    from rho_core.data.spherical_harmonics import generate_spherical_harmonics
+
+    generate_spherical_harmonics(
+        tmp_path / "p.zarr", size=40, l_max=2, progress=lambda d, t: calls.append((d, t))
+    )
+    # 40³ holds 8 volumes per chunk: progress after each whole chunk, ending at the total
+    assert calls == [(8, 9), (9, 9)]
+    with caplog.at_level(logging.INFO, logger="rho.generate"):
+        assert main(["generate", "hydrogen", "--out", str(tmp_path / "h.zarr"), "--size", "4"]) == 0
+    assert "hydrogen orbitals: 14/14 volumes" in caplog.text
+
+
 def test_generate_hydrogen(tmp_path, capsys):
     out = tmp_path / "h.zarr"
     assert main(["generate", "hydrogen", "--out", str(out), "--size", "8", "--n-max", "2"]) == 0
