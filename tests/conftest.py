@@ -32,11 +32,27 @@ def prefect_harness():
             yield
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template_db(tmp_path_factory):
+    """An empty, fully migrated MLflow SQLite database, made once per session.
+
+    Creating the schema (alembic migrations) costs several seconds; tests copy this file.
+    """
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path, monkeypatch):
+def mlflow_uri(tmp_path, monkeypatch, _mlflow_template_db):
     """A fresh SQLite MLflow tracking URI (artifacts beside it) for one test."""
+    import shutil
+
     db = tmp_path / "mlflow" / "mlflow.db"
     db.parent.mkdir(parents=True)
+    shutil.copyfile(_mlflow_template_db, db)
     uri = f"sqlite:///{db}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("RHO_MLFLOW_ARTIFACTS", raising=False)

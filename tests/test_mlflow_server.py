@@ -22,13 +22,15 @@ def _get(port: int, endpoint: str, **query) -> dict:
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory):
+def logged_run(tmp_path_factory, _mlflow_template_db):
     """A run with params, metrics and an artifact in a fresh SQLite store (module scope)."""
     import os
+    import shutil
 
     from tasks import tracking
 
     root = tmp_path_factory.mktemp("mlflow-server")
+    shutil.copyfile(_mlflow_template_db, root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     old = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = uri
