@@ -29,9 +29,12 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, _mlflow_template_db):
     """(api_url, tmp root): a Prefect server plus the served deployments, both torn down."""
+    import shutil
+
     root = tmp_path_factory.mktemp("deploy")
+    shutil.copyfile(_mlflow_template_db, root / "mlflow.db")
     port = servers.free_port()
     api = f"http://127.0.0.1:{port}/api"
     server_env = dict(os.environ, PREFECT_HOME=str(root / "server-home"))
