@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
         help="score a model against a store (JSON on stdout)",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0].replace("`", ""),
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
     p.add_argument("--data", required=True, help="store with the ground truth")

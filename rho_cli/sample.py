@@ -21,7 +21,9 @@ from typing import Any
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "sample", help="generate fields for given parameters", description=__doc__.split("\n\n")[0]
+        "sample",
+        help="generate fields for given parameters",
+        description=__doc__.split("\n\n")[0].replace("`", ""),
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
     p.add_argument("--params", required=True, help="JSON object/list of objects, or @FILE")

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a diffusion model on a store",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0].replace("`", ""),
     )
     p.add_argument("--data", required=True, help="training store (Zarr)")
     p.add_argument("--out", required=True, help="run directory (config.json, checkpoints/)")
@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--conditioning", choices=("continuous", "hash", "none"), help="condition embedding"
     )
-    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in RUN_DIR")
+    p.add_argument(
+        "--no-resume", action="store_true", help="start fresh (refused if RUN_DIR has checkpoints)"
+    )
     p.add_argument(
         "--nproc", type=int, default=1, help="processes (torchrun, single node); default 1"
     )

@@ -50,6 +50,7 @@ import torch.distributed as dist
 from rho_core.checkpoint import (
     checkpoint_dir,
     find_latest_valid,
+    list_checkpoints,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -413,6 +414,11 @@ def train(
     # ---- resume: rank 0 picks the checkpoint, every rank loads the same one -------------------
     start = 0
     state = None
+    if not resume and list_checkpoints(ckpt_dir):
+        raise ConfigError(
+            f"{ckpt_dir} already holds checkpoints and resuming is off; use a new output "
+            "directory (or resume from them)"
+        )
     if resume:
         path = None
         if is_main:
@@ -430,7 +436,7 @@ def train(
             if saved != model_cfg.to_dict():
                 raise ConfigError(
                     f"{out_dir} holds checkpoints of a different model configuration; use a new "
-                    "output directory or resume=False"
+                    "output directory"
                 )
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

@@ -107,6 +107,12 @@ def test_resume_reproduces_the_uninterrupted_losses(tmp_path, blobs) -> None:
     # Nothing left to do: a third call returns at once.
     again = train(mc, tc, blobs, tmp_path / "cut")
     assert again.losses == [] and again.step == 8
+    # Starting afresh over existing checkpoints is refused (it would mix two runs).
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(mc, tc, blobs, tmp_path / "cut", resume=False)
+    # A different model in the same directory is refused too.
+    with pytest.raises(ConfigError, match="different model configuration"):
+        train(_model_cfg(blobs, prediction="v"), tc, blobs, tmp_path / "cut")
 
 
 def test_grad_accumulation_matches_a_large_batch(tmp_path, blobs) -> None:
