@@ -178,6 +178,9 @@ def test_resolve_train_config(tmp_path) -> None:
         TrainConfig(precision="fp8")
 
 
-def test_bf16_autocast_trains(tmp_path, blobs) -> None:
-    res = train(_model_cfg(blobs), _tc(steps=3, precision="bf16"), blobs, tmp_path)
+def test_bf16_autocast_and_wall_time_checkpoints(tmp_path, blobs) -> None:
+    # checkpoint_every=0 (steps) but a tiny wall-time interval: a checkpoint after every step.
+    tc = _tc(steps=3, precision="bf16", checkpoint_every_seconds=1e-6, keep_checkpoints=10)
+    res = train(_model_cfg(blobs), tc, blobs, tmp_path)
     assert all(math.isfinite(v) for v in res.losses)
+    assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2, 3]
