@@ -1,6 +1,6 @@
 """A real ``prefect server`` on 127.0.0.1 (free port) and ``python -m deployments.serve`` in a
-subprocess: the deployments and the retrain schedule are found through the Prefect client, a
-tiny ``pipeline`` run completes and a run with a missing store fails with a readable message.
+subprocess: the deployments and the retrain schedule are found through the Prefect client and
+a ``pipeline`` run triggered with tiny parameters completes.
 Everything started here is stopped here (process-group kills).
 """
 
@@ -115,20 +115,14 @@ def test_deployments_schedule_and_runs(served):
             schema = ingest.parameter_openapi_schema
             assert "params" in schema["properties"]
 
-            # A failing input and a good run, served concurrently.
-            missing = str(root / "data" / "stores" / "missing.zarr")
-            bad = client.create_flow_run_from_deployment(
-                retrain.id, parameters={"store": missing, "params": TINY, "quick": True}
-            )
+            # Trigger the pipeline with tiny parameters (failing inputs: see test_flows.py).
             good = client.create_flow_run_from_deployment(
                 pipe.id, parameters={"params": TINY, "quick": True}
             )
-            bad_run = _wait_final(client, bad.id)
             good_run = _wait_final(client, good.id)
             log_tail = (root / "serve.log").read_text(errors="replace")[-3000:]
             assert good_run.state.is_completed(), log_tail
-            assert bad_run.state.is_failed()
-            assert "missing.zarr does not exist" in bad_run.state.message
+            assert good_run.parameters["params"]["train"]["steps"] == 3
     finally:
         ctx.__exit__(None, None, None)
     # the good run wrote its store and run folder under the served data folder
