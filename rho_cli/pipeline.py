@@ -61,7 +61,13 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    import logging
+
     from pydantic import ValidationError
+
+    # One line per step, not one per HTTP request or database migration.
+    for name in ("httpx", "httpcore", "alembic", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     from rho_core.errors import ConfigError
 

@@ -128,7 +128,13 @@ def fit_normalization(store: str, transform: str = "minmax") -> dict:
         return dict(current)
     d = fit(store, transform=transform)
     write_normalization(store, d)
-    logger.info("normalisation of %s: %s", store, d)
+    logger.info(
+        "normalisation of %s: %s (data range %.4g … %.4g)",
+        store,
+        d.get("transform"),
+        d.get("min", float("nan")),
+        d.get("max", float("nan")),
+    )
     return dict(d)
 
 
