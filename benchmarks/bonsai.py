@@ -2,7 +2,8 @@
 the built-in N-body engine's time per step against N.
 
     .venv/bin/python benchmarks/bonsai.py [--n 10000000] [--image-size 128]
-        [--engine-n 500,1000,2000,4000] [--threads 1] [--repeat 3] [--json FILE] [--keep DIR]
+        [--engine-n 500,1000,2000,4000] [--threads 1] [--repeat 3] [--rebound] [--json FILE]
+        [--keep DIR]
 
 Rows (all on a synthetic tipsy V2 snapshot of ``--n`` particles, 70 % dark matter, page cache
 warm, best of ``--repeat``):
@@ -14,7 +15,8 @@ warm, best of ``--repeat``):
 Each row gives particles/s and the ratio to ``numpy.fromfile`` (target >= 30 % for read+render),
 and the tracemalloc peak of Python/numpy allocations during the call (the memory bound: it
 does not grow with N beyond one chunk). ``engine N=...`` rows: seconds per KDK step of the
-built-in engine (direct summation, float64 on CPU, one force evaluation per step).
+built-in engine (direct summation, float64 on CPU, one force evaluation per step); with
+``--rebound``, the same for REBOUND's ``basic`` (O(N^2), C) and ``tree`` gravity.
 """
 
 from __future__ import annotations
@@ -173,6 +175,53 @@ def bench_engine(ns: list[int], threads: int | None, steps: int = 5) -> list[dic
     return rows
 
 
+def bench_rebound(ns: list[int], steps: int = 10) -> list[dict]:
+    """Optional: REBOUND (``pip install rebound``; not a project dependency) on the same ICs,
+    leapfrog, softening 0.5, dt 1/64, with its O(N^2) ``basic`` and its ``tree`` gravity."""
+    try:
+        import rebound
+    except ImportError:
+        return [
+            {
+                "name": "rebound",
+                "seconds": float("nan"),
+                "particles_per_s": float("nan"),
+                "vs_fromfile": float("nan"),
+                "peak_mib": float("nan"),
+                "note": "rebound not installed (optional)",
+            }
+        ]
+    from rho_core.sim.initial_conditions import MergerConfig, make_merger
+
+    rows = []
+    for n in ns:
+        ic = make_merger(MergerConfig(n_particles=n))
+        for gravity in ("basic", "tree"):
+            sim = rebound.Simulation()
+            sim.G, sim.softening, sim.dt = 1.0, 0.5, 1 / 64
+            sim.integrator, sim.gravity = "leapfrog", gravity
+            if gravity == "tree":
+                sim.root_size = 2000.0
+                sim.N_root_x = sim.N_root_y = sim.N_root_z = 1
+                sim.opening_angle2 = 0.4**2
+            for p, v, m in zip(ic.pos, ic.vel, ic.mass, strict=True):
+                sim.add(m=m, x=p[0], y=p[1], z=p[2], vx=v[0], vy=v[1], vz=v[2])
+            sim.steps(1)
+            t0 = time.perf_counter()
+            sim.steps(steps)
+            rows.append(
+                {
+                    "name": f"rebound {gravity} N={n}",
+                    "seconds": (time.perf_counter() - t0) / steps,
+                    "particles_per_s": float("nan"),
+                    "vs_fromfile": float("nan"),
+                    "peak_mib": float("nan"),
+                    "note": f"rebound {rebound.__version__}",
+                }
+            )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=10_000_000, help="particles in the snapshot")
@@ -180,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-n", default="500,1000,2000,4000")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the engine")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--rebound",
+        action="store_true",
+        help="also time REBOUND (optional package) on the same initial conditions",
+    )
     ap.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     ap.add_argument("--keep", default=None, help="write the snapshot here and keep it")
     args = ap.parse_args(argv)
@@ -196,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         rows = bench_io(path, args.n, args.image_size, args.repeat)
-        rows += bench_engine([int(v) for v in args.engine_n.split(",") if v], args.threads)
+        engine_ns = [int(v) for v in args.engine_n.split(",") if v]
+        rows += bench_engine(engine_ns, args.threads)
+        if args.rebound:
+            rows += bench_rebound(engine_ns)
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,7 @@ Accelerations and potential energy (G = 1, softening ``eps``):
     W   = -1/2 sum_{i != j} m_i m_j / sqrt(|x_j - x_i|^2 + eps^2),   K = 1/2 sum_i m_i |v_i|^2
 
 computed in row chunks of ``chunk`` particles, so memory is ``O(chunk * N)`` (about
-``32 * chunk * N`` bytes in float64), time ``O(N^2)`` per step: fine up to N ~ 2e4 on a CPU and
+``16 * chunk * N`` bytes in float64), time ``O(N^2)`` per step: fine up to N ~ 2e4 on a CPU and
 ~1e5 on a GPU. One step of length ``dt`` (second order, symplectic):
 
     v <- v + a(x) dt / 2;   x <- x + v dt;   v <- v + a(x) dt / 2
@@ -47,7 +47,7 @@ class NBodyConfig:
         softening: Plummer softening ``eps`` [kpc].
         device: ``auto``, ``cpu``, ``cuda``, ``xpu``.
         precision: ``auto`` (float64 on CPU, float32 on accelerators), ``float32``, ``float64``.
-        chunk: rows per force chunk (``None``: keep chunk x N near 4e6).
+        chunk: rows per force chunk (``None``: chunk x N near 2.6e5 on CPU, 1.6e7 on GPUs).
         snapname: snapshot file prefix.
         threads: CPU threads for torch during the run (``None``: leave torch's setting; 1 is
             fastest on a machine already busy with other work).
@@ -105,8 +105,13 @@ def _device_and_dtype(config: NBodyConfig) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
-def _chunk(config_chunk: int | None, n: int) -> int:
-    return max(1, config_chunk or 4_000_000 // max(n, 1))
+def _chunk(config_chunk: int | None, n: int, device: torch.device) -> int:
+    """Rows per force chunk: ``chunk x N`` near 2.6e5 elements on a CPU (the block stays in
+    cache: 3-4x faster than one big block) and 1.6e7 on an accelerator (fewer kernel launches)."""
+    if config_chunk:
+        return max(1, config_chunk)
+    budget = 1 << 18 if device.type == "cpu" else 1 << 24
+    return max(16, budget // max(n, 1))
 
 
 def _inv_dist(
@@ -135,7 +140,7 @@ def accelerations(
     (self pairs are zeroed: with a small ``eps`` their huge weight would not cancel in floats).
     """
     n = pos.shape[0]
-    c = _chunk(chunk, n)
+    c = _chunk(chunk, n, pos.device)
     x = pos - pos.mean(0)
     sq = (x * x).sum(1)
     acc = torch.empty_like(pos)
@@ -152,7 +157,7 @@ def potential_energy(
 ) -> float:
     """Softened potential energy ``W`` (self pairs excluded)."""
     n = pos.shape[0]
-    c = _chunk(chunk, n)
+    c = _chunk(chunk, n, pos.device)
     x = pos - pos.mean(0)
     sq = (x * x).sum(1)
     total = 0.0
