@@ -150,11 +150,18 @@ print("done")
 
 @pytest.fixture
 def fake_bonsai(tmp_path):
+    """An executable named like the GPU binary: a /bin/sh wrapper (no shebang length limit on
+    long interpreter paths) that runs the Python stand-in above with this interpreter."""
+    import shlex
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "fake_bonsai.py"
+    script.write_text(FAKE_BONSAI.format(python=sys.executable, root=root))
     exe = tmp_path / "bonsai2_slowdust"
-    exe.write_text(FAKE_BONSAI.format(python=sys.executable, root=root))
+    exe.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} {shlex.quote(str(script))} "$@"\n'
+    )
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     return exe
 
