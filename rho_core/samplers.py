@@ -18,19 +18,28 @@ variance than the data (for Gaussian data by the factor α²s²/(α²s² + σ²)
 standard-deviation deficit of a textbook DPM-Solver++(2M) on the cosine schedule.
 ``leading`` ends at t = 0 but starts at T − T/N, not from pure noise. ``linspace`` (rounded
 linspace(T − 1, 0, N)) includes both ends, but takes huge steps in λ at the start and the end.
-``lambda`` (the default for every method): t_0 = T − 1 (pure noise, as in training), then N − 1
-points uniform in λ from λ = −4 (SNR ≈ 3e-4, indistinguishable from noise for normalised data;
-the cosine schedule spends its last ~13 steps below it, down to λ_{T−1} ≈ −9.9) to λ_0, each
-rounded to the nearest integer timestep (collisions pushed apart). It ends at t = 0, so the final
-x̂₀ is taken where σ_0 is tiny (σ_0² = 1e-4 linear, 4e-5 cosine), and every step has the same
-size h in λ, the quantity the local error of DDIM/DPM-Solver depends on; the error no longer
-depends on where the data's scale puts its signal. It also tempers the ill-conditioning of
-ε-networks at the noisy end: the first update multiplies the network's ε error by about
-α_{t_1}/α_{t_0}, ≈ 370 for the jump to λ = −4 on cosine but ≈ 1600 for trailing's jump from
-t = 999 to 949 (≈ 3 on linear). For cosine schedules prefer a v- or x₀-predicting network.
+``lambda`` (the default for every method): ``steps`` points uniform in λ from λ_{t_s} to λ_0,
+where t_s is the least noisy timestep with λ ≤ −5 (T − 1 if none), each rounded to the nearest
+integer timestep (collisions pushed apart).
+
+- It ends at t = 0, so the final x̂₀ is taken where σ_0 is tiny (σ_0² = 1e-4 linear, 4e-5
+  cosine), and every step has the same size h in λ, the quantity the local error of
+  DDIM/DPM-Solver depends on: the error no longer depends on where the data's scale puts its
+  signal (trailing DPM-Solver++ at 20 steps: −0.3 % for data std 0.5 but −4.8 % for 0.25 and
+  −26 % for 0.1; λ-uniform: +1.0 … +1.6 % for every std from 0.1 to 2).
+- It starts at λ = −5 (SNR ≈ 4.5e-5) rather than at T − 1 when the schedule ends noisier (cosine:
+  λ_{T−1} ≈ −9.9 at t = 999, so sampling starts at t = 995): x_T ~ N(0, I) is then a (very
+  slightly) wrong start, mean off by α·μ ≈ 0.007 μ, but no network output is ever divided by
+  α_{999} ≈ 5e-5. x̂₀ = (x − σ ε̂)/α multiplies the network's ε error by σ/α; a first step from
+  t = 999 to the next grid point carries that into x with a gain of α_{t_1}/α_{999} (≈ 1600
+  for trailing's t = 949). With the exact denoiser plus a 1 % ε error, starting at t = 999
+  inflated the generated std by +290 % (λ grid) to +1400 % (trailing/linspace), starting at
+  λ = −5 by +2 %.
+- ``steps == T`` still visits every timestep T − 1 … 0 (the full DDPM chain).
+
 Measured with the exact Gaussian denoiser (``benchmarks/sampling.py``, ``docs/samplers.md``):
-DPM-Solver++(2M) at 20 steps is within +1.5 % of the data std on linear and cosine for data stds
-0.1 … 2 (trailing: −4.8 % at std 0.25, −26 % at 0.1); DDIM-50 is ~4.5 % short (first order).
+DPM-Solver++(2M) at 20 steps is within +1.6 % of the data std on linear and cosine; DDIM is
+first order and ~4.5 % short at 50 steps.
 
 No clipping of x̂₀ by default (physical data is not an image); ``clip_x0=c`` clamps x̂₀ to [−c, c]
 and recomputes ε̂ from it, for data known to lie in a range.
@@ -54,9 +63,9 @@ Callback = Callable[[dict[str, Any]], None]
 
 METHODS = ("ddpm", "ddim", "dpmpp")
 SPACINGS = ("lambda", "linspace", "trailing", "leading")
-# λ below which a step is "pure noise" for normalised data (SNR = e^{-8} ≈ 3.4e-4): the
-# ``lambda`` grid jumps from t = T − 1 straight to this level and spaces the rest uniformly.
-LAMBDA_FLOOR = -4.0
+# The ``lambda`` grid starts at the least noisy timestep with λ ≤ this (cosine: λ_{T−1} ≈ −9.9):
+# SNR = e^{-10} ≈ 4.5e-5, indistinguishable from pure noise for normalised data.
+LAMBDA_START = -5.0
 DEFAULT_SPACING = {"ddpm": "lambda", "ddim": "lambda", "dpmpp": "lambda"}
 
 
@@ -109,17 +118,10 @@ def timesteps_for(schedule: Schedule, steps: int, spacing: str = "lambda") -> li
         ts = [int(round((T - 1) * (1 - i / max(steps - 1, 1)))) for i in range(steps)]
     else:
         lam = (0.5 * schedule.log_snr_table).tolist()  # increases as t decreases
-        lo, hi = lam[T - 1], lam[0]
-        start = max(lo, min(LAMBDA_FLOOR, hi))
-        if start > lo and steps >= 2:
-            # t_0 = T − 1 (pure noise, as in training), then N − 1 points uniform from the floor
-            targets = [lo] + [
-                start + (hi - start) * i / max(steps - 2, 1) for i in range(steps - 1)
-            ]
-        else:
-            targets = [lo + (hi - lo) * i / max(steps - 1, 1) for i in range(steps)]
-        if steps == 2:
-            targets = [lo, hi]
+        # start at the least noisy timestep that is still at or below λ = LAMBDA_START
+        t_start = next((t for t in range(T) if lam[t] <= LAMBDA_START), T - 1)
+        start, hi = lam[t_start], lam[0]
+        targets = [start + (hi - start) * i / max(steps - 1, 1) for i in range(steps)]
         ts = [_nearest_t(lam, x) for x in targets]
     return _make_distinct(ts, T)
 
