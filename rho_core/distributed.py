@@ -274,13 +274,14 @@ _CONTEXT: DistContext | None = None
 def init_distributed(
     device: str | torch.device = "auto",
     backend: str | None = None,
-    timeout_s: float = 1800.0,
+    timeout_s: float | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> DistContext:
     """Initialise the default process group from the torchrun environment (idempotent).
 
     Under torchrun: pins ``LOCAL_RANK``'s device, picks the backend (:func:`select_backend`) and
-    calls ``init_process_group(init_method="env://")`` with ``timeout_s`` for collectives. Without
+    calls ``init_process_group(init_method="env://")`` with ``timeout_s`` for collectives (default:
+    ``RHO_DIST_TIMEOUT_S`` from the environment, else 600 s). Without
     torchrun variables: returns a single-process context and creates no group. Calling it again
     returns the existing context.
     """
@@ -300,6 +301,17 @@ def init_distributed(
         raise ConfigError(
             f"backend {name!r} is not built into this torch ({torch.__version__}): install a "
             f"torch build for {dev_type}, or pass --backend gloo (CPU/CUDA only)"
+        )
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("RHO_DIST_TIMEOUT_S", "600"))
+    raw_env = os.environ if environ is None else environ
+    if raw_env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(
+        raw_env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0
+    ) > 0:
+        log.warning(
+            "torchrun shares its rendezvous store with the workers and --max-restarts > 0: a "
+            "restarted group may read stale peer addresses and hang; launch with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (rho train --nproc does)"
         )
     local_dev = pin_local_device(dev_type, env.local_rank)
     if name == "xccl":

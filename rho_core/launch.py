@@ -37,6 +37,13 @@ LogCallback = Callable[[str], None]
 #: Lines of output kept for the error message of a failed run.
 TAIL_LINES = 40
 
+#: With torchrun's default (the agent's rendezvous TCPStore shared with the workers) the store
+#: keeps the previous attempt's keys, so after a restart a rank can read a dead peer's address
+#: and gloo/NCCL initialisation fails or hangs (pytorch/pytorch#135712, #167288). ``1`` gives
+#: every attempt a fresh store hosted by its rank 0. Set by :func:`launch_torchrun` unless the
+#: caller's environment sets it.
+SHARED_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
 
 def torchrun_command(
     args: Sequence[str],
@@ -237,6 +244,7 @@ def launch_torchrun(
     full_env["PYTHONUNBUFFERED"] = "1"
     # torchrun sets OMP_NUM_THREADS=1 per worker with a warning when it is unset; say it explicitly.
     full_env.setdefault("OMP_NUM_THREADS", "1")
+    full_env.setdefault(SHARED_STORE_ENV, "1")
     emit: LogCallback = log_callback or (lambda line: log.info("%s", line))
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     log.debug("launching: %s", " ".join(cmd))

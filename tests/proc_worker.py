@@ -1,7 +1,8 @@
 """A torch-free worker for the launcher tests (starts in milliseconds, unlike a torch import).
 
 ``proc_worker.py fail R``: rank ``R`` prints a message and exits with status 3, the others exit 0.
-``proc_worker.py hang``: every rank prints ``ready pid=P`` and sleeps until killed.
+``proc_worker.py hang``: every rank prints ``ready rank=R pid=P agent_store=…`` and sleeps until
+killed.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def main() -> int:
             return 3
         return 0
     if mode == "hang":
-        sys.stdout.write(f"ready rank={rank} pid={os.getpid()}\n")
+        shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE")
+        sys.stdout.write(f"ready rank={rank} pid={os.getpid()} agent_store={shared}\n")
         sys.stdout.flush()
         while True:
             time.sleep(0.2)

@@ -196,11 +196,13 @@ def test_exception_while_running_stops_the_whole_tree():
     workers behind: torchrun puts each worker in its own session, so killing only the agent's
     process group would orphan them."""
     pids: list[int] = []
+    stores: list[str] = []
 
     def callback(line: str) -> None:
-        m = re.search(r"ready rank=\d pid=(\d+)", line)
+        m = re.search(r"ready rank=\d pid=(\d+) agent_store=(\w+)", line)
         if m:
             pids.append(int(m.group(1)))
+            stores.append(m.group(2))
         if len(pids) == 2:
             raise KeyboardInterrupt("simulated cancel")
 
@@ -210,6 +212,8 @@ def test_exception_while_running_stops_the_whole_tree():
                         env=ENV, grace_s=5.0)
     assert len(pids) == 2 and all(_gone(p) for p in pids), pids
     assert time.monotonic() - t0 < 30
+    # workers get a fresh rendezvous store per attempt (see launch.SHARED_STORE_ENV)
+    assert stores == ["False", "False"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -396,7 +400,8 @@ def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, 
             killed.append(int(m.group(1)))
 
     res = train_distributed(model_cfg, _train_cfg(steps=total, checkpoint_every=every), store, run,
-                            nproc=2, max_restarts=1, log_callback=callback)
+                            nproc=2, max_restarts=1, log_callback=callback,
+                            env={"RHO_DIST_TIMEOUT_S": "60"})  # a hung restart fails in 60 s
     assert killed, "the run finished before a worker could be killed"
     assert res["restart_count"] == 1 and res["step"] == total
     assert (1, 0) in workers and (1, 1) in workers  # a second worker group was started
