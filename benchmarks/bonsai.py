@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--engine-n", default="500,1000,2000,4000")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for the engine")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument(
         "--rebound",
         action="store_true",
