@@ -54,6 +54,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nproc", type=int, default=1, help="processes (torchrun, single node); default 1"
     )
+    # Multi-process / multi-node options (rho_core.train_worker, docs/scaling.md).
+    dist_opts = p.add_argument_group("distributed (torchrun; see docs/scaling.md)")
+    dist_opts.add_argument("--nnodes", type=int, default=1, help="nodes in the job (default 1)")
+    dist_opts.add_argument("--node-rank", type=int, default=0, help="this node's index")
+    dist_opts.add_argument(
+        "--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (node 0), same on every node"
+    )
+    dist_opts.add_argument("--rdzv-id", help="job id shared by all nodes (e.g. $SLURM_JOB_ID)")
+    dist_opts.add_argument(
+        "--max-restarts", type=int, default=0,
+        help="restart the worker group this often after a failure (resumes from a checkpoint)",
+    )
+    dist_opts.add_argument(
+        "--backend", choices=("auto", "gloo", "nccl", "xccl"), default="auto",
+        help="torch.distributed backend (default: gloo on CPU, nccl on CUDA, xccl on XPU)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -149,16 +165,61 @@ def train_single_process(args: argparse.Namespace, progress: bool = True):
 def _run(args: argparse.Namespace) -> int:
     from rho_core.errors import ConfigError
 
-    if args.nproc is not None and args.nproc > 1:
-        raise ConfigError(
-            "multi-process training is launched through torchrun; see rho train --nproc "
-            "(engineer F) — use --nproc 1 for a single process"
-        )
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be ≥ 1, got {args.nproc}")
+    if _distributed_requested(args):
+        return _run_distributed(args)
     res = train_single_process(args, progress=not args.quiet)
     ckpt = res.checkpoint
     loss = "n/a" if res.final_loss is None else f"{res.final_loss:.5f}"
     where = ckpt if ckpt else Path(args.out) / "checkpoints"
     print(f"trained to step {res.step} (loss {loss}); checkpoint {where}", file=sys.stderr)
+    return 0
+
+
+def _distributed_requested(args: argparse.Namespace) -> bool:
+    return bool(
+        (args.nproc or 1) > 1
+        or getattr(args, "nnodes", 1) > 1
+        or getattr(args, "max_restarts", 0) > 0
+        or getattr(args, "rdzv_endpoint", None)
+    )
+
+
+def _run_distributed(args: argparse.Namespace) -> int:
+    """``--nproc N`` (and the multi-node options): the same configs, trained by torchrun workers
+    (:func:`rho_core.train_worker.train_distributed`); their output is streamed to stderr."""
+    from rho_core.train_worker import train_distributed
+
+    model_cfg, train_cfg = build_configs(args.data, args.config, _overrides(args))
+
+    def emit(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    res = train_distributed(
+        model_cfg,
+        train_cfg,
+        args.data,
+        args.out,
+        nproc=args.nproc,
+        nnodes=args.nnodes,
+        node_rank=args.node_rank,
+        rdzv_endpoint=args.rdzv_endpoint,
+        rdzv_id=args.rdzv_id,
+        max_restarts=args.max_restarts,
+        backend=None if args.backend == "auto" else args.backend,
+        log_callback=emit,
+        resume=not args.no_resume,
+    )
+    if res is None:  # a node without global rank 0
+        print("this node's workers finished; node 0 holds the result", file=sys.stderr)
+        return 0
+    loss = "n/a" if res.get("final_loss") is None else f"{res['final_loss']:.5f}"
+    print(
+        f"trained to step {res['step']} (loss {loss}) on {res['world_size']} processes, global "
+        f"batch {res['global_batch']}, {res['restart_count']} restart(s); checkpoint "
+        f"{res.get('checkpoint')}",
+        file=sys.stderr,
+    )
     return 0
