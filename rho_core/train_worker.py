@@ -25,10 +25,8 @@ Direct use (e.g. under ``srun``/``torchrun`` without the ``rho`` command)::
     torchrun --nproc-per-node 4 -m rho_core.train_worker --data STORE --out RUN_DIR \\
         [--config FILE.yaml] [--steps N] [--device auto] [--backend auto]
 
-where ``FILE.yaml`` may hold a ``model:`` section (keyword arguments of
-:func:`rho_core.model.default_model_config`: ``conditioning``, ``cond_dim``, ``schedule``,
-``timesteps``, ``prediction`` and U-Net keys such as ``base_channels``, ``channel_mult``) and a
-``train:`` section (:class:`rho_core.training.TrainConfig` keys).
+with ``FILE.yaml`` read exactly as ``rho train --config`` reads it (``model:`` and ``train:``
+sections).
 
 Multi-node runs need ``RUN_DIR`` and the store on a file system shared by all nodes (rank 0
 writes the checkpoints; every rank reads the one it picks on resume).
@@ -118,41 +116,19 @@ def read_job(path: str | os.PathLike) -> TrainJob:
         raise ConfigError(f"training job file {p} is not valid JSON: {exc}") from None
 
 
-def model_config_for_dataset(dataset: Any, section: Mapping[str, Any] | None = None):
-    """:func:`rho_core.model.default_model_config` for ``dataset``: its dims, channels and
-    parameter names, parameter ranges ``[min, max]`` over the data, plus ``section`` overrides."""
-    import numpy as np
-
-    from rho_core.model import default_model_config
-
-    params = np.asarray(getattr(dataset, "params", np.zeros((0, 0))), dtype=np.float64)
-    names = list(getattr(dataset, "param_names", []))
-    low = params.min(axis=0).tolist() if params.size else [0.0] * len(names)
-    high = params.max(axis=0).tolist() if params.size else [1.0] * len(names)
-    kw = dict(section or {})
-    if not names:
-        kw.setdefault("conditioning", "none")
-    try:
-        return default_model_config(dataset.spatial_dims, dataset.field_shape[0], names, low,
-                                    high, **kw)
-    except TypeError as exc:
-        raise ConfigError(f"bad model section in the config: {exc}") from None
-
-
 def job_from_files(
     data: str | os.PathLike,
     out_dir: str | os.PathLike,
     config: str | os.PathLike | None = None,
     backend: str | None = None,
-    **train_overrides: Any,
+    **overrides: Any,
 ) -> TrainJob:
-    """Resolve a job from a store and an optional YAML config (``model:``/``train:`` sections)."""
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.training import load_config_file, resolve_train_config
+    """Resolve a job from a store and an optional YAML config (``model:``/``train:`` sections)
+    exactly as ``rho train`` does (:func:`rho_cli.train.build_configs`, the one implementation;
+    imported lazily because only this program entry needs it)."""
+    from rho_cli.train import build_configs
 
-    raw = load_config_file(config) if config is not None else {}
-    train_cfg = resolve_train_config(raw if raw else None, **train_overrides)
-    model_cfg = model_config_for_dataset(StoreDataset(data), raw.get("model"))
+    model_cfg, train_cfg = build_configs(os.fspath(data), config, overrides)
     return TrainJob(data=os.fspath(data), out_dir=os.fspath(out_dir), model=model_cfg.to_dict(),
                     train=train_cfg.to_dict(), backend=backend)
 
@@ -286,14 +262,35 @@ def train_distributed(
         backend=backend,
         resume=resume,
     )
+    if not resume:
+        from rho_core.checkpoint import checkpoint_dir, list_checkpoints
+
+        if list_checkpoints(checkpoint_dir(out)):  # fail here, not once per torchrun attempt
+            raise ConfigError(
+                f"{checkpoint_dir(out)} already holds checkpoints and resuming is off; use a new "
+                "output directory (or resume from them)"
+            )
     job_path = write_job(job)
     result_path = out / RESULT_FILE
     result_path.unlink(missing_ok=True)
-    launch_torchrun(
-        ["-m", "rho_core.train_worker", "--job", str(job_path)],
-        nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
-        rdzv_id=rdzv_id, max_restarts=max_restarts, log_callback=log_callback, env=env,
-    )
+    worker_errors: list[str] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(WORKER_TAG) and ": error: " in line:
+            worker_errors.append(line.split(": error: ", 1)[1])
+        if log_callback is not None:
+            log_callback(line)
+
+    try:
+        launch_torchrun(
+            ["-m", "rho_core.train_worker", "--job", str(job_path)],
+            nproc=nproc, nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
+            rdzv_id=rdzv_id, max_restarts=max_restarts, log_callback=on_line, env=env,
+        )
+    except RhoError as exc:
+        if worker_errors:  # a user error inside the workers: lead with it
+            raise RhoError(f"{worker_errors[-1]} (distributed training failed; {exc})") from None
+        raise
     if not result_path.is_file():
         return None
     return json.loads(result_path.read_text())

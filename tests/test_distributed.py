@@ -279,29 +279,39 @@ def _tiny_store(path: Path) -> Path:
     return path
 
 
+TINY_CONFIG = """\
+model:   # ~20 k parameters: tens of steps per second on one CPU core
+  base_channels: 8
+  channel_mult: [1, 2]
+  attention_levels: []
+  mid_attention: false
+  cond_dim: 16
+  fourier_features: 4
+  timesteps: 100
+train:
+  steps: 8
+  batch_size: 2
+  lr: 1.0e-3
+  warmup_steps: 2
+  checkpoint_every: 2
+  keep_checkpoints: 3
+  log_every: 1
+  device: cpu
+  ema_half_life_samples: 50
+"""
+
+
 @pytest.fixture(scope="module")
 def tiny_job(tmp_path_factory):
-    """A real Zarr store and a ~20 k-parameter 1-D model (trains at tens of steps/s on CPU)."""
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.train_worker import model_config_for_dataset
+    """A real Zarr store, its YAML config, and the configs ``rho train`` resolves from them."""
+    from rho_cli.train import build_configs
 
-    store = _tiny_store(tmp_path_factory.mktemp("store") / "sines.zarr")
-    model_cfg = model_config_for_dataset(
-        StoreDataset(store),
-        {"base_channels": 8, "channel_mult": (1, 2), "attention_levels": (),
-         "mid_attention": False, "cond_dim": 16, "fourier_features": 4, "timesteps": 100},
-    )
-    return store, model_cfg
-
-
-def _train_cfg(**kw):
-    from rho_core.training import TrainConfig
-
-    base = {"steps": 8, "batch_size": 2, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 2,
-            "keep_checkpoints": 3, "log_every": 1, "device": "cpu",
-            "ema_half_life_samples": 50.0}
-    base.update(kw)
-    return TrainConfig(**base)
+    root = tmp_path_factory.mktemp("tiny")
+    store = _tiny_store(root / "sines.zarr")
+    config = root / "tiny.yaml"
+    config.write_text(TINY_CONFIG)
+    model_cfg, train_cfg = build_configs(str(store), str(config))
+    return store, config, model_cfg, train_cfg
 
 
 def _init_weights(model_cfg) -> dict:
@@ -331,25 +341,36 @@ def _step_log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
 
 
-def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(tiny_job, tmp_path):
+def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(
+    tiny_job, tmp_path, capsys
+):
+    import dataclasses
+    import json
+
+    from rho_cli.main import main
     from rho_core.checkpoint import load_checkpoint
     from rho_core.data.dataset import StoreDataset
     from rho_core.train_worker import train_distributed
     from rho_core.training import train
 
-    store, model_cfg = tiny_job
+    store, config, model_cfg, train_cfg = tiny_job
     # one process, global batch 4
-    single = train(model_cfg, _train_cfg(batch_size=4, keep_checkpoints=10), StoreDataset(store),
-                   tmp_path / "single")
+    single = train(model_cfg, dataclasses.replace(train_cfg, batch_size=4, keep_checkpoints=10),
+                   StoreDataset(store), tmp_path / "single")
     ref = load_checkpoint(tmp_path / "single" / "checkpoints" / "ckpt-00000008.pt")
-    # two ranks × batch 2 = global batch 4, through torchrun
+    # two ranks × batch 2 = global batch 4: `rho train --nproc 2` (torchrun, gloo)
     run = tmp_path / "ddp"
-    lines: list[str] = []
-    res = train_distributed(model_cfg, _train_cfg(batch_size=2), store, run, nproc=2,
-                            log_callback=lines.append)
+    assert main(["train", "--data", str(store), "--out", str(run), "--config", str(config),
+                 "--nproc", "2", "--backend", "gloo"]) == 0
+    err = capsys.readouterr().err
+    assert "global batch 4 = 2 per rank × 2 ranks × 1 accumulation" in err
+    assert "trained to step 8" in err and "on 2 processes, global batch 4" in err
+    res = json.loads((run / "result.json").read_text())
     assert res["world_size"] == 2 and res["global_batch"] == 4 and res["step"] == 8
     assert res["backend"] == "gloo"
-    assert any("global batch 4 = 2 per rank × 2 ranks × 1 accumulation" in ln for ln in lines)
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["global_batch"] == 4 and resolved["world_size"] == 2
+    assert resolved["model"] == model_cfg.to_dict()  # the CLI resolved the same model
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))
     assert ckpts == ["ckpt-00000004.pt", "ckpt-00000006.pt", "ckpt-00000008.pt"]  # keep last 3
     got = load_checkpoint(run / "checkpoints" / "ckpt-00000008.pt")
@@ -367,9 +388,8 @@ def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(tiny
     # steps 7-8 exactly as before
     newest = run / "checkpoints" / "ckpt-00000008.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-    lines.clear()
-    res = train_distributed(model_cfg, _train_cfg(batch_size=2), store, run, nproc=2,
-                            log_callback=lines.append)
+    lines: list[str] = []
+    res = train_distributed(model_cfg, train_cfg, store, run, nproc=2, log_callback=lines.append)
     assert res["start_step"] == 6 and res["step"] == 8
     assert any("skipping unreadable checkpoint" in ln and "ckpt-00000008.pt" in ln
                for ln in lines), "\n".join(lines[-20:])
@@ -380,11 +400,12 @@ def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(tiny
 
 
 def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, tmp_path):
+    import dataclasses
     import signal
 
     from rho_core.train_worker import WORKER_TAG, train_distributed
 
-    store, model_cfg = tiny_job
+    store, _, model_cfg, train_cfg = tiny_job
     every, total, kill_at = 4, 60, 9
     run = tmp_path / "run"
     workers: dict[tuple[int, int], int] = {}  # (restart, rank) -> pid
@@ -399,7 +420,8 @@ def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, 
             os.kill(workers[(0, 1)], signal.SIGKILL)
             killed.append(int(m.group(1)))
 
-    res = train_distributed(model_cfg, _train_cfg(steps=total, checkpoint_every=every), store, run,
+    cfg = dataclasses.replace(train_cfg, steps=total, checkpoint_every=every)
+    res = train_distributed(model_cfg, cfg, store, run,
                             nproc=2, max_restarts=1, log_callback=callback,
                             env={"RHO_DIST_TIMEOUT_S": "60"})  # a hung restart fails in 60 s
     assert killed, "the run finished before a worker could be killed"
