@@ -155,9 +155,7 @@ def test_lr_schedule_closed_form() -> None:
 
 def test_rank_batches_tile_the_global_batch() -> None:
     # 2 ranks × 2 micro-steps × 3 samples: the 4 slices tile [s·12, s·12 + 12) without overlap.
-    starts = sorted(
-        batch_positions(5, m, r, 3, 2, 2)[0] for m in range(2) for r in range(2)
-    )
+    starts = sorted(batch_positions(5, m, r, 3, 2, 2)[0] for m in range(2) for r in range(2))
     assert starts == [60, 63, 66, 69]
 
 
