@@ -13,7 +13,9 @@ All-reduce: the gradient of ``DEFAULT_3D`` as one flat float32 tensor (what DDP 
 
 Limits, stated: this machine has 2 CPU cores shared by every other process, so 2 ranks can at best
 double the 1-thread rate and at best match a 2-thread single process; loopback all-reduce measures
-memory copies, not a network. On a cluster the same script measures the interconnect.
+memory copies, not a network. The header prints the load average: when other processes keep the
+cores busy, every row is slower and the multi-threaded one suffers most (OpenMP threads wait for
+each other at every operation). On a cluster the same script measures the interconnect.
 """
 
 from __future__ import annotations
@@ -128,7 +130,9 @@ def main() -> int:
         ("2 procs × 1 thread", _run(args, 2, 1, True)),
     ]
     base = rows[0][1]["samples_per_s"]
-    print(f"DDP on CPU/gloo, {os.cpu_count()} cores (shared), 3-D U-Net "
+    load = os.getloadavg()[0]
+    print(f"DDP on CPU/gloo, {os.cpu_count()} cores (shared; 1-min load average {load:.1f}), "
+          "3-D U-Net "
           f"{rows[0][1]['model_params']:,} params, {args.size}³ volumes, per-rank batch "
           f"{args.batch}, {args.steps} timed steps")
     print(f"{'configuration':<22}{'samples/s':>11}{'speed-up':>10}")
@@ -139,8 +143,13 @@ def main() -> int:
         print(f"all-reduce of DEFAULT_3D gradients ({ar['params']:,} params, "
               f"{ar['megabytes']:.1f} MB fp32) over 2 gloo ranks: {1e3 * ar['median_s']:.1f} ms "
               f"median per step ({ar['gbytes_per_s']:.2f} GB/s)")
+    if load > (os.cpu_count() or 1):
+        print(f"note: load {load:.1f} > {os.cpu_count()} cores — other processes share the CPUs; "
+              "multi-threaded OpenMP (the 2-thread row) degrades worst under oversubscription")
     if args.json:
-        Path(args.json).write_text(json.dumps({name: r for name, r in rows}, indent=2))
+        out = {name: r for name, r in rows}
+        out["load_average_1min"] = load
+        Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
 
 
