@@ -298,9 +298,10 @@ def init_distributed(
         raise ConfigError("this torch build has no torch.distributed support")
     name = select_backend(dev_type, backend)
     if not dist.is_backend_available(name):
+        hint = "pass --backend gloo" if dev_type == "cuda" else "train with --device cpu"
         raise ConfigError(
             f"backend {name!r} is not built into this torch ({torch.__version__}): install a "
-            f"torch build for {dev_type}, or pass --backend gloo (CPU/CUDA only)"
+            f"torch build for {dev_type}, or {hint}"
         )
     if timeout_s is None:
         timeout_s = float(os.environ.get("RHO_DIST_TIMEOUT_S", "600"))

@@ -262,10 +262,17 @@ def train_distributed(
         backend=backend,
         resume=resume,
     )
+    # Fail here, once, rather than once per torchrun attempt in every worker:
+    from rho_core.devices import resolve_device
+    from rho_core.distributed import select_backend
+
+    device = resolve_device(job.train.get("device", "auto"))  # unavailable → ConfigError
+    if nproc * nnodes > 1 or backend:
+        select_backend(device, backend)  # e.g. nccl for CPU tensors → ConfigError
     if not resume:
         from rho_core.checkpoint import checkpoint_dir, list_checkpoints
 
-        if list_checkpoints(checkpoint_dir(out)):  # fail here, not once per torchrun attempt
+        if list_checkpoints(checkpoint_dir(out)):
             raise ConfigError(
                 f"{checkpoint_dir(out)} already holds checkpoints and resuming is off; use a new "
                 "output directory (or resume from them)"
@@ -288,8 +295,8 @@ def train_distributed(
             rdzv_id=rdzv_id, max_restarts=max_restarts, log_callback=on_line, env=env,
         )
     except RhoError as exc:
-        if worker_errors:  # a user error inside the workers: lead with it
-            raise RhoError(f"{worker_errors[-1]} (distributed training failed; {exc})") from None
+        if worker_errors:  # a user error inside the workers: that is the message
+            raise RhoError(f"{worker_errors[-1]} (reported by a torchrun worker)") from exc
         raise
     if not result_path.is_file():
         return None

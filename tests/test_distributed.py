@@ -443,3 +443,26 @@ def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, 
             assert r["loss"] == pytest.approx(loss0[r["step"]], rel=1e-6)
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("ckpt-*.pt"))
     assert ckpts[-1] == f"ckpt-{total:08d}.pt" and len(ckpts) == 3
+
+
+def test_bad_distributed_requests_fail_before_launching(tiny_job, tmp_path):
+    """User errors are one ConfigError from the parent, not a failure per torchrun attempt."""
+    import dataclasses
+
+    from rho_cli.main import main
+    from rho_core.train_worker import train_distributed
+
+    store, config, model_cfg, train_cfg = tiny_job
+    with pytest.raises(ConfigError, match="cannot communicate cpu tensors"):
+        train_distributed(model_cfg, train_cfg, store, tmp_path / "a", nproc=2, backend="nccl")
+    with pytest.raises(ConfigError, match="not available"):  # no XPU on this machine
+        train_distributed(model_cfg, dataclasses.replace(train_cfg, device="xpu"), store,
+                          tmp_path / "b", nproc=2)
+    (tmp_path / "c" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "c" / "checkpoints" / "ckpt-00000002.pt").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train_distributed(model_cfg, train_cfg, store, tmp_path / "c", nproc=2, resume=False)
+    # the CLI turns them into one-line errors with exit status 2
+    assert main(["train", "--data", str(store), "--out", str(tmp_path / "d"), "--config",
+                 str(config), "--nproc", "2", "--nnodes", "2"]) == 2
+    assert not (tmp_path / "a" / "result.json").exists()
