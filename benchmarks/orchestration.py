@@ -56,6 +56,7 @@ def plain(params_json: str) -> None:
         e.steps,
         e.guidance,
         e.seed,
+        clip_x0=e.clip_x0,
     )
     scores = sampling.evaluate_samples.fn(samples)
     figs = figures.make_figures.fn(samples, trained["history"], str(Path(run_dir) / "eval/figures"))

@@ -47,6 +47,7 @@ def evaluate(
         evaluation.steps,
         evaluation.guidance,
         evaluation.seed,
+        clip_x0=evaluation.clip_x0,
     )
     scores = evaluate_samples(samples)
     figures = make_figures(samples, history, str(out / "figures"))

@@ -109,6 +109,15 @@ class EvalParams(_Params):
     steps: int = Field(50, ge=1, description="Sampler steps.")
     n_conditions: int = Field(6, ge=1, description="Conditions from the store to score and plot.")
     guidance: float = Field(1.0, ge=0, description="Classifier-free guidance scale.")
+    clip_x0: float | None = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Clip the predicted clean field to ±clip_x0 (normalised space) at every sampler "
+            "step; 1 matches the minmax normalisation, whose data lie in [-1, 1]. null: no "
+            "clipping (use it with unbounded transforms such as standard/asinh)."
+        ),
+    )
     seed: int = Field(1)
 
 

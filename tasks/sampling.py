@@ -72,8 +72,14 @@ def sample_conditions(
     guidance: float = 1.0,
     seed: int = 1,
     device: str = "cpu",
+    clip_x0: float | None = None,
 ) -> str:
-    """Draw one sample per chosen condition; write ``out`` (``.npz``) and return its path."""
+    """Draw one sample per chosen condition; write ``out`` (``.npz``) and return its path.
+
+    ``clip_x0`` clips the sampler's x̂₀ estimate to ±clip_x0 at every step (``None``: off). An
+    ε-model that is not yet accurate at the noisiest steps (ᾱ ≈ 10⁻⁵ near t = T under the
+    cosine schedule) otherwise turns small ε errors into x̂₀ values of order 100.
+    """
     import torch
 
     from rho_core.checkpoint import load_for_sampling
@@ -123,6 +129,7 @@ def sample_conditions(
             guidance=float(guidance),
             generator=gen,
             callback=callback,
+            clip_x0=clip_x0,
         )
     gen_norm = x0.detach().float().cpu().numpy()
     generated = norm.inverse(gen_norm) if norm is not None else gen_norm

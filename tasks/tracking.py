@@ -501,7 +501,11 @@ def record_run(
             # trace it, so such models go straight to the pickle format.
             hashed = loaded.model_config.conditioning.kind == "hash"
             logged = log_model(
-                run_id, _eps_module(loaded.model), example, sig, name,
+                run_id,
+                _eps_module(loaded.model),
+                example,
+                sig,
+                name,
                 serialization="pickle" if hashed else "pt2",
             )
             result.update(

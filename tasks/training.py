@@ -89,19 +89,24 @@ def run_training(
     dataset = StoreDataset(store)
     history: list[dict[str, float]] = []
     every = max(1, tcfg.log_every)
+    batch = tcfg.batch_size * tcfg.grad_accum
+    first: list[int] = []  # the step this call started from (a resumed run starts late)
     t0 = time.monotonic()
 
     def callback(step: int, metrics: dict) -> None:
+        if not first:  # called after every step: remember where this call started
+            first.append(step - 1)
         if step % every and step != tcfg.steps:
             return
         row = {"step": int(step)}
         row.update({k: float(metrics[k]) for k in _HISTORY_KEYS if metrics.get(k) is not None})
         history.append(row)
         if emit is not None:
+            elapsed = time.monotonic() - t0
+            rate = (step - first[0]) * batch / elapsed if elapsed > 0 else float("nan")
             emit(
                 f"step {step}/{tcfg.steps}  loss {row.get('loss', float('nan')):.4f}  "
-                f"lr {row.get('lr', 0.0):.2e}  {row.get('samples_per_s', 0.0):.1f} samples/s  "
-                f"({time.monotonic() - t0:.0f} s)"
+                f"lr {row.get('lr', 0.0):.2e}  {rate:.1f} samples/s  ({elapsed:.0f} s)"
             )
 
     result = train(mcfg, tcfg, dataset, run_dir, callback=callback, resume=True)
