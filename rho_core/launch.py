@@ -12,6 +12,9 @@ CLI (``rho train --nproc N``) and the Prefect train task:
   by ``log_callback``) the whole tree is stopped: SIGTERM to the agent's process group and to
   every descendant (torchrun starts each worker in a session of its own), a grace period, then
   SIGKILL to whatever is still alive;
+- if the caller dies without running any handler (SIGKILL, a Prefect flow-run process killed
+  on cancellation), Linux's parent-death signal delivers SIGTERM to the agent, which stops its
+  workers;
 - a non-zero exit raises :class:`RhoError` carrying the tail of the log.
 """
 
@@ -192,6 +195,22 @@ def terminate_tree(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
         log.error("torchrun (pid %d) survived SIGKILL", proc.pid)
 
 
+#: Runs before torchrun (then ``exec``s it, same pid): asks Linux to send SIGTERM to torchrun when
+#: the launching thread dies — e.g. a Prefect flow-run process killed on cancellation, or any
+#: SIGKILL of the caller — so its workers are stopped even when no exception handler could run.
+#: The death signal survives ``execv``; a parent already gone (ppid changed) means exit at once.
+_PARENT_DEATH_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG\n"
+    "except Exception:\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(143)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM received by the launching process (e.g. ``kill`` of ``rho train``)."""
 
@@ -239,6 +258,8 @@ def launch_torchrun(
     cmd = torchrun_command(
         args, nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id, max_restarts, python=python
     )
+    if sys.platform.startswith("linux"):
+        cmd = [cmd[0], "-c", _PARENT_DEATH_SHIM, str(os.getpid()), *cmd]
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONUNBUFFERED"] = "1"

@@ -3,6 +3,8 @@
 ``proc_worker.py fail R``: rank ``R`` prints a message and exits with status 3, the others exit 0.
 ``proc_worker.py hang``: every rank prints ``ready rank=R pid=P agent_store=…`` and sleeps until
 killed.
+``proc_worker.py launch``: not a worker — a caller that runs ``launch_torchrun`` with two ``hang``
+workers and echoes their lines (to be SIGKILLed by a test).
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ import time
 
 def main() -> int:
     mode = sys.argv[1]
+    if mode == "launch":
+        from rho_core.launch import launch_torchrun
+
+        def echo(line: str) -> None:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+        return launch_torchrun([os.path.abspath(__file__), "hang"], nproc=2, log_callback=echo)
     rank = int(os.environ["RANK"])
     if mode == "fail":
         if rank == int(sys.argv[2]):

@@ -216,6 +216,40 @@ def test_exception_while_running_stops_the_whole_tree():
     assert stores == ["False", "False"]
 
 
+def test_killed_caller_takes_torchrun_and_workers_down():
+    """SIGKILL of the launching process (no handler can run: a Prefect flow-run process killed
+    on cancellation) still stops torchrun and its workers, via the parent-death signal."""
+    import signal
+    import subprocess
+
+    caller = subprocess.Popen(
+        [sys.executable, str(TESTS / "proc_worker.py"), "launch"], stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV}, start_new_session=True,
+    )
+    pids: list[int] = []
+    try:
+        for line in caller.stdout:
+            m = re.search(r"ready rank=\d pid=(\d+)", line)
+            if m:
+                pids.append(int(m.group(1)))
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(_gone(p) for p in pids):
+            time.sleep(0.1)
+        assert all(_gone(p) for p in pids), "workers outlived their killed caller"
+    finally:
+        for pid in pids:  # never leave sleepers behind, even when the assertion fails
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        caller.stdout.close()
+
+
 # ------------------------------------------------------------------------------------------
 # real two-rank DDP on gloo
 # ------------------------------------------------------------------------------------------
