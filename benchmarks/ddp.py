@@ -1,7 +1,8 @@
 """Data-parallel scaling on this machine: samples/s with 1 and 2 torchrun processes, and the
 per-step gradient all-reduce time of the default 3-D U-Net (``rho_core.unet.DEFAULT_3D``).
 
-    .venv/bin/python benchmarks/ddp.py [--size 16] [--batch 2] [--steps 6] [--json FILE]
+    .venv/bin/python benchmarks/ddp.py [--size 16] [--batch 2] [--steps 6] [--device cpu|cuda|xpu]
+        [--json FILE]
 
 Throughput: a small 3-D U-Net (``base_channels 16``, two levels) on ``size³`` volumes, ε-prediction
 MSE with AdamW, real ``DistributedDataParallel`` over ``gloo`` through ``rho_core.launch``; the
@@ -42,15 +43,21 @@ def _worker(args: argparse.Namespace) -> int:
     from rho_core.unet import DEFAULT_3D, UNet, UNetConfig
 
     torch.set_num_threads(args.threads)
-    ctx = distributed.init_distributed("cpu")
+    ctx = distributed.init_distributed(args.device)
+    dev = ctx.device
+
+    def sync() -> None:
+        if dev.type != "cpu":
+            torch.accelerator.synchronize()
     torch.manual_seed(distributed.rank_seed(0))
     cfg = UNetConfig(dims=3, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                      attention_levels=(), mid_attention=False)
-    model: nn.Module = UNet(cfg)
-    net = nn.parallel.DistributedDataParallel(model) if ctx.is_distributed else model
+    model: nn.Module = UNet(cfg).to(dev)
+    net = (nn.parallel.DistributedDataParallel(model, device_ids=ctx.ddp_device_ids())
+           if ctx.is_distributed else model)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    x = torch.randn(args.batch, 1, args.size, args.size, args.size)
-    t = torch.randint(0, 1000, (args.batch,))
+    x = torch.randn(args.batch, 1, args.size, args.size, args.size, device=dev)
+    t = torch.randint(0, 1000, (args.batch,), device=dev)
     eps = torch.randn_like(x)
 
     def step() -> None:
@@ -61,14 +68,18 @@ def _worker(args: argparse.Namespace) -> int:
 
     for _ in range(args.warmup):
         step()
+    sync()
     distributed.barrier()
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
+    sync()
     distributed.barrier()
     elapsed = time.perf_counter() - t0
     result = {
         "world_size": ctx.world_size,
+        "device": str(dev),
+        "backend": ctx.backend,
         "threads_per_rank": args.threads,
         "per_rank_batch": args.batch,
         "steps": args.steps,
@@ -78,13 +89,15 @@ def _worker(args: argparse.Namespace) -> int:
     }
     if args.reduce_repeats and ctx.is_distributed:
         n = UNet(DEFAULT_3D).num_parameters()
-        grad = torch.randn(n)
+        grad = torch.randn(n, device=dev)
         dist.all_reduce(grad)  # warm the connection
         times = []
         for _ in range(args.reduce_repeats):
+            sync()
             distributed.barrier()
             t1 = time.perf_counter()
             dist.all_reduce(grad)
+            sync()
             times.append(time.perf_counter() - t1)
         worst = distributed.all_reduce_scalar(statistics.median(times), "max")
         result["allreduce"] = {"params": n, "megabytes": 4 * n / 1e6, "median_s": worst,
@@ -103,7 +116,8 @@ def _run(args: argparse.Namespace, nproc: int, threads: int, reduce: bool) -> di
         argv = [str(Path(__file__).resolve()), "--worker", "--result", str(out),
                 "--threads", str(threads), "--size", str(args.size), "--batch", str(args.batch),
                 "--steps", str(args.steps), "--warmup", str(args.warmup),
-                "--reduce-repeats", str(args.reduce_repeats if reduce else 0)]
+                "--reduce-repeats", str(args.reduce_repeats if reduce else 0),
+                "--device", args.device]
         env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
         launch_torchrun(argv, nproc=nproc, env=env, log_callback=lambda line: None)
         return json.loads(out.read_text())
@@ -116,6 +130,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=6, help="timed steps")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reduce-repeats", type=int, default=10)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (gloo; default), cuda (nccl) or xpu (xccl): one rank per device")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -131,7 +147,8 @@ def main() -> int:
     ]
     base = rows[0][1]["samples_per_s"]
     load = os.getloadavg()[0]
-    print(f"DDP on CPU/gloo, {os.cpu_count()} cores (shared; 1-min load average {load:.1f}), "
+    print(f"DDP on {rows[2][1]['device'].split(':')[0]}/{rows[2][1]['backend']}, "
+          f"{os.cpu_count()} cores (shared; 1-min load average {load:.1f}), "
           "3-D U-Net "
           f"{rows[0][1]['model_params']:,} params, {args.size}³ volumes, per-rank batch "
           f"{args.batch}, {args.steps} timed steps")
@@ -141,7 +158,8 @@ def main() -> int:
     ar = rows[2][1].get("allreduce")
     if ar:
         print(f"all-reduce of DEFAULT_3D gradients ({ar['params']:,} params, "
-              f"{ar['megabytes']:.1f} MB fp32) over 2 gloo ranks: {1e3 * ar['median_s']:.1f} ms "
+              f"{ar['megabytes']:.1f} MB fp32) over 2 {rows[2][1]['backend']} ranks: "
+              f"{1e3 * ar['median_s']:.1f} ms "
               f"median per step ({ar['gbytes_per_s']:.2f} GB/s)")
     if load > (os.cpu_count() or 1):
         print(f"note: load {load:.1f} > {os.cpu_count()} cores — other processes share the CPUs; "
