@@ -217,7 +217,7 @@ def _run_distributed(args: argparse.Namespace) -> int:
         return 0
     loss = "n/a" if res.get("final_loss") is None else f"{res['final_loss']:.5f}"
     print(
-        f"trained to step {res['step']} (loss {loss}) on {res['world_size']} processes, global "
+        f"trained to step {res['step']} (loss {loss}) on {res['world_size']} process(es), global "
         f"batch {res['global_batch']}, {res['restart_count']} restart(s); checkpoint "
         f"{res.get('checkpoint')}",
         file=sys.stderr,
