@@ -398,7 +398,7 @@ def test_two_rank_train_equals_single_process_and_corrupt_newest_falls_back(
                  "--nproc", "2", "--backend", "gloo"]) == 0
     err = capsys.readouterr().err
     assert "global batch 4 = 2 per rank × 2 ranks × 1 accumulation" in err
-    assert "trained to step 8" in err and "on 2 processes, global batch 4" in err
+    assert "trained to step 8" in err and "on 2 process(es), global batch 4" in err
     res = json.loads((run / "result.json").read_text())
     assert res["world_size"] == 2 and res["global_batch"] == 4 and res["step"] == 8
     assert res["backend"] == "gloo"
