@@ -182,3 +182,11 @@ def test_bf16_autocast_and_wall_time_checkpoints(tmp_path, blobs) -> None:
     res = train(_model_cfg(blobs), tc, blobs, tmp_path)
     assert all(math.isfinite(v) for v in res.losses)
     assert [s for s, _ in list_checkpoints(tmp_path / "checkpoints")] == [1, 2, 3]
+
+
+def test_loader_workers_give_the_same_batches(tmp_path, blobs) -> None:
+    # Batches are fixed by (seed, step), so loading in a worker process changes nothing.
+    mc = _model_cfg(blobs)
+    main = train(mc, _tc(steps=3), blobs, tmp_path / "main")
+    worker = train(mc, _tc(steps=3, num_workers=1), blobs, tmp_path / "worker")
+    assert worker.losses == main.losses
