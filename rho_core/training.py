@@ -56,7 +56,13 @@ from rho_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from rho_core.devices import PRECISIONS, autocast, autocast_dtype, resolve_device
+from rho_core.devices import (
+    PRECISIONS,
+    autocast,
+    autocast_dtype,
+    maybe_import_ipex,
+    resolve_device,
+)
 from rho_core.ema import EMA
 from rho_core.errors import ConfigError, DataError
 from rho_core.model import WEIGHTINGS, DiffusionModel, ModelConfig
@@ -325,6 +331,8 @@ def _dist_info() -> tuple[int, int]:
 
 def _device_for_rank(cfg: TrainConfig, world: int) -> torch.device:
     device = resolve_device(cfg.device)
+    if device.type in ("cpu", "xpu"):
+        maybe_import_ipex()  # optional Intel extension: used when compatible, else one info line
     if world > 1 and device.type in ("cuda", "xpu") and device.index is None:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = torch.device(device.type, local)
