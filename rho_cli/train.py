@@ -15,6 +15,7 @@ The single-process path is :func:`train_single_process` (also what each torchrun
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     dist_opts.add_argument("--rdzv-id", help="job id shared by all nodes (e.g. $SLURM_JOB_ID)")
     dist_opts.add_argument(
-        "--max-restarts", type=int, default=0,
+        "--max-restarts",
+        type=int,
+        default=0,
         help="restart the worker group this often after a failure (resumes from a checkpoint)",
     )
     dist_opts.add_argument(
-        "--backend", choices=("auto", "gloo", "nccl", "xccl"), default="auto",
+        "--backend",
+        choices=("auto", "gloo", "nccl", "xccl"),
+        default="auto",
         help="torch.distributed backend (default: gloo on CPU, nccl on CUDA, xccl on XPU)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -142,6 +147,13 @@ def train_single_process(args: argparse.Namespace, progress: bool = True):
 
     model_cfg, train_cfg = build_configs(args.data, args.config, _overrides(args))
     dataset = StoreDataset(args.data)
+    if dataset.normalizer.transform == "identity":
+        logging.getLogger(__name__).warning(
+            "store %s has no normalisation: training on the raw field values (fit one with "
+            "'rho normalize %s --transform minmax|asinh|log')",
+            args.data,
+            args.data,
+        )
     bar = None
     if progress:
         bar = tqdm(total=train_cfg.steps, desc="train", unit="step", file=sys.stderr)
