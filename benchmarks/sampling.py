@@ -14,8 +14,8 @@
    data stds, and the same with a 1 % error added to ε̂ (a stand-in for a trained network), which
    shows how strongly each grid amplifies network error at the noisy end.
 
-    .venv/bin/python benchmarks/sampling.py [--threads 2] [--steps 10,20,50] [--mc 200000]
-        [--skip-speed] [--json FILE]
+    .venv/bin/python benchmarks/sampling.py [--threads 2] [--precision fp32|bf16]
+        [--steps 10,20,50] [--mc 200000] [--skip-speed] [--json FILE]
 """
 
 from __future__ import annotations
@@ -64,54 +64,59 @@ def build_denoiser(size: int) -> tuple[object, str, torch.Tensor | None]:
         return (lambda x, t, c: net(x)), "stand-in: 4 conv3d layers, 32 channels", None
 
 
-def speed_table(size: int, steps_list: list[int], guidance: float) -> tuple[list[dict], str]:
+def speed_table(
+    size: int, steps_list: list[int], guidance: float, precision: str
+) -> tuple[list[dict], str]:
     denoiser, label, cond = build_denoiser(size)
+    if precision != "fp32":
+        from rho_core.devices import autocast
+
+        inner = denoiser
+
+        def denoiser(x, t, c):  # noqa: F811 - the autocast wrapper replaces the plain call
+            with autocast(torch.device("cpu"), precision):
+                return inner(x, t, c)
+
     shape = (1, 1, size, size, size)
+    sch = make_schedule("cosine")
     rows = []
-    # warm-up (allocator, first-call overheads)
-    sample(
-        denoiser,
-        shape,
-        make_schedule("cosine"),
-        "ddim",
-        2,
-        cond=cond,
-        generator=torch.Generator().manual_seed(0),
-    )
-    for method in METHODS:
-        for steps in steps_list:
-            t0 = time.perf_counter()
-            sample(
-                denoiser,
-                shape,
-                make_schedule("cosine"),
-                method,
-                steps,
-                cond=cond,
-                generator=torch.Generator().manual_seed(0),
-            )
-            dt = time.perf_counter() - t0
-            rows.append({"method": method, "steps": steps, "guidance": 1.0, "seconds": dt})
-    if guidance != 1.0 and cond is not None:
-        steps = max(steps_list)
+
+    def timed(method, steps, g=1.0, den=denoiser):
         t0 = time.perf_counter()
         sample(
-            denoiser,
+            den,
             shape,
-            make_schedule("cosine"),
-            "dpmpp",
+            sch,
+            method,
             steps,
             cond=cond,
-            guidance=guidance,
+            guidance=g,
             generator=torch.Generator().manual_seed(0),
         )
+        return time.perf_counter() - t0
+
+    timed("ddim", 2)  # warm-up (allocator, first-call overheads)
+    for method in METHODS:
+        for steps in steps_list:
+            rows.append(
+                {"method": method, "steps": steps, "guidance": 1.0, "seconds": timed(method, steps)}
+            )
+    if guidance != 1.0 and cond is not None:
+        steps = max(steps_list)
         rows.append(
             {
                 "method": "dpmpp",
                 "steps": steps,
                 "guidance": guidance,
-                "seconds": time.perf_counter() - t0,
+                "seconds": timed("dpmpp", steps, guidance),
             }
+        )
+    # the samplers' own cost: same runs with a free denoiser
+    for method in METHODS:
+        steps = max(steps_list)
+        dt = timed(method, steps, den=lambda x, t, c: x)
+        rows.append(
+            {"method": f"{method} (overhead only)", "steps": steps, "guidance": 1.0, "seconds": dt}
         )
     return rows, label
 
@@ -212,6 +217,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (speed part)")
     ap.add_argument("--size", type=int, default=32)
+    ap.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="autocast precision of the network (speed part)",
+    )
     ap.add_argument("--steps", default="10,20,50")
     ap.add_argument("--guidance", type=float, default=2.0, help="extra timed row with CFG")
     ap.add_argument("--mu", type=float, default=0.3)
