@@ -24,8 +24,11 @@ from tasks.data import require_store
 from tasks.tracking import log_training_run
 
 
-def _train_evaluate_track(store: str, p: PipelineParams, logger) -> dict[str, Any]:
-    """Shared tail of both flows: train, evaluate, log to MLflow; returns the summary."""
+def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool) -> dict[str, Any]:
+    """Shared tail of both flows: train, evaluate, log to MLflow; returns the summary.
+
+    ``generated``: the store came from ``p.data`` (so its parameters are logged too).
+    """
     from rho_core.data.store import open_store
 
     s = open_store(store)
@@ -48,11 +51,11 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger) -> dict[str, An
     logger.info("[4/4] logging to MLflow")
     config = {
         "data": {
+            **(p.data.model_dump() if generated else {}),
             "store": store,
             "kind": kind,
             "n": s.n,
             "field_shape": list(s.field_shape),
-            **(p.data.model_dump() if kind == "spherical_harmonics" else {}),
         },
         "model": trained["model_config"],
         "train": p.train.model_dump(),
@@ -130,7 +133,7 @@ def pipeline(
         p.data.convention,
     )
     store = spherical_harmonics(p.data)
-    result = _train_evaluate_track(store, p, logger)
+    result = _train_evaluate_track(store, p, logger, generated=True)
     result["elapsed_s"] = time.monotonic() - t0
     for line in summary_lines(result):
         logger.info(line)
@@ -153,10 +156,11 @@ def retrain(
     logger = get_run_logger()
     t0 = time.monotonic()
     p = resolve(params, quick)
-    if store is None:
+    generated = store is None
+    if generated:
         store = spherical_harmonics(p.data)
     require_store(store)
-    result = _train_evaluate_track(store, p, logger)
+    result = _train_evaluate_track(store, p, logger, generated=generated)
     result["elapsed_s"] = time.monotonic() - t0
     for line in summary_lines(result):
         logger.info(line)

@@ -104,6 +104,7 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     # params: the flattened config and the dataset provenance
     assert run.data.params["train.steps"] == "4"
     assert run.data.params["data.size"] == "8"
+    assert run.data.params["data.store"] == store
     assert run.data.params["model.unet.dims"] == "3"
     assert any(k.startswith("data.provenance.") for k in run.data.params)
     # metrics: the scores (means and per condition) and the training curves
