@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+import rho_core.unet as unet_mod
 from rho_core.errors import ConfigError
-from rho_core.unet import DEFAULT_3D, UNet, UNetConfig, timestep_embedding
+from rho_core.unet import (
+    DEFAULT_3D,
+    DEFAULT_3D_FULLRES,
+    UNet,
+    UNetConfig,
+    conv_nd,
+    patchify,
+    timestep_embedding,
+    unpatchify,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +28,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _tiny(dims: int, attention: bool, cond_dim: int = 6) -> UNetConfig:
+def _tiny(dims: int, attention: bool, cond_dim: int = 6, patch: int = 1) -> UNetConfig:
     return UNetConfig(
         dims=dims,
         in_channels=2,
@@ -30,14 +40,16 @@ def _tiny(dims: int, attention: bool, cond_dim: int = 6) -> UNetConfig:
         mid_attention=attention,
         num_heads=2,
         cond_dim=cond_dim,
+        patch_size=patch,
     )
 
 
+@pytest.mark.parametrize("patch", [1, 2])
 @pytest.mark.parametrize("attention", [False, True])
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_shapes_and_zero_init_output(dims: int, attention: bool) -> None:
+def test_shapes_and_zero_init_output(dims: int, attention: bool, patch: int) -> None:
     torch.manual_seed(0)
-    net = UNet(_tiny(dims, attention))
+    net = UNet(_tiny(dims, attention, patch=patch))
     x = torch.randn(3, 2, *([8] * dims))
     y = net(x, torch.tensor([0, 10, 999]), torch.randn(3, 6))
     assert y.shape == (3, 3, *([8] * dims))
@@ -47,10 +59,11 @@ def test_shapes_and_zero_init_output(dims: int, attention: bool) -> None:
     assert has_attn == attention
 
 
+@pytest.mark.parametrize("patch", [1, 2])
 @pytest.mark.parametrize("dims", [1, 2, 3])
-def test_every_parameter_gets_a_gradient(dims: int) -> None:
+def test_every_parameter_gets_a_gradient(dims: int, patch: int) -> None:
     torch.manual_seed(1)
-    net = UNet(_tiny(dims, attention=True))
+    net = UNet(_tiny(dims, attention=True, patch=patch))
     with torch.no_grad():  # move off the zero init, which blocks gradients upstream
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -75,6 +88,64 @@ def test_3d_downsamples_all_three_axes() -> None:
 def test_default_3d_config_is_small() -> None:
     n = UNet(DEFAULT_3D).num_parameters()
     assert 1e6 < n < 15e6, n  # the original 3-D model had 167 M
+    assert DEFAULT_3D.patch_size == 2 and DEFAULT_3D_FULLRES.patch_size == 1
+
+
+@pytest.mark.parametrize("dims, p", [(1, 2), (2, 2), (3, 2), (3, 4), (2, 1)])
+def test_patchify_round_trip_and_layout(dims: int, p: int) -> None:
+    x = torch.randn(2, 3, *([4 * p] * dims))
+    z = patchify(x, p)
+    assert z.shape == (2, 3 * p**dims, *([4] * dims))
+    assert torch.equal(unpatchify(z, p), x)
+    # Layout from the docstring: channel c·p^d + Σ r_k p^{d−1−k} at i holds x[c, p·i + r].
+    r = [p - 1] * dims
+    i = [1] * dims
+    flat = sum(rk * p ** (dims - 1 - k) for k, rk in enumerate(r))
+    c = 2
+    want = x[(1, c, *[p * ik + rk for ik, rk in zip(i, r, strict=True)])]
+    assert z[(1, c * p**dims + flat, *i)] == want
+
+
+def test_patch_stem_works_on_the_coarse_grid() -> None:
+    # 16³ with patch 2 and depth 1: the first level runs at 8³, the middle block at 4³.
+    cfg = UNetConfig(
+        dims=3, base_channels=8, channel_mult=(1, 2), attention_levels=(), patch_size=2
+    )
+    net = UNet(cfg)
+    seen = {}
+    net.down[0].register_forward_hook(lambda m, inp, out: seen.update(top=inp[0].shape))
+    net.mid1.register_forward_hook(lambda m, inp, out: seen.update(mid=inp[0].shape))
+    y = net(torch.randn(1, 1, 16, 16, 16), torch.tensor([5]))
+    assert seen["top"] == (1, 8, 8, 8, 8) and seen["mid"] == (1, 16, 4, 4, 4)
+    assert y.shape == (1, 1, 16, 16, 16)
+    with pytest.raises(ConfigError, match=r"divisible by 4 = patch_size 2.*patch_size"):
+        net(torch.randn(1, 1, 10, 12, 12), torch.tensor([5]))
+    with pytest.raises(ConfigError, match="patch_size"):
+        UNetConfig(dims=3, base_channels=8, patch_size=0)
+
+
+@pytest.mark.parametrize("dims, stride", [(3, 1), (3, 2), (2, 1), (1, 1)])
+def test_batch1_onednn_conv_matches_reference(dims: int, stride: int, monkeypatch) -> None:
+    torch.manual_seed(3)
+    conv = conv_nd(dims, 4, 6, 3, stride=stride, padding=1)
+    x = torch.randn(1, 4, *([8] * dims), requires_grad=True)
+    fast = conv(x)
+    fast.square().sum().backward()
+    g_fast = (x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone())
+    x.grad = None
+    conv.zero_grad()
+    monkeypatch.setattr(unet_mod, "ONEDNN_BATCH1", False)
+    ref = conv(x)
+    ref.square().sum().backward()
+    assert torch.allclose(fast, ref, atol=1e-5)
+    for a, b in zip(g_fast, (x.grad, conv.weight.grad, conv.bias.grad), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert conv(x).dtype == torch.bfloat16  # autocast still applies on the fast path
+    monkeypatch.setattr(unet_mod, "ONEDNN_BATCH1", True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref, atol=0.1)
 
 
 def test_condition_changes_output() -> None:
@@ -111,6 +182,7 @@ def test_wrong_number_of_dims() -> None:
         ({"base_channels": 12}, "groups"),
         ({"num_heads": 3}, "num_heads"),
         ({"dropout": 1.5}, "dropout"),
+        ({"patch_size": 9}, "patch_size"),
     ],
 )
 def test_config_errors(kwargs: dict, match: str) -> None:
