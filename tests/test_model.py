@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -52,6 +54,21 @@ def test_config_round_trip_and_cond_dim() -> None:
         ModelConfig(cfg.unet, cfg.conditioning, prediction="score")
     with pytest.raises(ConfigError, match="unknown UNet options"):
         default_model_config(1, 1, ("a",), (0.0,), (1.0,), widht=3)
+
+
+def test_default_3d_is_patchified_and_full_resolution_is_reachable() -> None:
+    from rho_core.unet import DEFAULT_3D, DEFAULT_3D_FULLRES
+
+    cfg = default_model_config(3, 1, ("a",), (0.0,), (1.0,))
+    assert cfg.unet.patch_size == 2
+    assert dataclasses.replace(cfg.unet, cond_dim=0, out_channels=1) == DEFAULT_3D
+    old = default_model_config(3, 1, ("a",), (0.0,), (1.0,), patch_size=1)
+    assert dataclasses.replace(old.unet, cond_dim=0, out_channels=1) == DEFAULT_3D_FULLRES
+    assert default_model_config(2, 1, ("a",), (0.0,), (1.0,)).unet.patch_size == 1
+    # Checkpoint configs written before patch_size existed load as the full-resolution net.
+    d = old.to_dict()
+    del d["unet"]["patch_size"]
+    assert ModelConfig.from_dict(d).unet.patch_size == 1
 
 
 def test_loss_at_init_is_mean_noise_square() -> None:
