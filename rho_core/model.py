@@ -217,14 +217,25 @@ class DiffusionModel(nn.Module):
         return self.net(x_t, t, self.embed(params, x_t.shape[0], drop))
 
     def denoiser(
-        self, x_t: torch.Tensor, t: torch.Tensor, params: torch.Tensor | None = None
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        params: torch.Tensor | None = None,
+        drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε-prediction ``(B, C, *spatial)`` for :func:`rho_core.samplers.sample`."""
+        """ε-prediction ``(B, C, *spatial)`` for :func:`rho_core.samplers.sample`.
+
+        ``drop (B,) bool``: rows that get the unconditional (null) embedding, so classifier-free
+        guidance can evaluate the conditional and unconditional halves in one batched call
+        (``denoiser.accepts_drop`` tells :func:`rho_core.samplers.guided_eps` it may).
+        """
         t = torch.as_tensor(t, device=x_t.device).reshape(-1).to(torch.int64)
         if t.shape[0] == 1 and x_t.shape[0] != 1:
             t = t.expand(x_t.shape[0])
-        out = self(x_t, t, params).to(x_t.dtype)
+        out = self(x_t, t, params, drop).to(x_t.dtype)
         return eps_from_output(self.prediction, self.schedule, x_t, t, out).to(x_t.dtype)
+
+    denoiser.accepts_drop = True  # type: ignore[attr-defined]
 
     def loss_from_noise(
         self,

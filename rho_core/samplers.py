@@ -47,6 +47,7 @@ and recomputes ε̂ from it, for data known to lie in a range.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -314,9 +315,27 @@ def guided_eps(
     """Classifier-free guidance: ε = ε_u + g (ε_c − ε_u), ε_u = denoiser(x, t, None).
 
     With ``guidance == 1`` (or no condition) only one call is made: ε = denoiser(x, t, cond).
+    When the denoiser has ``accepts_drop`` (``DiffusionModel.denoiser``) and ``cond`` is a
+    tensor, ε_c and ε_u come from ONE call on the doubled batch ``[x; x]`` with
+    ``drop = [0…0; 1…1]`` (the second half gets the null condition): one network pass of batch
+    2B instead of two of batch B, the same numbers.
     """
     if cond is None or guidance == 1.0:
         return lambda x, t: denoiser(x, t, cond)
+
+    if getattr(denoiser, "accepts_drop", False) and isinstance(cond, Tensor):
+
+        def eps_batched(x: Tensor, t: Tensor) -> Tensor:
+            b = x.shape[0]
+            c = cond[None] if cond.ndim == 1 else cond
+            if c.shape[0] == 1 and b != 1:
+                c = c.expand(b, *c.shape[1:])
+            drop = torch.arange(2 * b, device=x.device) >= b
+            e = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c]), drop=drop)
+            e_c, e_u = e[:b], e[b:]
+            return e_u + guidance * (e_c - e_u)
+
+        return eps_batched
 
     def eps(x: Tensor, t: Tensor) -> Tensor:
         e_c = denoiser(x, t, cond)
@@ -326,8 +345,7 @@ def guided_eps(
     return eps
 
 
-@torch.no_grad()
-def sample(
+def _sample(
     denoiser: Denoiser,
     shape: tuple[int, ...] | torch.Size,
     schedule: Schedule,
@@ -346,6 +364,10 @@ def sample(
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Draw samples of ``shape`` = ``(B, C, *spatial)`` by running the reverse process.
+
+    Runs under ``torch.inference_mode`` and returns an ordinary (non-inference) tensor;
+    classifier-free guidance with a ``DiffusionModel.denoiser`` batches the conditional and
+    unconditional passes into one (see :func:`guided_eps`).
 
     Args:
         denoiser: ``denoiser(x_t, t, cond) -> ε̂`` with ``t`` int64 ``(B,)`` in [0, T) and
@@ -424,3 +446,14 @@ def sample(
     return SAMPLERS[method](
         eps_fn, x, schedule, grid, eta=eta, generator=generator, callback=callback, clip_x0=clip_x0
     )
+
+
+@functools.wraps(_sample)
+def sample(*args: Any, **kwargs: Any) -> Tensor:
+    # The public entry point (signature and docstring of ``_sample``, via ``functools.wraps``):
+    # the whole chain runs under ``torch.inference_mode`` (no autograd bookkeeping, no version
+    # counters); the result is cloned outside it, so callers get an ordinary tensor they may
+    # modify in place or use in autograd.
+    with torch.inference_mode():
+        x = _sample(*args, **kwargs)
+    return x.clone()

@@ -313,3 +313,39 @@ def test_wrong_denoiser_output_shape() -> None:
     sch = make_schedule("cosine", 100)
     with pytest.raises(ConfigError, match="denoiser returned shape"):
         sample(lambda x, t, c: x[:, :, :1], (2, 1, 5), sch, "ddim", 5)
+
+
+def test_guidance_batches_cond_and_uncond_into_one_model_call() -> None:
+    # A DiffusionModel's denoiser accepts a drop mask, so ε_c and ε_u come from ONE forward of
+    # the doubled batch; the result must equal the two-call formula ε_u + g (ε_c − ε_u).
+    from rho_core.model import DiffusionModel, default_model_config
+
+    torch.manual_seed(0)
+    cfg = default_model_config(
+        1, 1, ("a", "b"), (0.0, 0.0), (1.0, 1.0), cond_dim=8, base_channels=8,
+        channel_mult=(1, 2), attention_levels=(), timesteps=50,
+    )  # fmt: skip
+    model = DiffusionModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    batches = []
+    model.net.register_forward_hook(lambda m, inp, out: batches.append(inp[0].shape[0]))
+    cond = torch.tensor([[0.2, 0.7], [0.9, 0.1], [0.5, 0.5]], dtype=torch.float64)
+    kw = dict(method="dpmpp", steps=4, cond=cond, guidance=2.5)
+    fast = sample(
+        model.denoiser, (3, 1, 8), model.schedule, generator=torch.Generator().manual_seed(1), **kw
+    )
+    assert batches == [6] * 4  # one batched call per step
+    batches.clear()
+    slow = sample(
+        lambda x, t, c: model.denoiser(x, t, c),
+        (3, 1, 8),
+        model.schedule,
+        generator=torch.Generator().manual_seed(1),
+        **kw,
+    )
+    assert batches == [3] * 8  # two calls per step without drop support
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert not fast.is_inference()  # an ordinary tensor: usable in place and in autograd
+    fast += 1.0
