@@ -1,9 +1,12 @@
 """Sampling speed of the default 3-D U-Net at 32³ and sampler accuracy with the exact denoiser.
 
-1. Speed: seconds per 32³ volume (batch 1) for each sampler against its number of steps, with
-   the default 3-D U-Net of ``rho_core.model.default_model_config`` (random weights: speed does
-   not depend on them). If ``rho_core.unet`` is missing, a stated stand-in (four 3×3×3 convs,
-   32 channels) is timed instead. Target: ≤ 10 s per volume at 50 steps on 2 CPU cores.
+1. Speed. (a) Seconds per network evaluation of one 32³ volume (batch 1, best of ``--reps``,
+   variants interleaved) for the default 3-D U-Net (patch 2) and the original full-resolution
+   one (patch 1), fp32 and bf16 autocast, with the batch-1 oneDNN convolution path on and off.
+   (b) Seconds per 32³ volume (batch 1) for each sampler against its number of steps with the
+   default 3-D U-Net of ``rho_core.model.default_model_config`` (random weights: speed does not
+   depend on them), plus classifier-free guidance batched (one call of batch 2) vs two calls.
+   Target: ≤ 10 s per volume at 50 steps on 2 CPU cores.
 2. Accuracy: data x₀ ~ N(μ, s²) has the exact ε-predictor ε̂ = σ (x_t − α μ)/(α² s² + σ²); the
    table gives each sampler's relative error of the generated std (and of the mean, in units of
    s) at 10/20/50 steps, linear and cosine schedules, default grid. Deterministic samplers are
@@ -14,7 +17,7 @@
    data stds, and the same with a 1 % error added to ε̂ (a stand-in for a trained network), which
    shows how strongly each grid amplifies network error at the noisy end.
 
-    .venv/bin/python benchmarks/sampling.py [--threads 2] [--precision fp32|bf16]
+    .venv/bin/python benchmarks/sampling.py [--threads 2] [--precision fp32|bf16] [--reps 3]
         [--steps 10,20,50] [--mc 200000] [--skip-speed] [--json FILE]
 """
 
@@ -26,7 +29,6 @@ import math
 import time
 
 import torch
-from torch import nn
 
 from rho_core.samplers import SPACINGS, sample
 from rho_core.schedules import Schedule, make_schedule
@@ -39,44 +41,89 @@ METHODS = ("ddpm", "ddim", "dpmpp")
 # ------------------------------------------------------------------------------------------
 
 
-def build_denoiser(size: int) -> tuple[object, str, torch.Tensor | None]:
-    """The default 3-D model's ε-denoiser, or a stated stand-in when the U-Net is missing."""
-    try:
-        from rho_core.model import DiffusionModel, default_model_config
+def build_model(patch_size: int | None = None):
+    """A 3-D model of ``default_model_config`` (random weights: speed does not depend on them);
+    ``patch_size=1`` is the original full-resolution network. Returns (model, label, cond)."""
+    from rho_core.model import DiffusionModel, default_model_config
 
-        cfg = default_model_config(
-            3, 1, ("amplitude", "width"), (0.5, 0.2), (1.0, 0.5), conditioning="continuous"
-        )
-        model = DiffusionModel(cfg).eval()
-        n_par = sum(p.numel() for p in model.parameters())
-        cond = torch.tensor([[0.75, 0.35]], dtype=torch.float64)
-        return model.denoiser, f"default 3-D U-Net ({n_par / 1e6:.1f} M params)", cond
-    except ImportError:
-        net = nn.Sequential(
-            nn.Conv3d(1, 32, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv3d(32, 32, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv3d(32, 32, 3, padding=1),
-            nn.SiLU(),
-            nn.Conv3d(32, 1, 3, padding=1),
-        ).eval()
-        return (lambda x, t, c: net(x)), "stand-in: 4 conv3d layers, 32 channels", None
+    kw = {} if patch_size is None else {"patch_size": patch_size}
+    cfg = default_model_config(
+        3, 1, ("amplitude", "width"), (0.5, 0.2), (1.0, 0.5), conditioning="continuous", **kw
+    )
+    torch.manual_seed(0)
+    model = DiffusionModel(cfg).eval()
+    n_par = sum(p.numel() for p in model.parameters())
+    p = cfg.unet.patch_size
+    name = "default 3-D U-Net" if patch_size is None else f"3-D U-Net patch_size={p}"
+    label = f"{name} (patch {p}, {n_par / 1e6:.1f} M params)"
+    cond = torch.tensor([[0.75, 0.35]], dtype=torch.float64)
+    return model, label, cond
+
+
+def _with_precision(model, precision: str):
+    """The model's denoiser, under CPU autocast for ``precision != "fp32"``."""
+    if precision == "fp32":
+        return model.denoiser
+    from rho_core.devices import autocast
+
+    def den(x, t, c, drop=None):
+        with autocast(torch.device("cpu"), precision):
+            return model.denoiser(x, t, c, drop=drop)
+
+    den.accepts_drop = True
+    return den
+
+
+def eval_table(size: int, reps: int) -> list[dict]:
+    """Seconds per network evaluation of one volume (batch 1), best of ``reps``, for the default
+    (patch-2) and full-resolution (patch-1) nets × fp32/bf16 × the batch-1 oneDNN path on/off,
+    interleaved round-robin so machine load hits every variant alike."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import rho_core.unet as unet_mod
+
+    variants = []
+    for patch in (2, 1):
+        model, label, cond = build_model(patch)
+        x = torch.randn(1, 1, size, size, size)
+        with FlopCounterMode(display=False) as fc, torch.inference_mode():
+            model.denoiser(torch.cat([x, x]), torch.tensor([500, 500]), cond.expand(2, -1))
+        gflop = fc.get_total_flops() / 2 / 1e9  # batch 2 counted (oneDNN calls are not)
+        for precision in ("fp32", "bf16"):
+            for onednn in (True, False):
+                variants.append(
+                    {
+                        "model": f"patch {patch}",
+                        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+                        "gflop": gflop,
+                        "precision": precision,
+                        "onednn_batch1": onednn,
+                        "seconds": float("inf"),
+                        "_den": _with_precision(model, precision),
+                        "_args": (x, torch.tensor([500]), cond),
+                    }
+                )
+    try:
+        for r in range(reps + 1):
+            for v in variants:
+                unet_mod.ONEDNN_BATCH1 = v["onednn_batch1"]
+                with torch.inference_mode():
+                    t0 = time.perf_counter()
+                    v["_den"](*v["_args"])
+                    dt = time.perf_counter() - t0
+                if r > 0:  # round 0 is the warm-up
+                    v["seconds"] = min(v["seconds"], dt)
+    finally:
+        unet_mod.ONEDNN_BATCH1 = True
+    return [{k: val for k, val in v.items() if not k.startswith("_")} for v in variants]
 
 
 def speed_table(
     size: int, steps_list: list[int], guidance: float, precision: str
 ) -> tuple[list[dict], str]:
-    denoiser, label, cond = build_denoiser(size)
-    if precision != "fp32":
-        from rho_core.devices import autocast
-
-        inner = denoiser
-
-        def denoiser(x, t, c):  # noqa: F811 - the autocast wrapper replaces the plain call
-            with autocast(torch.device("cpu"), precision):
-                return inner(x, t, c)
-
+    """Seconds per volume for each sampler and number of steps with the default 3-D model."""
+    model, label, cond = build_model()
+    denoiser = _with_precision(model, precision)
     shape = (1, 1, size, size, size)
     sch = make_schedule("cosine")
     rows = []
@@ -101,7 +148,7 @@ def speed_table(
             rows.append(
                 {"method": method, "steps": steps, "guidance": 1.0, "seconds": timed(method, steps)}
             )
-    if guidance != 1.0 and cond is not None:
+    if guidance != 1.0:
         steps = max(steps_list)
         rows.append(
             {
@@ -109,6 +156,18 @@ def speed_table(
                 "steps": steps,
                 "guidance": guidance,
                 "seconds": timed("dpmpp", steps, guidance),
+            }
+        )
+
+        def unbatched(x, t, c):  # no ``accepts_drop``: two network calls per step
+            return denoiser(x, t, c)
+
+        rows.append(
+            {
+                "method": "dpmpp (CFG as 2 calls)",
+                "steps": steps,
+                "guidance": guidance,
+                "seconds": timed("dpmpp", steps, guidance, den=unbatched),
             }
         )
     # the samplers' own cost: same runs with a free denoiser
@@ -223,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         default="fp32",
         help="autocast precision of the network (speed part)",
     )
+    ap.add_argument("--reps", type=int, default=3, help="best-of-N for the evaluation table")
     ap.add_argument("--steps", default="10,20,50")
     ap.add_argument("--guidance", type=float, default=2.0, help="extra timed row with CFG")
     ap.add_argument("--mu", type=float, default=0.3)
@@ -237,13 +297,37 @@ def main(argv: list[str] | None = None) -> None:
 
     if not args.skip_speed:
         torch.set_num_threads(args.threads)
-        rows, label = speed_table(args.size, steps_list, args.guidance)
-        result["speed"] = {"model": label, "threads": args.threads, "rows": rows}
-        print(f"\nSpeed: seconds per {args.size}³ volume, {label}, {args.threads} threads")
-        print(f"{'method':8s} {'steps':>5s} {'guid.':>5s} {'s/volume':>9s} {'s/step':>7s}")
+        ev = eval_table(args.size, args.reps)
+        result["evaluation"] = {"threads": args.threads, "rows": ev}
+        print(
+            f"\nOne network evaluation of one {args.size}³ volume (batch 1), best of "
+            f"{args.reps}, {args.threads} threads; × 50 = a 50-step sample"
+        )
+        print(
+            f"{'model':8s} {'params':>7s} {'GFLOP':>6s} {'prec.':5s} {'oneDNN b1':>9s} "
+            f"{'s/eval':>7s} {'50 steps':>8s}"
+        )
+        for r in ev:
+            print(
+                f"{r['model']:8s} {r['params_M']:6.1f}M {r['gflop']:6.1f} {r['precision']:5s} "
+                f"{'on' if r['onednn_batch1'] else 'off':>9s} {r['seconds']:7.3f} "
+                f"{50 * r['seconds']:7.1f}s"
+            )
+        rows, label = speed_table(args.size, steps_list, args.guidance, args.precision)
+        result["speed"] = {
+            "model": label,
+            "threads": args.threads,
+            "precision": args.precision,
+            "rows": rows,
+        }
+        print(
+            f"\nSpeed: seconds per {args.size}³ volume, {label}, {args.precision}, "
+            f"{args.threads} threads"
+        )
+        print(f"{'method':24s} {'steps':>5s} {'guid.':>5s} {'s/volume':>9s} {'s/step':>7s}")
         for r in rows:
             print(
-                f"{r['method']:8s} {r['steps']:5d} {r['guidance']:5.1f} {r['seconds']:9.2f} "
+                f"{r['method']:24s} {r['steps']:5d} {r['guidance']:5.1f} {r['seconds']:9.2f} "
                 f"{r['seconds'] / r['steps']:7.3f}"
             )
 

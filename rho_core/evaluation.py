@@ -62,6 +62,21 @@ def _as_param_table(params: Any, names: Sequence[str], n: int | None) -> torch.T
     return table.contiguous()
 
 
+def _autocast_denoiser(model: Any, device: torch.device, precision: str) -> Callable:
+    """``model.denoiser``, run under autocast for ``precision`` (unchanged for fp32)."""
+    from rho_core.devices import autocast, autocast_dtype
+
+    if autocast_dtype(device, precision) is None:
+        return model.denoiser
+
+    def denoiser(x, t, cond, drop=None):
+        with autocast(device, precision):
+            return model.denoiser(x, t, cond, drop=drop)
+
+    denoiser.accepts_drop = True  # batched classifier-free guidance, as model.denoiser
+    return denoiser
+
+
 def generate(
     loaded: Any,
     params: Any,
@@ -75,6 +90,7 @@ def generate(
     batch_size: int = 16,
     physical: bool = True,
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw samples from a :class:`rho_core.checkpoint.LoadedModel`.
 
@@ -88,6 +104,8 @@ def generate(
             the device, and ``batch_size`` fixed gives reproducible draws.
         physical: return physical units (normaliser inverted) instead of normalised ones.
         progress: called with the number of denoiser steps done (for progress bars).
+        precision: ``"fp32"`` or ``"bf16"``: autocast of the network (the sampler's state and
+            arithmetic stay float32); see :mod:`rho_core.devices`.
 
     Returns:
         ``(fields (n, C, *spatial) float32, params (n, P) float64)``.
@@ -109,6 +127,7 @@ def generate(
     if len(field_shape) != loaded.spatial_dims + 1:
         raise ConfigError("the checkpoint does not record the field shape; cannot sample")
     device = next(model.parameters()).device
+    denoiser = _autocast_denoiser(model, device, precision)
     out = np.empty((total, *field_shape), dtype=np.float32)
     for k, start in enumerate(range(0, total, batch_size)):
         rows = table[start : start + batch_size]
@@ -119,9 +138,9 @@ def generate(
             if progress is not None:
                 progress(1)
 
-        with torch.no_grad():
+        with torch.inference_mode():
             x = sample(
-                model.denoiser,
+                denoiser,
                 (rows.shape[0], *field_shape),
                 model.schedule,
                 method=sampler,
@@ -168,6 +187,7 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Score a checkpoint on a store's conditions; returns a JSON-serialisable dict.
 
@@ -211,6 +231,7 @@ def evaluate(
         batch_size=batch_size,
         physical=False,
         progress=progress,
+        precision=precision,
     )
     norm = loaded.normalizer
     gen_phys = gen_norm if norm is None else np.asarray(norm.inverse(gen_norm), np.float32)

@@ -349,3 +349,35 @@ def test_guidance_batches_cond_and_uncond_into_one_model_call() -> None:
     assert torch.allclose(fast, slow, atol=1e-5)
     assert not fast.is_inference()  # an ordinary tensor: usable in place and in autograd
     fast += 1.0
+
+
+def test_bf16_autocast_sampling_stays_close_to_fp32() -> None:
+    # The optional bf16 path of rho_core.evaluation.generate: same noise, a tiny perturbed 3-D
+    # model (patch 2, batch 1 → the oneDNN conv path); bf16 has an 8-bit mantissa (≈ 0.4 %
+    # per op), so the sample must agree with fp32 to a few per cent of its scale.
+    from rho_core.evaluation import _autocast_denoiser
+    from rho_core.model import DiffusionModel, default_model_config
+
+    torch.manual_seed(0)
+    cfg = default_model_config(
+        3, 1, ("a",), (0.0,), (1.0,), cond_dim=8, base_channels=8, channel_mult=(1, 2),
+        attention_levels=(), timesteps=50,
+    )  # fmt: skip
+    assert cfg.unet.patch_size == 2
+    model = DiffusionModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    cond = torch.tensor([[0.3]], dtype=torch.float64)
+    dev = torch.device("cpu")
+    out = {}
+    for prec in ("fp32", "bf16"):
+        den = _autocast_denoiser(model, dev, prec)
+        assert (den == model.denoiser) == (prec == "fp32")
+        out[prec] = sample(
+            den, (1, 1, 8, 8, 8), model.schedule, "dpmpp", 5, cond=cond,
+            generator=torch.Generator().manual_seed(2),
+        )  # fmt: skip
+    scale = out["fp32"].std()
+    err = (out["bf16"] - out["fp32"]).abs().max() / scale
+    assert 0 < err < 0.05, float(err)
