@@ -257,3 +257,25 @@ def test_grid_through_dask_and_resume(tmp_path):
     stamp = (tmp_path / "run_000" / "run.json").stat().st_mtime_ns
     run_grid(grid, tmp_path, engine)  # completed runs are skipped
     assert (tmp_path / "run_000" / "run.json").stat().st_mtime_ns == stamp
+
+
+def test_grid_refuses_runs_made_with_other_settings(tmp_path, caplog):
+    """A completed run_NNN made with other parameters is never filed under the new ones."""
+    engine = EngineSpec(nbody=NBodyConfig(t_end=0.5, dt=0.25, snap_every=0.25, threads=1))
+    base = MergerConfig(n_particles=40)
+    with caplog.at_level("INFO", logger="rho_core.sim.grid"):
+        run_grid(GridSpec(mass_ratio=(1.0,), base=base), tmp_path, engine)
+    assert "run_000: t = 0.5 / 0.5" in caplog.text  # progress inside a run
+    stamp = (tmp_path / "run_000" / "run.json").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"run_000 is a completed run .*mass_ratio 1.0 -> 0.5"):
+        run_grid(GridSpec(mass_ratio=(0.5,), base=base), tmp_path, engine)
+    longer = EngineSpec(nbody=NBodyConfig(t_end=1.0, dt=0.25, snap_every=0.25, threads=1))
+    with pytest.raises(ConfigError, match="t_end 0.5 -> 1.0"):
+        run_grid(GridSpec(mass_ratio=(1.0,), base=base), tmp_path, longer)
+    assert (tmp_path / "run_000" / "run.json").stat().st_mtime_ns == stamp
+    # extending the grid keeps run_000 and adds run_001
+    recs = run_grid(GridSpec(mass_ratio=(1.0, 0.5), base=base), tmp_path, engine)
+    assert [r["params"]["mass_ratio"] for r in recs] == [1.0, 0.5]
+    assert (tmp_path / "run_000" / "run.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="cannot create output directory"):
+        run_grid(GridSpec(base=base), tmp_path / "run_000" / "run.json", engine)

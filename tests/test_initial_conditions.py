@@ -120,3 +120,5 @@ def test_bad_parameters():
         MergerConfig(pericenter=20, separation=10)
     with pytest.raises(ConfigError, match="mass_ratio"):
         MergerConfig(mass_ratio=0)
+    with pytest.raises(ConfigError, match="inclination2 must be a finite"):
+        MergerConfig(inclination2=float("inf"))

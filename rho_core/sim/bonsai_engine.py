@@ -55,6 +55,12 @@ class BonsaiConfig:
     grace: float = 5.0
     env: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.n_ranks < 1:
+            raise ConfigError(f"MPI ranks must be >= 1, got {self.n_ranks}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
+
 
 def resolve_binary(binary: str) -> str:
     """The executable's full path, or :class:`ConfigError` saying how to configure it."""
@@ -171,7 +177,7 @@ def run_bonsai(
             _kill_group(proc, config.grace)
             raise SimulationError(
                 f"Bonsai run for {ic_path.name} exceeded {config.timeout} s and was killed; "
-                f"log: {log_path}\n{_tail(log_path)}"
+                f"log: {log_path}{_tail(log_path)}"
             ) from exc
         except BaseException:
             _kill_group(proc, config.grace)
@@ -179,19 +185,22 @@ def run_bonsai(
     if rc != 0:
         raise SimulationError(
             f"Bonsai exited with status {rc} after {time.monotonic() - started:.1f} s "
-            f"({shlex.join(cmd)}); log: {log_path}\n{_tail(log_path)}"
+            f"({shlex.join(cmd)}); log: {log_path}{_tail(log_path)}"
         )
     snaps = collect_snapshots(out_dir, snapname)
     if not snaps:
         raise SimulationError(
-            f"Bonsai wrote no snapshots {snapname}_* in {out_dir}; "
-            f"log: {log_path}\n{_tail(log_path)}"
+            f"Bonsai wrote no snapshots {snapname}_* in {out_dir}; log: {log_path}{_tail(log_path)}"
         )
     return snaps
 
 
 def _tail(path: Path, n: int = 1500) -> str:
+    """``" (last line: ...)"`` with the log's last non-empty line (the error message stays one
+    line; the whole log is in the file), or ``""``."""
     try:
-        return path.read_bytes()[-n:].decode("utf-8", "replace")
+        text = path.read_bytes()[-n:].decode("utf-8", "replace")
     except OSError:
         return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return f" (last line: {lines[-1][:300]})" if lines else ""

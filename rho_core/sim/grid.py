@@ -78,15 +78,31 @@ class GridSpec:
         return out
 
 
-def run_merger(config: MergerConfig, run_dir: str | Path, engine: EngineSpec) -> dict:
-    """ICs -> simulation -> ``run.json``; returns the run record. Skips a completed run."""
+def run_merger(
+    config: MergerConfig,
+    run_dir: str | Path,
+    engine: EngineSpec,
+    progress: Callable[[float, float], None] | None = None,
+) -> dict:
+    """ICs -> simulation -> ``run.json``; returns the run record.
+
+    Skips a completed run made with the same settings (initial-condition config, engine and
+    ``t_end``/``dt``/``snap_every``/``softening``/``snapname``) and refuses, with a
+    :class:`ConfigError`, one made with others: its snapshots would be filed under the new
+    parameters. ``progress(t, t_end)`` is called after each snapshot of the built-in engine
+    (default: a log line at every tenth of ``t_end``).
+    """
     run_dir = Path(run_dir)
     done = run_dir / "run.json"
     if done.exists():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        _check_same_run(run_dir, record, config, engine)
+        return record
     t0 = time.perf_counter()
     ic, side = write_initial_conditions(config, run_dir / "ic.tipsy")
     nb = engine.nbody
+    if engine.kind == "builtin" and progress is None:
+        progress = _log_progress(run_dir.name, nb.t_end)
     record: dict = {
         "params": config.physical_params(),
         "ic": ic.name,
@@ -94,7 +110,7 @@ def run_merger(config: MergerConfig, run_dir: str | Path, engine: EngineSpec) ->
         "engine": engine.kind,
     }
     if engine.kind == "builtin":
-        res = run_nbody_file(ic, nb, run_dir)
+        res = run_nbody_file(ic, nb, run_dir, progress=progress)
         snaps = [[p.name] for p in res.snapshots]
         record.update(times=res.times, max_energy_error=res.max_energy_error)
     else:
@@ -123,6 +139,49 @@ def run_merger(config: MergerConfig, run_dir: str | Path, engine: EngineSpec) ->
     return record
 
 
+# NBodyConfig fields that change the snapshots (device, precision and threads do not).
+_PHYSICS_KEYS = ("t_end", "dt", "snap_every", "softening", "snapname")
+
+
+def _check_same_run(run_dir: Path, record: dict, config: MergerConfig, engine: EngineSpec):
+    """Refuse to reuse a completed run whose settings differ from the requested ones."""
+    side = run_dir / str(record.get("sidecar", "ic.tipsy.json"))
+    try:
+        old_cfg = json.loads(side.read_text()).get("config", {})
+    except (OSError, json.JSONDecodeError):
+        old_cfg = {}
+    new_cfg = json.loads(json.dumps(asdict(config)))
+    diff = [k for k in new_cfg if old_cfg.get(k) != new_cfg[k]]
+    if record.get("engine") != engine.kind:
+        diff.append("engine")
+    old_nb, new_nb = record.get("nbody", {}), asdict(engine.nbody)
+    diff += [k for k in _PHYSICS_KEYS if k in old_nb and old_nb[k] != new_nb[k]]
+    if diff:
+        detail = ", ".join(
+            f"{k} {old_cfg.get(k, old_nb.get(k, record.get(k)))!r} -> "
+            f"{new_cfg.get(k, new_nb.get(k, engine.kind))!r}"
+            for k in diff[:4]
+        )
+        more = f" (+{len(diff) - 4} more)" if len(diff) > 4 else ""
+        raise ConfigError(
+            f"{run_dir} is a completed run with other settings ({detail}{more}); "
+            "use another --out, or remove it to rerun"
+        )
+
+
+def _log_progress(name: str, t_end: float) -> Callable[[float, float], None]:
+    """``progress(t, t_end)`` that logs at every tenth of the run (and at its end)."""
+    last = [-1]
+
+    def progress(t: float, total: float) -> None:
+        tenth = int(10 * t / t_end) if t_end > 0 else 10
+        if tenth != last[0] and t > 0:
+            last[0] = tenth
+            log.info("%s: t = %g / %g", name, t, t_end)
+
+    return progress
+
+
 def _run_one(config: MergerConfig, run_dir: str, engine: EngineSpec) -> dict:
     rec = run_merger(config, run_dir, engine)
     return {**rec, "dir": Path(run_dir).name}
@@ -144,7 +203,12 @@ def run_grid(
     """
     configs = grid.configs() if isinstance(grid, GridSpec) else list(grid)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create output directory {out_dir} ({exc.strerror}); choose another --out"
+        ) from exc
     dirs = [str(out_dir / f"run_{k:03d}") for k in range(len(configs))]
     records: list[dict | None] = [None] * len(configs)
     if workers <= 1 and address is None:

@@ -131,6 +131,16 @@ class MergerConfig:
     seed: int = 0
 
     def __post_init__(self):
+        for name in (
+            "mass_ratio",
+            "separation",
+            "inclination1",
+            "argument1",
+            "inclination2",
+            "argument2",
+        ):
+            if not math.isfinite(value := getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {value}")
         if not self.mass_ratio > 0:
             raise ConfigError(f"mass_ratio must be > 0, got {self.mass_ratio}")
         if not self.pericenter > 0:

@@ -77,6 +77,8 @@ class NBodyConfig:
             )
         if not self.softening > 0:
             raise ConfigError(f"softening must be > 0 kpc, got {self.softening}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
         if self.precision not in ("auto", "float32", "float64"):
             raise ConfigError(f"precision must be auto, float32 or float64, got {self.precision!r}")
 
