@@ -15,6 +15,7 @@ failed, 2 if none went in).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -102,17 +103,24 @@ def _run(args: argparse.Namespace) -> int:
         address=args.scheduler,
     )
     bar = tqdm(desc="ingest", unit="snap", file=sys.stderr, disable=not sys.stderr.isatty())
+    log = logging.getLogger("rho.ingest")
+    last = [-1]
 
     def progress(done: int, total: int, name: str) -> None:
         bar.total = total
         bar.update(1)
+        tenth = (10 * done) // max(total, 1)
+        if bar.disable and tenth != last[0]:  # no terminal: a log line per tenth
+            last[0] = tenth
+            log.info("%d/%d snapshots", done, total)
 
     try:
         rep = ingest_bonsai(args.snapshots, args.out, cfg, progress=progress)
     finally:
         bar.close()
-    for name, reason in rep.failed:
-        print(f"failed: {name}: {reason}", file=sys.stderr)
+    for name, reason in rep.failed:  # reader errors already start with the file name
+        line = reason if reason.startswith(name.split(" (+")[0]) else f"{name}: {reason}"
+        print(f"failed: {line}", file=sys.stderr)
     fov = f"{rep.fov:.4g} kpc" if rep.fov else "n/a"
     print(
         f"{rep.added} added, {rep.skipped} already in the store, {len(rep.failed)} failed "

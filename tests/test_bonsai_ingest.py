@@ -239,6 +239,22 @@ def test_cli_simulate_and_ingest(tmp_path, capsys):
     assert "--param expects NAME=VALUE" in err and "--bonsai-binary" in err
     with pytest.raises(ConfigError):
         IngestConfig(render=RenderConfig(image_size=1))
+    # regressions: another image size is refused even when nothing is new, a user-given time is
+    # refused (it comes from the snapshot), a bad file is named once, on one line
+    code = rho(["ingest", "bonsai", str(out), "--out", str(store), "--image-size", "8"])
+    code2 = rho(["ingest", "bonsai", str(out), "--out", str(store), "--param", "time=3"])
+    assert (code, code2) == (2, 2)
+    err = capsys.readouterr().err
+    assert "image_size: store 16 vs now 8" in err and "'time' parameter comes from each" in err
+    with pytest.raises(ConfigError, match="quick_ratio"):
+        IngestConfig(quick_ratio=0)
+    text = out / "run_000" / "text_00001.0000"  # beside the sidecar: only the content is bad
+    text.write_text("not a snapshot at all, just some words\n" * 3)
+    snap = str(sorted((out / "run_000").glob("snap_*"))[0])
+    args = ["--out", str(tmp_path / "one.zarr"), "--image-size", "8"]
+    assert rho(["ingest", "bonsai", snap, str(text), *args]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if "text_00001" in ln]
+    assert len(err) == 1 and err[0].count("text_00001") == 1 and "not a tipsy file" in err[0]
 
 
 def test_grid_through_dask_and_resume(tmp_path):

@@ -62,6 +62,18 @@ class IngestConfig:
     address: str | None = None
     window: int = 32
 
+    def __post_init__(self):
+        if self.quick_ratio is not None and not 0 < self.quick_ratio <= 1:
+            raise ConfigError(
+                f"quick_ratio must be in (0, 1] (the share of particles in a quick dump), "
+                f"got {self.quick_ratio}"
+            )
+        if "time" in self.params:
+            raise ConfigError(
+                "the 'time' parameter comes from each snapshot (header or file name); "
+                "drop --param time=..."
+            )
+
 
 @dataclass
 class IngestReport:
@@ -417,12 +429,13 @@ def ingest_bonsai(
     finally:
         if writer is not None:
             writer.close()
-    for name, reason in report.failed:
-        log.warning("skipped %s: %s", name, reason)
+    for name, reason in report.failed:  # callers report them (the CLI, the Prefect task)
+        log.debug("skipped %s: %s", name, reason)
     return report
 
 
 _VIEW_KEYS = (
+    "image_size",
     "fov_kpc",
     "projection",
     "kernel",
