@@ -9,7 +9,7 @@ initialisation over a few dozen steps (default at 16³ to keep it short) and the
 relative difference.
 
     .venv/bin/python benchmarks/train_step.py [--batch 4] [--steps 5] [--curve-steps 30]
-        [--curve-size 16] [--threads N] [--json FILE]
+        [--curve-size 16] [--threads N] [--patch-size P] [--json FILE]
 """
 
 from __future__ import annotations
@@ -27,11 +27,15 @@ from rho_core.model import DiffusionModel, default_model_config
 from rho_core.training import TrainConfig, train
 from rho_core.unet import conv_nd
 
+PATCH_SIZE: int | None = None  # --patch-size; None: default_model_config's (2 for 3-D)
+
 
 def model_config(size_dims: int = 3):
+    kw = {} if PATCH_SIZE is None else {"patch_size": PATCH_SIZE}
     return default_model_config(
-        size_dims, 1, ("amplitude", "width"), (0.5, 0.2), (1.0, 0.5), conditioning="continuous"
-    )
+        size_dims, 1, ("amplitude", "width"), (0.5, 0.2), (1.0, 0.5), conditioning="continuous",
+        **kw,
+    )  # fmt: skip
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
@@ -166,8 +170,14 @@ def main() -> None:
     ap.add_argument("--curve-steps", type=int, default=30, help="0 skips the loss-curve check")
     ap.add_argument("--curve-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    ap.add_argument(
+        "--patch-size", type=int, help="U-Net patch_size (default: the default config's; 1 = "
+        "the original full-resolution net)",
+    )  # fmt: skip
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args()
+    global PATCH_SIZE
+    PATCH_SIZE = args.patch_size
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -184,7 +194,8 @@ def main() -> None:
     peak = res["matmul_peak_gflops"]
     tr = res["train"]
     print(
-        f"default 3-D U-Net at 32³: {tr['fp32']['parameters_m']:.2f} M parameters, "
+        f"3-D U-Net (patch_size {model_config().unet.patch_size}) at 32³: "
+        f"{tr['fp32']['parameters_m']:.2f} M parameters, "
         f"{tr['fp32']['gflop_per_step']:.1f} GFLOP per step (batch {args.batch}), "
         f"{res['threads']} threads"
     )
