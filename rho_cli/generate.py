@@ -114,11 +114,27 @@ def _parse_lm(items: list[str] | None) -> list[tuple[int, int]] | None:
     return out
 
 
-def _run_sh(args: argparse.Namespace) -> int:
-    from rho_core.data.spherical_harmonics import generate_spherical_harmonics
+def _count(out: str) -> int:
+    """Samples already in the store at ``out`` (0 when there is none)."""
+    from rho_core.data.store import open_store, store_exists
+
+    return open_store(out).n if store_exists(out) else 0
+
+
+def _report(path, before: int) -> None:
     from rho_core.data.store import open_store
 
+    s = open_store(path)
+    added = s.n - before if before else s.n
+    kept = f"; {before} were already there" if before else ""
+    print(f"wrote {added} volumes of shape {s.field_shape} to {path} ({s.n} in all{kept})")
+
+
+def _run_sh(args: argparse.Namespace) -> int:
+    from rho_core.data.spherical_harmonics import generate_spherical_harmonics
+
     update, close = _progress("spherical harmonics")
+    before = _count(args.out) if args.append else 0
     try:
         path = generate_spherical_harmonics(
             args.out,
@@ -133,16 +149,15 @@ def _run_sh(args: argparse.Namespace) -> int:
         )
     finally:
         close()
-    s = open_store(path)
-    print(f"wrote {s.n} volumes of shape {s.field_shape} to {path}")
+    _report(path, before)
     return 0
 
 
 def _run_hydrogen(args: argparse.Namespace) -> int:
     from rho_core.data.hydrogen import generate_hydrogen
-    from rho_core.data.store import open_store
 
     update, close = _progress("hydrogen orbitals")
+    before = _count(args.out) if args.append else 0
     try:
         path = generate_hydrogen(
             args.out,
@@ -154,6 +169,5 @@ def _run_hydrogen(args: argparse.Namespace) -> int:
         )
     finally:
         close()
-    s = open_store(path)
-    print(f"wrote {s.n} volumes of shape {s.field_shape} to {path}")
+    _report(path, before)
     return 0

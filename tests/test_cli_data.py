@@ -112,6 +112,23 @@ def test_existing_store_needs_a_flag(tmp_path, capsys):
     assert main([*argv, "--overwrite"]) == 0 and open_store(out).n == 4
 
 
+def test_append_adds_only_new_volumes_and_refuses_another_convention(tmp_path, capsys):
+    out = tmp_path / "sh.zarr"
+    argv = ["generate", "spherical-harmonics", "--out", str(out), "--size", "4"]
+    assert main([*argv, "--l-max", "1"]) == 0
+    assert main([*argv, "--l-max", "2", "--append"]) == 0  # adds l = 2 only
+    assert "wrote 5 volumes" in capsys.readouterr().out
+    p = open_store(out).params[:]
+    assert len(p) == 9 and len({tuple(r) for r in p.tolist()}) == 9  # no duplicate (l, m)
+    assert main([*argv, "--l-max", "1", "--append", "--convention", "paper"]) == 2
+    line = _err_line(capsys)
+    assert "convention 'real', not 'paper'" in line and open_store(out).n == 9
+    h = tmp_path / "h.zarr"
+    hy = ["generate", "hydrogen", "--out", str(h), "--size", "4", "--n-max", "1"]
+    assert main(hy) == 0 and main([*hy, "--append", "--half-width", "9"]) == 2
+    assert "half_width_rule" in _err_line(capsys) and open_store(h).n == 1
+
+
 def test_info_errors(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing.zarr")]) == 2
     assert "does not exist" in _err_line(capsys)

@@ -134,7 +134,7 @@ def generate_hydrogen(
         raise ConfigError("no (n, l, m) orbitals to generate")
     if half_width is not None and not float(half_width) > 0:
         raise ConfigError(f"half_width must be > 0 Bohr radii, got {half_width}")
-    from rho_core.data.store import preflight
+    from rho_core.data.store import preflight, rows_to_append
 
     preflight(out, mode)
     provenance = {
@@ -148,6 +148,10 @@ def generate_hydrogen(
         "half_width_rule": "2n^2 + 5n" if half_width is None else f"{float(half_width)}",
         "angular": "orthonormal real spherical harmonics (m>0 cos, m<0 sin)",
     }
+    # appending: same box rule only; orbitals already in the store are not written twice
+    triples = rows_to_append(out, mode, provenance, ("generator", "half_width_rule"), triples)
+    if not triples:
+        return Path(out)
     writer = create_store(
         out,
         kind=KIND,

@@ -273,7 +273,6 @@ def generate_spherical_harmonics(
             raise ConfigError("(l, m) pairs must not repeat")
     if workers < 0:
         raise ConfigError(f"workers must be ≥ 0, got {workers}")
-    tasks = _group_tasks(pairs)
     provenance = {
         "generator": "rho_core.data.spherical_harmonics",
         "generator_version": GENERATOR_VERSION,
@@ -284,9 +283,14 @@ def generate_spherical_harmonics(
         "grid": GRID_DOC,
         "normalisation": "orthonormal on the unit sphere (physical values, not rescaled)",
     }
-    from rho_core.data.store import preflight
+    from rho_core.data.store import preflight, rows_to_append
 
     preflight(out, mode)  # fail fast, before starting a cluster
+    # appending: same convention only; (l, m) already in the store are not written twice
+    pairs = rows_to_append(out, mode, provenance, ("generator", "convention"), pairs)
+    if not pairs:
+        return Path(out)
+    tasks = _group_tasks(pairs)
     use_dask = scheduler_address is not None or workers > 1
     with contextlib.ExitStack() as stack:
         # connect first: an unreachable scheduler must not leave an empty store behind

@@ -535,6 +535,36 @@ def preflight(path: str | os.PathLike, mode: str) -> bool:
     return True
 
 
+def rows_to_append(
+    path: str | os.PathLike,
+    mode: str,
+    provenance: dict,
+    same: Sequence[str],
+    rows: Sequence[Sequence[float]],
+) -> list:
+    """The parameter ``rows`` a generator still has to write into ``path``.
+
+    For ``mode="a"`` on an existing store: raises :class:`StoreError` when the store's
+    provenance differs from ``provenance`` in a key of ``same`` (volumes computed differently
+    would share parameter values, e.g. two conventions of the same (l, m)), and drops the rows
+    whose parameter values the store already holds (so ``--append`` with a larger ``l_max``
+    adds only the new volumes). Otherwise returns ``rows`` unchanged.
+    """
+    rows = list(rows)
+    if mode != "a" or not store_exists(path):
+        return rows
+    store = open_store(path)
+    diff = [k for k in same if k in store.provenance and store.provenance[k] != provenance.get(k)]
+    if diff:
+        detail = ", ".join(f"{k} {store.provenance[k]!r}, not {provenance.get(k)!r}" for k in diff)
+        raise StoreError(
+            f"cannot append to store '{path}': it was generated with {detail}; use the same "
+            "options or another store"
+        )
+    have = {tuple(float(v) for v in r) for r in np.asarray(store.params[:], np.float64)}
+    return [r for r in rows if tuple(float(v) for v in r) not in have]
+
+
 def create_store(
     path: str | os.PathLike,
     *,
