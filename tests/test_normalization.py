@@ -114,6 +114,8 @@ def test_dict_round_trip_and_errors():
         Normalizer("log", min=0.0, max=1.0)
     with pytest.raises(DataError, match="positive"):
         _fit(-POS, "log")
+    with pytest.raises(DataError, match="non-negative.*use 'asinh'"):
+        _fit(SIGNED, "log")  # regression: negatives would all have collapsed onto the floor
 
 
 def test_fit_out_of_core_matches_numpy(tmp_path):

@@ -274,8 +274,12 @@ def normalizer_from_stats(
     if transform == "asinh" and scale is None:
         scale = stats["abs_p50"] or stats["abs_p90"] or stats["absmax"] * 1e-3 or 1.0
     if transform == "log":
-        if stats["max"] <= 0:
-            raise DataError("the 'log' transform needs positive data (max ≤ 0); use 'asinh'")
+        if stats["max"] <= 0 or stats["min"] < 0:
+            raise DataError(
+                f"the 'log' transform needs non-negative data with a positive maximum, got "
+                f"min {stats['min']:.4g}, max {stats['max']:.4g} (every value below the floor "
+                "would map to it); use 'asinh' or 'minmax'"
+            )
         if floor is None:
             floor = stats["max"] * 10.0 ** (-LOG_FLOOR_DECADES)
     return Normalizer(
