@@ -225,6 +225,33 @@ def test_open_errors(tmp_path):
         open_store(path)
 
 
+def test_unwritable_and_wrong_paths_are_one_line_errors(tmp_path, monkeypatch):
+    path = tmp_path / "s.zarr"
+    _make(path)
+    with pytest.raises(StoreError, match=r"is a Zarr array .*pass the store directory"):
+        open_store(path / "fields")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create store"):
+        _make(tmp_path / "file" / "s.zarr")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores permission bits: emulate an ordinary user's access()
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == ro else real(p, m))
+    with pytest.raises(StoreError, match="'.*ro' is not writable"):
+        _make(ro / "s.zarr")
+    from rho_core.data.normalization import fit_normalization
+
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        monkeypatch.setattr(os, "access", lambda p, m: Path(p) not in (ro, path))
+    with pytest.raises(StoreError, match="not writable"):
+        fit_normalization(path, "minmax", write=True)
+    path.chmod(0o755)
+    assert "normalization" not in zarr.open_group(str(path), mode="r").attrs
+
+
 def test_write_store_attrs(tmp_path):
     path = tmp_path / "s.zarr"
     _make(path)

@@ -328,9 +328,10 @@ def ingest_bonsai(
     Returns an :class:`IngestReport`; raises :class:`RhoError` only for problems that stop the
     whole ingest (bad options, an incompatible existing store) — bad files are reported.
     """
-    from rho_core.data.store import create_store, open_store, store_exists
+    from rho_core.data.store import create_store, open_store, preflight, store_exists
 
     store = Path(store)
+    preflight(store, "a")  # a writable store location (or an existing store), before rendering
     report = IngestReport(store)
     manifest = Manifest.load(config.params_file) if config.params_file else None
     groups = find_snapshots(snapshots)

@@ -313,11 +313,13 @@ def fit_normalization(
         percentiles: percentiles (in %) recorded under ``stats.percentiles``.
         write: also store it in the store attrs ``normalization``.
     """
-    from rho_core.data.store import open_store
+    from rho_core.data.store import check_writable, open_store
 
     store = open_store(store_path)
     if store.n == 0:
         raise DataError(f"store '{store_path}' has no samples to fit a normalisation on")
+    if write:
+        check_writable(store_path)  # before the (possibly long) pass over the data
     stats = compute_statistics(store.to_dask(), percentiles)
     d = normalizer_from_stats(stats, transform, scale=scale, floor=floor).to_dict()
     if write:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import shutil
@@ -95,6 +96,14 @@ def _open_group(path: Path, mode: str, use_consolidated: bool | None = None):
         )
 
 
+def _node_type(path: Path) -> str | None:
+    """``node_type`` of the Zarr v3 metadata at ``path`` (``None`` if unreadable)."""
+    try:
+        return json.loads((path / "zarr.json").read_text()).get("node_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _read_meta(path: Path) -> tuple[Any, dict]:
     """Open the group read-only and return (group, rho_diffusion attrs), checking the schema."""
     if not path.exists():
@@ -104,6 +113,11 @@ def _read_meta(path: Path) -> tuple[Any, dict]:
     try:
         group = _open_group(path, "r")
     except Exception as exc:  # zarr raises many kinds for malformed metadata
+        if _node_type(path) == "array":
+            raise StoreError(
+                f"'{path}' is a Zarr array (a member of a store), not a store; pass the store "
+                f"directory '{path.parent}'"
+            ) from exc
         raise StoreError(f"'{path}' is not a readable Zarr v3 group: {exc}") from exc
     meta = dict(group.attrs.get(ATTR_KEY) or {})
     if not meta:
@@ -506,6 +520,18 @@ def _remove_partials(path: Path) -> None:
             p.unlink()
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise :class:`StoreError` unless ``path`` (or, when missing, its nearest existing parent
+    directory) can be written by this process — before any long computation."""
+    path = Path(path)
+    target = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if target is not None and target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write the store '{path}': '{target}' is not writable; choose a writable "
+            "location (or ask its owner)"
+        )
+
+
 def preflight(path: str | os.PathLike, mode: str) -> bool:
     """Check, before any expensive work, that ``create_store(path, mode=mode)`` may proceed.
 
@@ -519,6 +545,7 @@ def preflight(path: str | os.PathLike, mode: str) -> bool:
     if mode not in ("w-", "w", "a"):
         raise StoreError(f"unknown store mode {mode!r}; use 'w-' (create), 'w' or 'a'")
     exists = any(path.iterdir()) if path.is_dir() else path.exists()
+    check_writable(path)
     if not exists:
         return False
     if mode == "w-":
@@ -651,9 +678,14 @@ def create_store(
     spc = int(samples_per_chunk or default_samples_per_chunk(field_shape))
     if spc < 1:
         raise DataError(f"samples_per_chunk must be ≥ 1, got {spc}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # zarr's mode "w" replaces the directory, so lock it after the group exists.
-    group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # zarr's mode "w" replaces the directory, so lock it after the group exists.
+        group = zarr.open_group(str(path), mode="w", zarr_format=3)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create store '{path}' ({exc.strerror or exc}); choose a writable location"
+        ) from exc
     fd = _acquire_lock(path)
     try:
         meta = {
@@ -700,6 +732,7 @@ def write_store_attrs(path: str | os.PathLike, **attrs: Any) -> None:
     """
     path = Path(path)
     _read_meta(path)
+    check_writable(path)
     if ATTR_KEY in attrs or KEYS_KEY in attrs:
         raise StoreError(f"'{ATTR_KEY}' and '{KEYS_KEY}' are managed by the store writer")
     fd = _acquire_lock(path)
