@@ -64,9 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rho {args.command}: interrupted", file=sys.stderr)
         return 130
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError) as exc:
         print(f"rho {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rho info STORE | head`: the reader left early, not an error
+        # stdout is flushed again at exit: point it at /dev/null so that cannot fail too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # like a program killed by SIGPIPE
     return int(code or 0)
 
 
