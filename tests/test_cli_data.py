@@ -160,3 +160,25 @@ def test_nan_fields_error_and_subprocess_exit(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no samples" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_info_into_a_closed_pipe_has_no_traceback(tmp_path):
+    """`rho info STORE | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    path = tmp_path / "s.zarr"
+    create_store(
+        path,
+        kind="t",
+        spatial_dims=1,
+        param_names=[],
+        field_shape=(1, 4),
+        provenance={f"k{i}": "x" * 200 for i in range(400)},  # more than a pipe buffer
+    ).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rho_cli.main", "info", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.readline().startswith(b"store")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
