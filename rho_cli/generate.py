@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--out", required=True, help="store path (a directory)")
     sh.add_argument("--size", type=int, default=32, help="voxels per axis (default 32)")
     sh.add_argument("--l-max", type=int, default=6, help="highest degree l (default 6)")
-    sh.add_argument("--convention", choices=["real", "paper"], default="real")
+    sh.add_argument(
+        "--convention",
+        choices=["real", "paper"],
+        default="real",
+        help="real: orthonormal real harmonics, -l ≤ m ≤ l (default); paper: Re Y_l^m, 0 ≤ m ≤ l",
+    )
     sh.add_argument(
         "--workers",
         type=int,

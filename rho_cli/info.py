@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="describe a store: kind, samples, shapes, parameters, normalisation",
         description="Describe a ρ-Diffusion store.",
     )
-    p.add_argument("store", help="store path")
+    p.add_argument("store", metavar="STORE", help="store path (a directory)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run_info)
 
@@ -26,11 +26,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fit a normalisation on a store (out of core) and write it into its attrs",
         description="Fit min/max/mean/std/percentiles with Dask and store the transform.",
     )
-    n.add_argument("store", help="store path")
+    n.add_argument("store", metavar="STORE", help="store path (a directory)")
     n.add_argument(
         "--transform",
         choices=["minmax", "standard", "asinh", "log", "identity"],
         default="minmax",
+        help="minmax (default; bounded fields), standard, asinh (signed, many decades), "
+        "log (non-negative, many decades) or identity",
     )
     n.add_argument("--scale", type=float, default=None, help="asinh scale (default median |x|)")
     n.add_argument("--floor", type=float, default=None, help="log floor (default max·1e-6)")

@@ -30,10 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = isub.add_parser(
         "bonsai",
         help="Bonsai tipsy / BonsaiIO snapshots -> projected surface-density images",
-        description=__doc__.split("\n\n", 1)[1],
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    b.add_argument("snapshots", nargs="+", metavar="SNAPSHOT")
+    b.add_argument(
+        "snapshots",
+        nargs="+",
+        metavar="SNAPSHOT",
+        help="snapshot file, per-rank prefix, .bonsai file or directory (searched recursively)",
+    )
     b.add_argument("--out", required=True, help="store path (created or appended to)")
     b.add_argument("--image-size", type=int, default=128, help="pixels per side (default 128)")
     b.add_argument("--params", default=None, metavar="FILE", help="CSV/JSON parameter manifest")
@@ -51,7 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="field of view, kpc (default: the store's, else automatic per ingest)",
     )
     b.add_argument("--projection", default="z", help="x, y, z or 'INCLINATION,AZIMUTH' (deg)")
-    b.add_argument("--kernel", choices=["cic", "gaussian"], default="cic")
+    b.add_argument(
+        "--kernel",
+        choices=["cic", "gaussian"],
+        default="cic",
+        help="mass deposit: cloud-in-cell (default) or Gaussian (--sigma-px)",
+    )
     b.add_argument("--sigma-px", type=float, default=1.0, help="Gaussian kernel width, pixels")
     b.add_argument(
         "--components",

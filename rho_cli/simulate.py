@@ -8,7 +8,9 @@
 
 Comma-separated values span a grid (Cartesian product). Each run gets ``DIR/run_NNN`` with the
 initial conditions (V1 tipsy + JSON sidecar) and Bonsai-named snapshots; ``DIR/manifest.json``
-lists all runs. Completed runs are skipped when the command is repeated.
+lists all runs. Repeating the command skips completed runs; a completed run made with other
+settings is refused (use another --out). Progress: a line per run, and a log line at every tenth
+of a built-in run.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = ssub.add_parser(
         "merger",
         help="two disk galaxies on a parabolic orbit, over a grid of parameters",
-        description=__doc__.split("\n\n", 1)[1],
+        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     m.add_argument("--out", required=True, help="output directory (one run_NNN per grid point)")
@@ -65,8 +67,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--snap-every", type=float, default=2.0, help="time between snapshots (default 2)"
     )
     s.add_argument("--softening", type=float, default=0.5, help="kpc (default 0.5)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--engine", choices=["builtin", "bonsai"], default="builtin")
+    s.add_argument(
+        "--seed", type=int, default=0, help="random seed of the first run (run k uses seed + k)"
+    )
+    s.add_argument(
+        "--engine",
+        choices=["builtin", "bonsai"],
+        default="builtin",
+        help="built-in torch N-body (default) or a Bonsai binary (--bonsai-binary)",
+    )
     s.add_argument("--device", default="auto", help="built-in engine: auto|cpu|cuda|xpu")
     s.add_argument(
         "--threads",
