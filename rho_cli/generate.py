@@ -72,6 +72,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     hy.set_defaults(func=_run_hydrogen)
 
 
+def quiet_dask(args: argparse.Namespace) -> None:
+    """Keep the Dask cluster's start/stop chatter (~30 INFO lines) out of the output unless
+    ``rho -v``: the command prints its own progress."""
+    if getattr(args, "verbose", False):
+        return
+
+    def drop(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith("distributed")
+
+    # a filter on the output handlers: importing distributed later resets its loggers' levels
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop)
+
+
 def _mode_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace an existing store")
@@ -138,6 +152,7 @@ def _report(path, before: int) -> None:
 def _run_sh(args: argparse.Namespace) -> int:
     from rho_core.data.spherical_harmonics import generate_spherical_harmonics
 
+    quiet_dask(args)
     update, close = _progress("spherical harmonics")
     before = _count(args.out) if args.append else 0
     try:

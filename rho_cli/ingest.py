@@ -90,9 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from rho_cli.generate import quiet_dask
     from rho_core.data.bonsai_ingest import IngestConfig, ingest_bonsai, parse_param_args
     from rho_core.data.render import RenderConfig
 
+    quiet_dask(args)
     render = RenderConfig(
         image_size=args.image_size,
         fov=args.fov,

@@ -100,12 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from rho_cli.generate import quiet_dask
     from rho_core.errors import ConfigError
     from rho_core.sim.bonsai_engine import BonsaiConfig
     from rho_core.sim.grid import EngineSpec, GridSpec, run_grid
     from rho_core.sim.initial_conditions import MergerConfig
     from rho_core.sim.nbody import NBodyConfig
 
+    quiet_dask(args)
     if args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     threads = args.threads or (1 if args.workers > 1 or args.scheduler else None)

@@ -182,3 +182,24 @@ def test_info_into_a_closed_pipe_has_no_traceback(tmp_path):
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_dask_cluster_chatter_is_filtered_unless_verbose(monkeypatch):
+    """Regression: `--workers 2` printed ~35 INFO lines of cluster start/stop around progress."""
+    import argparse
+    import io
+    import logging
+
+    from rho_cli.generate import quiet_dask
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    quiet_dask(argparse.Namespace(verbose=False))
+    for name, level in [
+        ("distributed.scheduler", logging.INFO),
+        ("distributed.nanny", logging.WARNING),
+        ("rho.ingest", logging.INFO),
+    ]:
+        handler.handle(logging.LogRecord(name, level, "", 0, f"from {name}", None, None))
+    assert stream.getvalue().split() == ["from", "distributed.nanny", "from", "rho.ingest"]
