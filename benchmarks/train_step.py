@@ -5,11 +5,11 @@ achieved GFLOP/s, counting the convolution and matmul FLOPs of one forward+backw
 ``torch.utils.flop_counter.FlopCounterMode``. Beside them, in the same run: the machine's fp32
 and bf16 matmul peak (a large square GEMM), and the GFLOP/s of the network's dominant
 convolution alone. Finally, the loss curves of fp32 and bf16 training from the same
-initialisation over a few dozen steps (default at 16³ to keep it short) and their largest
-relative difference.
+initialisation over a few dozen steps (default at 32³, where the patch-2 net's coarsest level is
+4³) and their largest relative difference.
 
     .venv/bin/python benchmarks/train_step.py [--batch 4] [--steps 5] [--curve-steps 30]
-        [--curve-size 16] [--threads N] [--patch-size P] [--json FILE]
+        [--curve-size 32] [--threads N] [--patch-size P] [--json FILE]
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per precision")
     ap.add_argument("--curve-steps", type=int, default=30, help="0 skips the loss-curve check")
-    ap.add_argument("--curve-size", type=int, default=16)
+    ap.add_argument("--curve-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     ap.add_argument(
         "--patch-size", type=int, help="U-Net patch_size (default: the default config's; 1 = "
