@@ -263,8 +263,17 @@ def train_distributed(
         resume=resume,
     )
     # Fail here, once, rather than once per torchrun attempt in every worker:
+    from rho_core.data.store import open_store
     from rho_core.devices import resolve_device
     from rho_core.distributed import select_backend
+
+    if not open_store(data).normalization:  # as `rho train` warns in a single process
+        log.warning(
+            "store %s has no normalisation: training on the raw field values (fit one with "
+            "'rho normalize %s --transform minmax|asinh|log')",
+            data,
+            data,
+        )
 
     device = resolve_device(job.train.get("device", "auto"))  # unavailable → ConfigError
     if nproc * nnodes > 1 or backend:

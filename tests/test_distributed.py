@@ -479,7 +479,7 @@ def test_sigkill_one_worker_restarts_and_resumes_from_last_checkpoint(tiny_job, 
     assert ckpts[-1] == f"ckpt-{total:08d}.pt" and len(ckpts) == 3
 
 
-def test_bad_distributed_requests_fail_before_launching(tiny_job, tmp_path):
+def test_bad_distributed_requests_fail_before_launching(tiny_job, tmp_path, caplog):
     """User errors are one ConfigError from the parent, not a failure per torchrun attempt."""
     import dataclasses
 
@@ -487,8 +487,11 @@ def test_bad_distributed_requests_fail_before_launching(tiny_job, tmp_path):
     from rho_core.train_worker import train_distributed
 
     store, config, model_cfg, train_cfg = tiny_job
-    with pytest.raises(ConfigError, match="cannot communicate cpu tensors"):
+    with caplog.at_level("WARNING", logger="rho_core.train_worker"), pytest.raises(
+        ConfigError, match="cannot communicate cpu tensors"
+    ):
         train_distributed(model_cfg, train_cfg, store, tmp_path / "a", nproc=2, backend="nccl")
+    assert "has no normalisation" in caplog.text  # warned once, in the parent, as `rho train` does
     with pytest.raises(ConfigError, match="not available"):  # no XPU on this machine
         train_distributed(model_cfg, dataclasses.replace(train_cfg, device="xpu"), store,
                           tmp_path / "b", nproc=2)
