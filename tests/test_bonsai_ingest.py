@@ -295,3 +295,15 @@ def test_grid_refuses_runs_made_with_other_settings(tmp_path, caplog):
     assert (tmp_path / "run_000" / "run.json").stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match="cannot create output directory"):
         run_grid(GridSpec(base=base), tmp_path / "run_000" / "run.json", engine)
+
+
+def test_bad_scheduler_address_is_a_config_error(tmp_path, sims):
+    """Regression: an unreachable or malformed --scheduler was a traceback (after 30 s)."""
+    base = MergerConfig(n_particles=40)
+    engine = EngineSpec(nbody=NBodyConfig(t_end=0.25, dt=0.25, snap_every=0.25, threads=1))
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler 'nonsense'"):
+        run_grid(GridSpec(base=base), tmp_path / "g", engine, address="nonsense")
+    store = tmp_path / "s.zarr"
+    with pytest.raises(ConfigError, match="--scheduler tcp://HOST:PORT"):
+        ingest_bonsai([sims], store, IngestConfig(render=RENDER, address="nonsense"))
+    assert not store.exists()

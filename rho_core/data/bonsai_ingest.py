@@ -490,25 +490,16 @@ def _map(good, render, fov, config: IngestConfig, known: frozenset):
         for win in windows:
             yield [(g, _process(g, render, fov, config.quick_ratio, known)) for g in win]
         return
-    from dask.distributed import Client, LocalCluster
+    from rho_core.data.spherical_harmonics import dask_client
 
-    cluster = None
-    if config.address is None:
-        cluster = LocalCluster(
-            n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    client = Client(config.address or cluster)
-    try:
+    # a local cluster, or the scheduler at `config.address` (ConfigError when unreachable)
+    with dask_client(config.workers, config.address) as client:
         for win in windows:
             futs = [
                 client.submit(_process, g, render, fov, config.quick_ratio, known, pure=False)
                 for g in win
             ]
             yield list(zip(win, client.gather(futs), strict=True))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def report_dict(report: IngestReport) -> dict:

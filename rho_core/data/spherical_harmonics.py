@@ -363,6 +363,11 @@ def dask_client(workers: int, scheduler_address: str | None) -> Iterator[Any]:
     cluster = None
     try:
         if scheduler_address is not None:
+            from distributed.comm.addressing import parse_address, parse_host_port
+
+            scheme, location = parse_address(scheduler_address)
+            if scheme in ("tcp", "tls"):
+                parse_host_port(location)  # a malformed address: ValueError, before any IO
             client = Client(scheduler_address, timeout="10s")
         else:
             cluster = LocalCluster(
@@ -373,10 +378,13 @@ def dask_client(workers: int, scheduler_address: str | None) -> Iterator[Any]:
                 silence_logs=logging.WARNING,
             )
             client = Client(cluster)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # unreachable, or a malformed address
         if cluster is not None:
             cluster.close()
-        raise ConfigError(f"cannot reach the Dask scheduler {scheduler_address!r}: {exc}") from exc
+        raise ConfigError(
+            f"cannot reach the Dask scheduler {scheduler_address!r}: {exc} (give --scheduler "
+            "tcp://HOST:PORT of a running scheduler, or --workers N for a local cluster)"
+        ) from exc
     try:
         yield client
     finally:

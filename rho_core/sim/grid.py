@@ -217,15 +217,12 @@ def run_grid(
             if progress:
                 progress(k + 1, len(configs), records[k])
     else:
-        from dask.distributed import Client, LocalCluster, as_completed
+        from dask.distributed import as_completed
 
-        cluster = None
-        if address is None:
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-        client = Client(address or cluster)
-        try:
+        from rho_core.data.spherical_harmonics import dask_client
+
+        # a local cluster, or the scheduler at `address` (ConfigError when unreachable)
+        with dask_client(workers, address) as client:
             futs = {
                 client.submit(_run_one, c, d, engine, pure=False): k
                 for k, (c, d) in enumerate(zip(configs, dirs, strict=True))
@@ -234,10 +231,6 @@ def run_grid(
                 records[futs[fut]] = fut.result()
                 if progress:
                     progress(n_done, len(configs), records[futs[fut]])
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     manifest = {"runs": records, "engine": engine.kind}
     tmp = out_dir / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
