@@ -92,6 +92,9 @@ def test_generate_hydrogen(tmp_path, capsys):
         (["generate", "spherical-harmonics", "--lm", "2,x"], "--lm takes"),
         (["generate", "spherical-harmonics", "--size", "1"], "size must be at least 2"),
         (["generate", "hydrogen", "--n-max", "0"], "n_max"),
+        # regression: a MemoryError traceback halfway, leaving an empty store
+        (["generate", "spherical-harmonics", "--size", "100000"], "use a smaller --size"),
+        (["generate", "hydrogen", "--size", "100000"], "use a smaller --size"),
     ],
 )
 def test_bad_generate_arguments(tmp_path, capsys, argv, needle):

@@ -33,7 +33,14 @@ from pathlib import Path
 import numpy as np
 from scipy.special import eval_genlaguerre
 
-from rho_core.data.spherical_harmonics import _angular, _slabs, angles, check_lm, grid_axis
+from rho_core.data.spherical_harmonics import (
+    _angular,
+    _slabs,
+    angles,
+    check_lm,
+    check_memory,
+    grid_axis,
+)
 from rho_core.errors import ConfigError
 
 KIND = "hydrogen_orbital"
@@ -136,6 +143,7 @@ def generate_hydrogen(
         raise ConfigError(f"half_width must be > 0 Bohr radii, got {half_width}")
     from rho_core.data.store import preflight, rows_to_append
 
+    check_memory(size)  # a chunk of volumes, then its stacked copy
     preflight(out, mode)
     provenance = {
         "generator": "rho_core.data.hydrogen",

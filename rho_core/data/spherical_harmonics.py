@@ -285,6 +285,7 @@ def generate_spherical_harmonics(
     }
     from rho_core.data.store import preflight, rows_to_append
 
+    check_memory(cfg.size)  # one task holds the ±m volumes
     preflight(out, mode)  # fail fast, before starting a cluster
     # appending: same convention only; (l, m) already in the store are not written twice
     pairs = rows_to_append(out, mode, provenance, ("generator", "convention"), pairs)
@@ -352,6 +353,22 @@ def _generate(out, cfg, convention, pairs, tasks, provenance, mode, client, work
         flush()
         assert next_i == total and not pending
     return Path(out)
+
+
+def check_memory(size: int, volumes: int = 2) -> None:
+    """Refuse, before any work, a ``size`` whose ``volumes`` float32 volumes (held at once by one
+    task) do not fit in 80 % of this machine's memory — instead of a MemoryError halfway."""
+    need = volumes * 4 * int(size) ** 3
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return
+    if need > 0.8 * total:
+        raise ConfigError(
+            f"size {size} needs about {need / 2**30:.0f} GiB of memory per task ({volumes} "
+            f"float32 volumes of {size}³), more than this machine's {total / 2**30:.0f} GiB; "
+            "use a smaller --size"
+        )
 
 
 @contextlib.contextmanager
