@@ -54,7 +54,7 @@ def format_summary(s: dict) -> str:
         f"{s['bytes_uncompressed'] / 2**20:.1f} MiB uncompressed",
         "parameters   "
         + (
-            ", ".join(
+            (",\n" + " " * 13 if len(s["param_ranges"]) > 3 else ", ").join(
                 f"{k} ∈ [{_fmt(lo)}, {_fmt(hi)}]" if lo is not None else f"{k} (no samples)"
                 for k, (lo, hi) in s["param_ranges"].items()
             )
@@ -73,8 +73,10 @@ def format_summary(s: dict) -> str:
     if s.get("has_sample_keys"):
         lines.append("sample keys  yes")
     prov = s.get("provenance") or {}
-    for k, v in prov.items():
-        lines.append(f"provenance   {k}: {v}")
+    for k, v in prov.items():  # nested dicts (e.g. the render settings) one key per line
+        nested = isinstance(v, dict) and v
+        items = [(f"{k}.{k2}", v2) for k2, v2 in v.items()] if nested else [(k, v)]
+        lines.extend(f"provenance   {name}: {val}" for name, val in items)
     return "\n".join(lines)
 
 

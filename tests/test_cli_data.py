@@ -206,3 +206,23 @@ def test_dask_cluster_chatter_is_filtered_unless_verbose(monkeypatch):
     ]:
         handler.handle(logging.LogRecord(name, level, "", 0, f"from {name}", None, None))
     assert stream.getvalue().split() == ["from", "distributed.nanny", "from", "rho.ingest"]
+
+
+def test_info_text_puts_nested_provenance_and_many_parameters_on_own_lines():
+    from rho_cli.info import format_summary
+
+    summary = {
+        "path": "m.zarr",
+        "kind": "galaxy_merger",
+        "schema_version": 1,
+        "n_samples": 2,
+        "field_shape": [1, 8, 8],
+        "spatial_dims": 2,
+        "samples_per_chunk": 2,
+        "bytes_uncompressed": 512,
+        "param_ranges": {k: (0.0, 1.0) for k in ("a", "b", "c", "time")},
+        "provenance": {"source": "x", "render": {"image_size": 8, "projection": "z"}},
+    }
+    lines = format_summary(summary).splitlines()
+    assert "provenance   render.image_size: 8" in lines and "provenance   source: x" in lines
+    assert "parameters   a ∈ [0, 1]," in lines and " " * 13 + "time ∈ [0, 1]" in lines
