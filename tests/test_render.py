@@ -140,3 +140,17 @@ def test_bad_config():
         RenderConfig(kernel="sph")
     with pytest.raises(ConfigError, match="fov"):
         RenderConfig(fov=-1)
+
+
+def test_non_finite_particles_are_a_data_error_naming_the_file(tmp_path):
+    """Regression: a NaN position made the automatic field of view NaN, which aborted the whole
+    ingest with 'fov must be a positive width ... got nan' instead of failing that file."""
+    from rho_core.errors import DataError
+
+    pos = np.zeros((4, 3))
+    pos[2, 0] = np.nan
+    snap = _snap(tmp_path, pos, name="nanpos")
+    with pytest.raises(DataError, match="nanpos: non-finite particle positions"):
+        render_snapshot(snap, RenderConfig(image_size=N))
+    with pytest.raises(DataError, match="nanpos: non-finite particle positions"):
+        auto_fov(snap, RenderConfig(image_size=N), center=(0.0, 0.0, 0.0))

@@ -148,6 +148,11 @@ def center_of_mass(snapshot: Snapshot, components="stars", chunk_size: int = DEF
         m = c.mass.astype(np.float64)
         msum += m.sum()
         mpos += m @ c.pos.astype(np.float64)
+    if not (math.isfinite(msum) and np.isfinite(mpos).all()):
+        raise DataError(
+            f"{snapshot.paths[0]}: non-finite particle positions or masses in components "
+            f"{components!r}: the snapshot is corrupt"
+        )
     if not msum > 0:
         raise DataError(
             f"{snapshot.paths[0]}: no mass in components {components!r}: cannot centre the image"
@@ -180,7 +185,12 @@ def auto_fov(
     r = np.concatenate(samples) if samples else np.zeros(0)
     if r.size == 0:
         raise DataError(f"{snapshot.paths[0]}: no particles of {config.components!r} to frame")
-    return float(2 * margin * max(np.quantile(r, quantile), 1e-3))
+    fov = float(2 * margin * max(np.quantile(r, quantile), 1e-3))
+    if not math.isfinite(fov):
+        raise DataError(
+            f"{snapshot.paths[0]}: non-finite particle positions: cannot frame the image"
+        )
+    return fov
 
 
 def _center(snapshot: Snapshot, config: RenderConfig):
