@@ -29,9 +29,18 @@ COMMAND_MODULES = (
 )
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors (unknown option, bad value, missing argument) as ONE line that names the
+    problem and where to look, exit status 2 — not argparse's usage block. Sub-command parsers
+    inherit it (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full ``rho`` parser from every command module."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="rho",
         description="ρ-Diffusion: conditional diffusion models for physical densities.",
     )
