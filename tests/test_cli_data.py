@@ -226,3 +226,20 @@ def test_info_text_puts_nested_provenance_and_many_parameters_on_own_lines():
     lines = format_summary(summary).splitlines()
     assert "provenance   render.image_size: 8" in lines and "provenance   source: x" in lines
     assert "parameters   a ∈ [0, 1]," in lines and " " * 13 + "time ∈ [0, 1]" in lines
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["generate", "spherical-harmonics", "--out", "x", "--convention", "foo"], "choice"),
+        (["simulate", "merger", "--out", "x", "--mass-ratio", "abc"], "comma-separated numbers"),
+        (["info"], "required: STORE"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, needle):
+    """Regression: argparse printed a multi-line usage block before the error."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "--help" in err[0]
