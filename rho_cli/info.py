@@ -93,7 +93,14 @@ def _run_info(args: argparse.Namespace) -> int:
 
 def _run_normalize(args: argparse.Namespace) -> int:
     from rho_core.data.normalization import fit_normalization
+    from rho_core.errors import ConfigError
 
+    for opt, value, needs in (("--scale", args.scale, "asinh"), ("--floor", args.floor, "log")):
+        if value is not None and args.transform != needs:
+            raise ConfigError(
+                f"{opt} applies to --transform {needs} only (got --transform {args.transform}); "
+                f"drop {opt} or use --transform {needs}"
+            )
     d = fit_normalization(
         args.store, args.transform, scale=args.scale, floor=args.floor, write=True
     )

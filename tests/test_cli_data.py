@@ -40,6 +40,9 @@ def test_generate_sh_info_json_and_normalize(tmp_path, capsys):
     assert "normalisation minmax" in text and "l ∈ [0, 2]" in text
     s = open_store(out)
     assert s.normalization["min"] == pytest.approx(float(s.fields[:].min()))
+    # regression: a --scale/--floor the transform does not use was silently ignored
+    assert main(["normalize", str(out), "--transform", "minmax", "--scale", "3"]) == 2
+    assert "--scale applies to --transform asinh only" in _err_line(capsys)
     # --append adds, paper convention with --lm
     assert (
         main(
