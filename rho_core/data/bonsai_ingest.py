@@ -106,7 +106,10 @@ def find_snapshots(paths: Sequence[str | Path]) -> list[tuple[Path, ...]]:
                 and not q.name.endswith((".json", ".tmp", ".log"))
             )
             if not found:
-                raise DataError(f"{p}: directory holds no snapshot files (<snap>_<time>...)")
+                raise DataError(
+                    f"{p}: directory holds no files named like Bonsai snapshots "
+                    f"(<snap>_<time>...); pass other snapshot files themselves, e.g. {p}/*.tipsy"
+                )
             files.extend(found)
         elif not p.exists() and _rank_files(p):
             files.extend(_rank_files(p))  # the prefix of a per-rank set
