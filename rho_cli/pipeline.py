@@ -80,9 +80,22 @@ def _run(args: argparse.Namespace) -> int:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         raise ConfigError(f"pipeline parameter {where}: {first['msg']}") from None
+    from contextlib import nullcontext
+
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
     from flows.pipeline import pipeline, summary_lines
 
-    result = pipeline(params=params, quick=args.quick)
+    # On the temporary local server nothing watches heartbeats, and every sync flow run would
+    # spend about a second joining its heartbeat thread at exit; a real server keeps them.
+    quiet = PREFECT_API_URL.value() is None
+    ctx = temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}) if quiet else nullcontext()
+    with ctx:
+        result = pipeline(params=params, quick=args.quick)
     print()
     print(f"rho pipeline: done in {result['elapsed_s']:.0f} s")
     for line in summary_lines(result):
