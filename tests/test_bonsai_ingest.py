@@ -295,6 +295,16 @@ def test_grid_refuses_runs_made_with_other_settings(tmp_path, caplog):
     assert (tmp_path / "run_000" / "run.json").stat().st_mtime_ns == stamp
     with pytest.raises(ConfigError, match="cannot create output directory"):
         run_grid(GridSpec(base=base), tmp_path / "run_000" / "run.json", engine)
+    import fcntl
+    import os
+
+    fd = os.open(tmp_path, os.O_RDONLY)  # another grid running into the same OUT
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="in use by another simulation grid"):
+            run_grid(GridSpec(mass_ratio=(1.0,), base=base), tmp_path, engine)
+    finally:
+        os.close(fd)
 
 
 def test_bad_scheduler_address_is_a_config_error(tmp_path, sims):

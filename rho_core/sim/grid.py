@@ -11,9 +11,11 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -209,6 +211,29 @@ def run_grid(
         raise ConfigError(
             f"cannot create output directory {out_dir} ({exc.strerror}); choose another --out"
         ) from exc
+    lock = _lock_out_dir(out_dir)
+    try:
+        return _run_all(configs, out_dir, engine, workers, address, progress)
+    finally:
+        os.close(lock)  # releases the flock
+
+
+def _lock_out_dir(out_dir: Path) -> int:
+    """An exclusive advisory lock on ``OUT`` (released when the process ends): two grids writing
+    the same run directories at once would interleave their snapshots."""
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"{out_dir} is in use by another simulation grid; wait for it to finish or use "
+            "another --out"
+        ) from None
+    return fd
+
+
+def _run_all(configs, out_dir: Path, engine, workers, address, progress) -> list[dict]:
     dirs = [str(out_dir / f"run_{k:03d}") for k in range(len(configs))]
     records: list[dict | None] = [None] * len(configs)
     if workers <= 1 and address is None:
