@@ -118,7 +118,9 @@ def sample_conditions(
         steps,
         guidance,
     )
-    with torch.no_grad():
+    from tasks.paths import torch_thread_limit
+
+    with torch.no_grad(), torch_thread_limit():
         x0 = sample(
             model.denoiser,
             shape,

@@ -151,8 +151,18 @@ def train_model(
     logger = _logger()
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     if nproc <= 1:
-        logger.info("training in-process on %s -> %s", store, run_dir)
-        return run_training(store, run_dir, model_cfg, train_cfg, emit=logger.info)
+        from tasks.paths import torch_thread_limit
+
+        with torch_thread_limit():
+            import torch
+
+            logger.info(
+                "training in-process on %s -> %s (%d torch threads)",
+                store,
+                run_dir,
+                torch.get_num_threads(),
+            )
+            return run_training(store, run_dir, model_cfg, train_cfg, emit=logger.info)
 
     from rho_core.train_worker import STEP_LOG_FILE, train_distributed
 
