@@ -116,7 +116,7 @@ def default_model_config(
     fourier_features: int = 16,
     schedule: str = "cosine",
     timesteps: int = 1000,
-    prediction: str = "eps",
+    prediction: str = "x0",
     **unet_overrides,
 ) -> ModelConfig:
     """A sensible :class:`ModelConfig` for a dataset; ``unet_overrides``: :class:`UNetConfig` keys.
@@ -126,6 +126,11 @@ def default_model_config(
     patches: for 32³ volumes its levels run at 16³/8³/4³, 6.9 M parameters, ≈ 4 GFLOP per
     forward of one volume instead of ≈ 32, so 3-D sizes must be divisible by 8). Pass
     ``patch_size=1`` for the original full-resolution network (``unet.DEFAULT_3D_FULLRES``).
+
+    The network predicts x₀ by default (the paper's DDPM predicts ε): measured on a 16³, l ≤ 2
+    spherical-harmonic store after 300 steps, DPM-Solver++ 20 steps, mean Wasserstein score
+    x₀ 0.057, v 0.36, ε 82 — ε-prediction is ill-conditioned at the noisy end of the cosine
+    schedule (x̂₀ = (x_t − σ ε̂)/α with α ≈ 0.007) until it is trained much longer.
     """
     valid = {f.name for f in dataclasses.fields(UNetConfig)} - {"dims", "in_channels", "cond_dim"}
     unknown = set(unet_overrides) - valid

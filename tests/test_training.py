@@ -63,7 +63,7 @@ def test_tiny_model_overfits(tmp_path) -> None:
     ds = GaussianBlobs(n=8, spatial_dims=1, size=16)
     mc = default_model_config(
         1, 1, ds.param_names, (0.5, 0.2), (1.0, 0.5), cond_dim=16, base_channels=16,
-        channel_mult=(1, 2), timesteps=100,
+        channel_mult=(1, 2), timesteps=100, prediction="eps",
     )  # fmt: skip
     tc = TrainConfig(
         steps=80, batch_size=8, lr=3e-3, warmup_steps=5, log_every=1000, checkpoint_every=0,
