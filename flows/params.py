@@ -172,9 +172,19 @@ def quick_preset() -> PipelineParams:
 
 
 def resolve(params: PipelineParams | dict | None, quick: bool) -> PipelineParams:
-    """Fields set explicitly in ``params`` over the quick preset (``quick``) or the defaults."""
+    """Fields set explicitly in ``params`` over the quick preset (``quick``) or the defaults.
+
+    With ``quick``, a field whose value equals the plain default does not override the preset:
+    the Prefect UI's form submits every field, defaults included, and would otherwise silently
+    replace the whole preset by the paper-sized defaults.
+    """
     if isinstance(params, dict):
         params = PipelineParams.model_validate(params)
-    over = params.model_dump(exclude_unset=True) if params is not None else {}
+    if params is None:
+        over = {}
+    elif quick:
+        over = params.model_dump(exclude_unset=True, exclude_defaults=True)
+    else:
+        over = params.model_dump(exclude_unset=True)
     base = _QUICK if quick else {}
     return PipelineParams.model_validate(_deep_merge(base, over))

@@ -61,6 +61,13 @@ def test_resolve_merges_explicit_fields_over_the_quick_preset():
     assert p.data.size == 16 and p.model.base_channels == q.model.base_channels
     full = resolve(None, quick=False)
     assert full.data.size == 32 and full.data.l_max == 6  # the paper's experiment
+    # The Prefect UI form sends every field, defaults included: the preset must survive that,
+    # while a field the user changed in the form still wins.
+    form = PipelineParams().model_dump(mode="json")
+    form["train"]["steps"] = 7
+    ui = resolve(form, quick=True)
+    assert (ui.data.size, ui.data.l_max, ui.train.steps) == (16, 2, 7)
+    assert ui.model.base_channels == q.model.base_channels
     with pytest.raises(ValueError, match="size"):
         PipelineParams.model_validate({"data": {"size": 2}})
 
