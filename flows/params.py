@@ -83,7 +83,11 @@ class ModelParams(_Params):
     cond_dim: int = Field(128, ge=8)
     schedule: Literal["linear", "cosine", "sigmoid"] = Field("cosine")
     timesteps: int = Field(1000, ge=10, le=10000)
-    prediction: Literal["eps", "x0", "v"] = Field("eps")
+    prediction: Literal["eps", "x0", "v"] = Field(
+        "x0",
+        description="What the network predicts: 'x0' (default; far better-conditioned on short "
+        "CPU budgets), 'eps' (the paper's DDPM) or 'v'.",
+    )
 
 
 class TrainParams(_Params):
