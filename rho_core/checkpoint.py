@@ -119,7 +119,33 @@ def save_checkpoint(
     if keep:
         for _, old in list_checkpoints(directory)[:-keep]:
             old.unlink(missing_ok=True)
+    remove_stale_temporaries(directory)
     return final
+
+
+STALE_TMP_SECONDS = 3600.0
+
+
+def remove_stale_temporaries(
+    directory: str | os.PathLike, older_than_s: float = STALE_TMP_SECONDS
+) -> list[Path]:
+    """Delete ``.ckpt-*.tmp`` files left by writers killed mid-save; returns what was removed.
+
+    Only files untouched for ``older_than_s`` seconds go, so a save still in progress in another
+    process (which would be a misuse, but must not be broken) keeps its temporary file.
+    """
+    import time
+
+    now = time.time()
+    removed = []
+    for tmp in Path(directory).glob(".ckpt-*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

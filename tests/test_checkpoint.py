@@ -46,6 +46,23 @@ def test_save_names_keeps_last_k_and_leaves_no_temp_files(tmp_path) -> None:
     assert load_checkpoint(tmp_path / "ckpt-00000020.pt")["model"]["w"][0] == 20.0
 
 
+def test_stale_temporaries_of_killed_writers_are_removed_on_the_next_save(tmp_path) -> None:
+    # A writer SIGKILLed mid-save leaves ".ckpt-….tmp"; an old one goes at the next save, a
+    # fresh one (a save possibly still in progress elsewhere) stays.
+    import os
+    import time
+
+    stale = tmp_path / ".ckpt-00000005.pt.abc.tmp"
+    fresh = tmp_path / ".ckpt-00000007.pt.def.tmp"
+    for f in (stale, fresh):
+        f.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    save_checkpoint(_state(10), tmp_path, 10, keep=2)
+    assert not stale.exists() and fresh.exists()
+    assert (tmp_path / "ckpt-00000010.pt").exists()
+
+
 def test_corrupt_newest_falls_back_with_warning(tmp_path, caplog) -> None:
     for step in (1, 2, 3):
         save_checkpoint(_state(step), tmp_path, step, keep=5)
