@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     from rho_core.errors import RhoError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the subcommand whose --help lists the valid options
+        prog = f"rho {args.command}" if getattr(args, "command", None) else "rho"
+        parser.exit(
+            2, f"{prog}: error: unrecognized arguments: {' '.join(extra)} (see '{prog} --help')\n"
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
