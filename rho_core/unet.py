@@ -37,6 +37,11 @@ rearranges them into ``p × … × p`` blocks of the full grid (the inverse of :
 
 ``patch_size = 1`` is the plain U-Net (full-resolution top level).
 
+Positional input (``coord_channels``). Convolutions are translation-equivariant: away from the
+borders a plain U-Net cannot tell where a voxel sits, yet a field such as Y_l^m(x, y, z) is pinned
+to the grid centre. With ``coord_channels`` the ``dims`` coordinate channels of
+:func:`coordinate_grid` (``linspace(−1, 1)`` per axis) are appended to the input before the stem.
+
 Shapes: input ``x (B, C_in, *spatial)`` with ``len(spatial) == dims``, every spatial size divisible
 by ``p · 2^(L−1)``; output ``(B, C_out, *spatial)``.
 """
@@ -59,6 +64,7 @@ __all__ = [
     "timestep_embedding",
     "patchify",
     "unpatchify",
+    "coordinate_grid",
     "DEFAULT_3D",
     "DEFAULT_3D_FULLRES",
 ]
@@ -82,6 +88,9 @@ class UNetConfig:
         mid_attention: self-attention in the middle block.
         patch_size: ``p``: the stem works on ``p × … × p`` patches (see module docstring); 1 =
             full-resolution top level.
+        coord_channels: append ``dims`` coordinate channels (each axis' ``linspace(−1, 1)``,
+            ``indexing="ij"``) to the input, so the network knows where each voxel sits (see
+            module docstring, "Positional input").
     """
 
     dims: int = 3
@@ -97,6 +106,7 @@ class UNetConfig:
     groups: int = 8
     mid_attention: bool = True
     patch_size: int = 1
+    coord_channels: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/YAML) but store tuples so the config stays hashable.
@@ -267,6 +277,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+def coordinate_grid(spatial: tuple[int, ...] | torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """``(1, d, *spatial)`` voxel coordinates: channel ``i`` is ``linspace(−1, 1, spatial[i])``
+    along axis ``i`` (``indexing="ij"``), on ``like``'s device and dtype."""
+    axes = [torch.linspace(-1.0, 1.0, int(s), device=like.device) for s in spatial]
+    grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+    return grid[None].to(like.dtype)
+
+
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """``(B, C, p·n_1, …, p·n_d) → (B, C·p^d, n_1, …, n_d)``: each ``p^d`` block into channels.
 
@@ -407,7 +425,8 @@ class UNet(nn.Module):
         p = cfg.patch_size
         # p = 1: 3×…×3 conv; p > 1: stride-p conv over overlapping (2p − 1)-wide windows.
         k = 3 if p == 1 else 2 * p - 1
-        self.inp = conv_nd(d, cfg.in_channels, ch, k, stride=p, padding=(k - 1) // 2)
+        c_in = cfg.in_channels + (d if cfg.coord_channels else 0)
+        self.inp = conv_nd(d, c_in, ch, k, stride=p, padding=(k - 1) // 2)
 
         chans = [ch * m for m in cfg.channel_mult]
         self.down = nn.ModuleList()
@@ -471,6 +490,9 @@ class UNet(nn.Module):
                 )
             emb = emb + self.cond_proj(emb_cond.to(emb.dtype))
 
+        if cfg.coord_channels:
+            grid = coordinate_grid(x.shape[2:], x)
+            x = torch.cat([x, grid.expand(x.shape[0], *grid.shape[1:])], dim=1)
         h = self.inp(x)
         hs = [h]
         for layer in self.down:

@@ -13,6 +13,7 @@ from rho_core.unet import (
     UNet,
     UNetConfig,
     conv_nd,
+    coordinate_grid,
     patchify,
     timestep_embedding,
     unpatchify,
@@ -220,3 +221,46 @@ def test_tiny_bf16_training_convs_run_in_float32() -> None:
         assert y.dtype == torch.bfloat16
         want = torch.nn.functional.conv3d(x, conv.weight, conv.bias, padding=1).to(torch.bfloat16)
         assert torch.equal(y, want) == exact
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_coordinate_grid_values(dims: int) -> None:
+    spatial = (4, 6, 8)[:dims]
+    g = coordinate_grid(spatial, torch.zeros(1, dtype=torch.float64))
+    assert g.shape == (1, dims, *spatial) and g.dtype == torch.float64
+    for axis, n in enumerate(spatial):
+        idx = [0] * dims
+        for i in range(n):  # channel `axis` runs linspace(-1, 1) along its own axis only
+            idx[axis] = i
+            assert g[(0, axis, *idx)].item() == pytest.approx(-1.0 + 2.0 * i / (n - 1))
+        other = [slice(None)] * dims
+        other[axis] = 0
+        assert torch.all(g[(0, axis, *other)] == -1.0)
+
+
+@pytest.mark.parametrize("patch", [1, 2])
+def test_coord_channels_break_translation_equivariance(patch: int) -> None:
+    """With coordinate channels a constant input gives a position-dependent output (the network
+    can tell where a voxel sits); without them, far from the borders, it cannot (1-D, 256 long,
+    the middle 32 voxels; every ``patch``-th voxel, since the patch head repeats per patch)."""
+    base = _tiny(1, attention=False, patch=patch)
+    outs = {}
+    for coords in (False, True):
+        cfg = UNetConfig.from_dict({**base.to_dict(), "coord_channels": coords})
+        torch.manual_seed(1)
+        net = UNet(cfg)
+        assert net.inp.in_channels == base.in_channels + (1 if coords else 0)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            y = net(torch.ones(2, base.in_channels, 256), torch.tensor([10, 10]), torch.zeros(2, 6))
+        assert y.shape == (2, base.out_channels, 256)
+        outs[coords] = y[:, :, 112:144:patch].std(dim=-1).max().item()
+    assert outs[False] < 1e-5
+    assert outs[True] > 1e-3
+
+
+def test_old_config_without_coord_channels_loads() -> None:
+    d = _tiny(3, attention=False).to_dict()
+    d.pop("coord_channels")
+    assert UNetConfig.from_dict(d).coord_channels is False
