@@ -8,7 +8,10 @@ that condition:
 * ``wasserstein`` — 1-D Wasserstein distance of the value distributions, both in the model's
   normalised space (the paper's score; ignores where values sit);
 * ``rel_l2`` — ‖generated − truth‖₂ / ‖truth‖₂ in physical units (spatial agreement);
-* ``power_spectrum`` — relative error of the radially averaged power spectra (when available).
+* ``power_spectrum`` — relative error of the radially averaged power spectra (when available);
+* ``condition_accuracy`` — the fraction of generated samples whose nearest truth (L2, physical
+  units) among all evaluated conditions is their own: 1 when the condition steers every sample to
+  its own field, about 1/n when the condition is ignored (see :func:`condition_accuracy`).
 
 Both are pure functions of their inputs (a checkpoint, a store path, a seed) apart from reading
 files, so the CLI and the Prefect tasks share them.
@@ -26,7 +29,13 @@ import torch
 
 from rho_core.errors import ConfigError, DataError
 
-__all__ = ["generate", "evaluate", "condition_label", "distinct_conditions"]
+__all__ = [
+    "generate",
+    "evaluate",
+    "condition_label",
+    "distinct_conditions",
+    "condition_accuracy",
+]
 
 
 def condition_label(names: Sequence[str], values: Sequence[float]) -> str:
@@ -159,6 +168,20 @@ def generate(
     return out, table.numpy().copy()
 
 
+def condition_accuracy(generated: np.ndarray, truth: np.ndarray) -> float:
+    """Fraction of samples ``k`` whose nearest truth in L2 is their own: ``argmin_j ‖g_k − t_j‖
+    == k``, for ``generated`` and ``truth`` of shape ``(n, …)`` with row ``k`` of both sharing one
+    condition (n ≥ 2). Ties count as misses."""
+    g = np.asarray(generated, dtype=np.float64).reshape(len(generated), -1)
+    t = np.asarray(truth, dtype=np.float64).reshape(len(truth), -1)
+    if g.shape != t.shape or len(g) < 2:
+        raise ConfigError(f"need ≥ 2 matching rows, got {g.shape} and {t.shape}")
+    d2 = (g * g).sum(1)[:, None] - 2.0 * g @ t.T + (t * t).sum(1)[None, :]
+    own = np.diag(d2).copy()
+    np.fill_diagonal(d2, np.inf)
+    return float(np.mean(own < d2.min(axis=1)))
+
+
 def distinct_conditions(params: np.ndarray, max_conditions: int | None = None) -> np.ndarray:
     """Indices of the first sample of each distinct parameter row (sorted by first occurrence);
     with ``max_conditions`` an evenly spaced subset of them."""
@@ -193,7 +216,8 @@ def evaluate(
 
     Returns:
         ``{"per_condition": {label: {"wasserstein", "rel_l2", "power_spectrum"?}},
-        "wasserstein_mean", "rel_l2_mean", ("power_spectrum_mean"), "n_conditions",
+        "wasserstein_mean", "rel_l2_mean", ("power_spectrum_mean"), ("condition_accuracy"),
+        "n_conditions",
         "sampler", "steps", "guidance", "seed", "checkpoint", "store", "step"}``.
 
     Raises:
@@ -261,6 +285,8 @@ def evaluate(
     }
     if any("power_spectrum" in v for v in per.values()):
         out["power_spectrum_mean"] = mean("power_spectrum")
+    if len(idx) >= 2:
+        out["condition_accuracy"] = condition_accuracy(gen_phys, true)
     out.update(
         {
             "n_conditions": len(per),
