@@ -252,6 +252,19 @@ def train_model(store: Path, config: Path, run_dir: Path, max_steps: int, minute
     }
 
 
+def reused_model(run_dir: Path, conditioning: str) -> dict | None:
+    """Summary of an earlier run's newest valid checkpoint (``--reuse-runs``), else ``None``."""
+    from rho_core.checkpoint import find_latest_valid
+
+    found = find_latest_valid(run_dir) if run_dir.exists() else None
+    if found is None:
+        return None
+    path, state = found
+    _log(f"  reusing {path} (step {state.get('step')})")
+    return {"conditioning": conditioning, "checkpoint": str(path), "reused": True,
+            "steps_done": int(state.get("step", 0))}  # fmt: skip
+
+
 # ---- generation and scores ----------------------------------------------------------------------
 
 
@@ -324,9 +337,11 @@ def pick_columns(n: int, k: int) -> np.ndarray:
 # ---- the benchmark ------------------------------------------------------------------------------
 
 
-def evaluate_models(models, fields, times, train_idx, held_idx):
-    """Generate every frame with each model; scores per frame and the baseline's per held-out."""
-    nearest = nearest_train(held_idx, train_idx, times)
+def evaluate_models(models: dict, fields: np.ndarray, times: np.ndarray):
+    """Generate every frame with each model and score it against its simulated frame.
+
+    Returns ``(generated {name: (N, C, H, W) physical}, scores {name: [per frame]}, normalizer)``.
+    """
     gens, per = {}, {}
     normalizer = None
     for name, info in models.items():
@@ -336,13 +351,24 @@ def evaluate_models(models, fields, times, train_idx, held_idx):
         per[name] = [score(gen[i], fields[i], normalizer) for i in range(len(times))]
         info["sample_s"] = time.perf_counter() - t1
         _log(f"generated {len(times)} frames with {name} in {info['sample_s']:.0f} s")
-    base = {}
-    for side, col in (("earlier", 0), ("later", 1)):
-        base[side] = [
-            score(np.asarray(normalizer.forward(fields[j])), fields[i], normalizer)
-            for i, j in zip(held_idx, nearest[:, col], strict=True)
+    return gens, per, normalizer
+
+
+def score_baselines(fields, held_idx, nearest, normalizer) -> dict[str, list[dict]]:
+    """Scores of the naive baselines for each held-out frame: the nearest earlier and later
+    training frames, and their mean (linear interpolation in the stored log10 units)."""
+    cands = {
+        "earlier": fields[nearest[:, 0]],
+        "later": fields[nearest[:, 1]],
+        "neighbour_mean": 0.5 * (fields[nearest[:, 0]] + fields[nearest[:, 1]]),
+    }
+    return {
+        name: [
+            score(np.asarray(normalizer.forward(c)), fields[i], normalizer)
+            for i, c in zip(held_idx, cand, strict=True)
         ]
-    return gens, per, base, nearest
+        for name, cand in cands.items()
+    }
 
 
 def summarise(per, base, times, train_idx, held_idx) -> dict:
@@ -352,12 +378,14 @@ def summarise(per, base, times, train_idx, held_idx) -> dict:
         row.update({name: per[name][i] for name in per})
         row["nearest_earlier"] = base["earlier"][k]
         row["nearest_later"] = base["later"][k]
+        row["neighbour_mean"] = base["neighbour_mean"][k]
         out["held_out"].append(row)
     for name in per:
         out["means"][f"{name}_held_out"] = mean_scores([per[name][i] for i in held_idx])
         out["means"][f"{name}_train"] = mean_scores([per[name][i] for i in train_idx])
     out["means"]["nearest_earlier_held_out"] = mean_scores(base["earlier"])
     out["means"]["nearest_later_held_out"] = mean_scores(base["later"])
+    out["means"]["neighbour_mean_held_out"] = mean_scores(base["neighbour_mean"])
     return out
 
 
@@ -371,7 +399,10 @@ def print_table(summary: dict, models: dict, args, image_size: int) -> None:
     )
     head = f"{'':>6} {'':>5} " + " ".join(f"{n:^15}" for n in (*models, "nearest frame"))
     print(head)
-    print(f"{'frame':>6} {'time':>5} " + " ".join(f"{'W1':>7} {'rel_l2':>7}" for _ in range(3)))
+    print(
+        f"{'frame':>6} {'time':>5} "
+        + " ".join(f"{'W1':>7} {'rel_l2':>7}" for _ in range(len(models) + 1))
+    )
     for r in summary["held_out"]:
         cells = [pair(r[n]) for n in models] + [pair(r["nearest_earlier"])]
         print(f"{r['frame']:>6} {r['time']:5.0f} " + " ".join(cells))
@@ -380,7 +411,11 @@ def print_table(summary: dict, models: dict, args, image_size: int) -> None:
     print(f"{'mean held-out':>12} " + " ".join(cells))
     print(f"{'mean train':>12} " + " ".join(pair(m[f"{n}_train"]) for n in models))
     print(f"(nearest later frame, mean held-out: {pair(m['nearest_later_held_out'])})")
+    print(f"(mean of both neighbours, held-out:  {pair(m['neighbour_mean_held_out'])})")
     for n, info in models.items():
+        if info.get("reused"):
+            print(f"{n}: reused checkpoint {info['checkpoint']} ({info['steps_done']} steps)")
+            continue
         print(
             f"{n}: {info['steps_done']} steps (planned {info['planned_steps']}"
             f"{', stopped by budget' if info['stopped_by_budget'] else ''}), batch "
@@ -438,6 +473,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="work directory (simulation, stores, runs, figures); default /tmp/rho-quality-merger",
     )
     ap.add_argument("--json", help="write all results to this file")
+    ap.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="evaluate the newest checkpoint already in each run directory instead of training",
+    )
     return ap.parse_args(argv)
 
 
@@ -505,15 +545,16 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"training {cond} ({args.max_minutes} min budget)")
         cfg = write_config(out / f"{cond}.yaml", cond, args)
         run = out / f"run-{cond}-{data_tag(args)}"
-        models[cond] = train_model(
+        models[cond] = (reused_model(run, cond) if args.reuse_runs else None) or train_model(
             Path(data["stores"]["train"]), cfg, run, args.steps, args.max_minutes
         )
         if models[cond]["checkpoint"] is None:
             _log(f"no checkpoint for {cond}; nothing to evaluate")
             return 1
-    gens, per, base, nearest = evaluate_models(
-        models, fields, times, data["train_idx"], data["held_idx"]
-    )
+    gens, per, normalizer = evaluate_models(models, fields, times)
+    nearest = nearest_train(data["held_idx"], data["train_idx"], times)
+    base = score_baselines(fields, data["held_idx"], nearest, normalizer)
+    np.savez_compressed(out / f"frames-{data_tag(args)}.npz", times=times, simulated=fields, **gens)
     summary = summarise(per, base, times, data["train_idx"], data["held_idx"])
     figures = write_figures(
         out, fields, gens, times, data["held_idx"], nearest, args.figure_columns
