@@ -5,6 +5,8 @@
 - :func:`slices_figure` — true vs generated fields like Fig. 2, one shared colour bar so the two
   rows are directly comparable.
 - :func:`loss_curve` — training loss (log scale) against step, optionally the learning rate.
+- :func:`quality_vs_steps` — a score against the number of sampler steps (log axis), one line per
+  sampler, with optional reference values (e.g. the paper's) as horizontal lines.
 
 Fields are ``(C, *spatial)`` with 1, 2 or 3 spatial dims; :func:`to_image` reduces each to a 2-D
 image (channel 0; the central slice along the last axis of a volume; a 1-D field as one row).
@@ -14,10 +16,11 @@ Uses the non-interactive ``Agg`` canvas directly, so it never opens a window and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 
 def to_image(field: np.ndarray) -> np.ndarray:
@@ -163,4 +166,54 @@ def loss_curve(
         ax2.plot(steps, lrs, color="tab:orange", lw=1.0, ls="--", label="lr")
         ax2.set_ylabel("learning rate")
     ax.set_title(title, fontsize=10)
+    return fig
+
+
+def quality_vs_steps(
+    curves: Mapping[str, Mapping[int, float]],
+    metric: str,
+    references: Mapping[str, float] | None = None,
+    title: str | None = None,
+    log_y: bool = False,
+) -> Figure:
+    """A score against sampler steps: one line per sampler, steps on a log axis.
+
+    Args:
+        curves: ``{sampler: {steps: score}}``, e.g. ``{"ddim": {10: 0.09, 50: 0.05}}``; each
+            line is drawn in increasing steps (all ≥ 1), labelled with the sampler's name.
+        metric: the score's name, used as the y-axis label (e.g. ``"wasserstein"``).
+        references: ``{label: value}`` drawn as grey horizontal lines (dashed, dotted, dash-dot
+            in turn) across the axis, e.g.
+            ``{"paper W1": 0.035}``.
+        title: figure title (default ``"<metric> vs sampler steps"``).
+        log_y: log scale on the score axis too (all plotted scores must then be > 0).
+
+    The x ticks sit at the step counts that occur, written as plain integers.
+    """
+    if not curves:
+        raise ValueError("curves is empty: need at least one sampler's {steps: score}")
+    fig = _new_figure(6.0, 3.8)
+    ax = fig.add_subplot()
+    all_steps: set[int] = set()
+    for name, points in curves.items():
+        if not points:
+            raise ValueError(f"sampler {name!r} has no (steps, score) points")
+        steps = sorted(points)
+        if steps[0] < 1:
+            raise ValueError(f"sampler {name!r}: steps must be ≥ 1 on a log axis, got {steps[0]}")
+        all_steps.update(int(k) for k in steps)
+        ax.plot(steps, [float(points[k]) for k in steps], marker="o", ms=4, lw=1.4, label=name)
+    for i, (label, value) in enumerate((references or {}).items()):
+        ax.axhline(float(value), color="0.35", lw=1.0, ls=("--", ":", "-.")[i % 3], label=label)
+    ax.set_xscale("log")
+    ticks = sorted(all_steps)
+    ax.set_xticks(ticks, [str(k) for k in ticks])
+    ax.xaxis.set_minor_locator(NullLocator())  # no unlabelled log sub-ticks between them
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("sampler steps")
+    ax.set_ylabel(metric)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title if title is not None else f"{metric} vs sampler steps", fontsize=10)
     return fig
