@@ -3,33 +3,34 @@
 What it measures. The whole product path of the paper's 3-D experiment, at a chosen budget:
 
 1. a spherical-harmonic store (``rho_core.data.spherical_harmonics``; default 32³, l ≤ 6, real
-   convention, 49 volumes), reused when ``--out`` already holds one of the same size and l_max;
-2. a minmax normalisation fitted and written into the store (``fit_normalization(write=True)``);
-3. training of the default model (``rho_cli.train.build_configs``, i.e.
-   ``rho_core.model.default_model_config``) for ``--steps`` optimizer steps, capped by the
-   wall-time budget ``--max-minutes``: a short calibration run measures the step time and the run
-   is shortened to fit (so the learning-rate schedule still ends), with a timed checkpoint and a
-   hard stop as a safety net;
-4. evaluation with ``rho_core.evaluation.evaluate`` (one generated sample per condition, seed 0)
-   with DPM-Solver++(2M) at 20 steps and DDIM at 50 steps.
+   convention, 49 volumes with negative m), reused when ``--out`` already holds one of the same
+   size and l_max, and its minmax normalisation;
+2. **calibration** (true vs true): the paper's Wasserstein score between *true* volumes of other
+   harmonics and Y_5^2 (and for every condition, its nearest other harmonic). A score of 0.035 is
+   no better than drawing a neighbouring harmonic; a voxel-shuffled Y_5^2 scores 0. This is why
+   the spatial scores lead;
+3. training of a recipe (``--config configs/quality/*.yaml``: ``model:`` and ``train:`` sections,
+   as for ``rho train``) for ``--steps`` optimizer steps, capped by the wall-time budget
+   ``--max-minutes`` (a short calibration run measures the step time and the run is shortened to
+   fit, so the learning-rate schedule still ends; a hard stop guards the budget). ``--checkpoint``
+   skips training and scores an existing checkpoint;
+4. scores per sampler (``--samplers``, default DPM-Solver++ 10/20, DDIM 10/50 on every condition)
+   with ``rho_core.evaluation.evaluate``: ``rel_l2`` (physical units), ``wasserstein`` (normalised
+   space, the paper's score), ``power_spectrum`` error and ``condition_accuracy`` (the fraction of
+   samples whose nearest true volume is their own: does the condition steer?), for Y_5^2 and as
+   the mean (and worst) over all conditions;
+5. the quality/steps curve: DDPM, DDIM and DPM-Solver++ at 10, 20, 50, 100, 1000 steps on
+   ``--curve-conditions`` evenly spaced conditions (with Y_5^2); DDPM at 1000 steps is the paper's
+   sampler. Saved as ``quality_vs_steps.png`` in ``--out``;
+6. MLflow (unless ``--no-mlflow``): one run in experiment ``rho-quality`` with the recipe as
+   params, every score as a metric, the figure and the JSON of all results.
 
-It prints, per sampler, the scores of Y_5^2 (l=5, m=2) and the mean over all evaluated
-conditions: ``wasserstein`` (W1 of the value distributions in the normalised [-1, 1] space, the
-paper's score), ``rel_l2`` (physical units) and ``power_spectrum`` (mean relative error of the
-radially averaged power spectrum), beside the paper's value, plus the training steps, wall time
-and final loss. ``--max-conditions N`` evaluates an evenly spaced subset of N conditions
-(always including Y_5^2) to save sampling time; the default evaluates all of them.
+How to run (the recipe of docs/results.md; about 75 minutes on 2 CPU cores):
 
-Target: the paper reports a Wasserstein score of about 0.035 for Y_5^2 at 32³ (design.md,
-"Metrics"), with a 167 M-parameter model trained far longer than a CPU budget allows; short runs
-here are expected to score worse. The Wasserstein score ignores where values sit, so read it
-beside rel_l2 and the power-spectrum error.
+    .venv/bin/python benchmarks/quality.py --config configs/quality/sh32.yaml \\
+        --max-minutes 60 --threads 2 --json /tmp/rho-quality/sh32.json
 
-How to run (about 15 minutes on 2 CPU cores with these settings):
-
-    .venv/bin/python benchmarks/quality.py --size 32 --l-max 6 --max-minutes 8 \
-        [--steps 2000] [--batch-size 8] [--lr LR] [--precision fp32|bf16] [--threads 2] \
-        [--max-conditions N] [--out DIR] [--json FILE]
+Quick look (a few minutes): ``--size 16 --l-max 4 --steps 600 --curve-steps 10,20,50``.
 """
 
 from __future__ import annotations
@@ -44,15 +45,29 @@ import time
 from pathlib import Path
 
 PAPER_Y52_WASSERSTEIN = 0.035
-SAMPLERS = (("dpmpp", 20), ("ddim", 50))
 TARGET = "l=5,m=2"
+DEFAULT_SAMPLERS = "dpmpp:10,dpmpp:20,ddim:10,ddim:50"
+CURVE_SAMPLERS = ("ddpm", "ddim", "dpmpp")
+CURVE_STEPS = "10,20,50,100,1000"
+# issue 7's targets for Y_5^2 and the mean over all conditions, with ≤ 50 sampler steps
+TARGET_REL_L2 = 0.05
+TARGET_WASSERSTEIN = 0.005
 
 
 class _Stop(Exception):
     """Raised from the training callback when the wall-time budget is spent."""
 
 
-def _store(out: Path, size: int, l_max: int, pairs=None, name: str = "sh") -> Path:
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def make_store(out: Path, size: int, l_max: int, pairs=None, name: str = "sh") -> Path:
+    """A real-convention spherical-harmonic store with minmax normalisation (reused if there)."""
+    from rho_core.data.normalization import fit_normalization
     from rho_core.data.spherical_harmonics import generate_spherical_harmonics
     from rho_core.data.store import open_store, store_exists
 
@@ -60,15 +75,16 @@ def _store(out: Path, size: int, l_max: int, pairs=None, name: str = "sh") -> Pa
     if store_exists(path):
         s = open_store(path)
         want = len(pairs) if pairs is not None else (l_max + 1) ** 2
-        if tuple(s.field_shape) == (1, size, size, size) and s.n == want:
+        if tuple(s.field_shape) == (1, size, size, size) and s.n == want and s.normalization:
             return path
         shutil.rmtree(path)
     generate_spherical_harmonics(path, size=size, l_max=l_max, convention="real", lm=pairs)
+    fit_normalization(path, "minmax", write=True)
     return path
 
 
-def _pick_conditions(l_max: int, k: int | None) -> list[tuple[int, int]] | None:
-    """Evenly spaced ``k`` of all (l, m) pairs plus (5, 2); None for all of them."""
+def spread_conditions(l_max: int, k: int | None) -> list[tuple[int, int]] | None:
+    """Evenly spaced ``k`` of all (l, m) pairs plus (5, 2) when present; None for all."""
     from rho_core.data.spherical_harmonics import lm_pairs
 
     pairs = lm_pairs(l_max, "real")
@@ -77,21 +93,83 @@ def _pick_conditions(l_max: int, k: int | None) -> list[tuple[int, int]] | None:
     idx = {round(i * (len(pairs) - 1) / max(k - 1, 1)) for i in range(k)}
     chosen = [pairs[i] for i in sorted(idx)]
     if (5, 2) in pairs and (5, 2) not in chosen:
-        chosen.append((5, 2))
-    return chosen
+        chosen[len(chosen) // 2] = (5, 2)
+    return sorted(set(chosen))
 
 
-def _train(args, store: Path, run_dir: Path) -> dict:
+def calibration(store_path: Path, target: str = TARGET) -> dict:
+    """True-vs-true scores: what W1 and rel_l2 does a *wrong* (or shuffled) volume get?
+
+    Returns ``{"target": {label: {"wasserstein", "rel_l2"}}, "nearest_other": {...}}``: for the
+    target, the scores of every other true volume, a voxel-shuffled copy and all zeros; and over
+    all conditions the mean/min of each condition's smallest W1 and rel_l2 to any other harmonic
+    (the "gap between neighbouring harmonics" the targets must beat).
+    """
+    import numpy as np
+
+    from rho_core import metrics
+    from rho_core.data.normalization import Normalizer
+    from rho_core.data.store import open_store
+    from rho_core.evaluation import condition_label
+
+    s = open_store(store_path)
+    fields, params = s.read_batch(np.arange(s.n))
+    fields = np.asarray(fields, np.float64)
+    norm = Normalizer.from_dict(s.normalization)
+    normed = np.asarray(norm.forward(fields), np.float64)
+    labels = [condition_label(s.param_names, p) for p in params]
+    n = len(labels)
+    w = np.zeros((n, n))
+    r = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                w[i, j] = metrics.wasserstein(normed[j], normed[i])
+                r[i, j] = metrics.rel_l2(fields[j], fields[i])
+    out: dict = {"labels": labels}
+    if target in labels:
+        t = labels.index(target)
+        rows = {labels[j]: {"wasserstein": w[t, j], "rel_l2": r[t, j]} for j in range(n) if j != t}
+        shuffled = np.random.default_rng(0).permutation(fields[t].ravel()).reshape(fields[t].shape)
+        rows["shuffled Y_5^2"] = {
+            "wasserstein": metrics.wasserstein(norm.forward(shuffled), normed[t]),
+            "rel_l2": metrics.rel_l2(shuffled, fields[t]),
+        }
+        zeros = np.zeros_like(fields[t])
+        rows["all zeros"] = {
+            "wasserstein": metrics.wasserstein(norm.forward(zeros), normed[t]),
+            "rel_l2": metrics.rel_l2(zeros, fields[t]),
+        }
+        out["target"] = {k: {m: float(v) for m, v in d.items()} for k, d in rows.items()}
+    big = np.where(np.eye(n, dtype=bool), np.inf, 0.0)
+    nearest_w = (w + big).min(axis=1)
+    nearest_r = (r + big).min(axis=1)
+    out["nearest_other"] = {
+        "wasserstein_mean": float(nearest_w.mean()),
+        "wasserstein_min": float(nearest_w.min()),
+        "rel_l2_mean": float(nearest_r.mean()),
+        "rel_l2_min": float(nearest_r.min()),
+    }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def train_recipe(args, store: Path, run_dir: Path) -> dict:
+    """Train ``args.config`` on ``store`` within ``args.max_minutes``; returns a summary dict."""
     from rho_cli.train import build_configs
     from rho_core.checkpoint import latest_valid_checkpoint
     from rho_core.data.dataset import StoreDataset
+    from rho_core.model import DiffusionModel
     from rho_core.training import train
 
     budget = args.max_minutes * 60.0 if args.max_minutes else math.inf
     over = {"batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}
     over = {k: v for k, v in over.items() if v is not None}
+    mcfg, tcfg = build_configs(str(store), args.config, over)
+    steps = args.steps or tcfg.steps
     t0 = time.perf_counter()
-    steps = args.steps
     calib_s = None
     if math.isfinite(budget) and steps > 12:
         # calibration: 6 steps in a scratch directory; the first steps are slow (allocator and
@@ -99,40 +177,26 @@ def _train(args, store: Path, run_dir: Path) -> dict:
         # of steps 3-6 (the hard stop below guards against an optimistic estimate)
         times: list[float] = []
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-            mcfg, tcfg = build_configs(str(store), None, {**over, "steps": 6})
-            train(
-                mcfg,
-                tcfg,
-                StoreDataset(str(store)),
-                tmp,
-                callback=lambda s, m: times.append(m["step_time_s"]),
-                resume=False,
-            )
+            mc, tc = build_configs(str(store), args.config, {**over, "steps": 6})
+            train(mc, tc, StoreDataset(str(store)), tmp, resume=False,
+                  callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
         calib_s = min(times[2:])
-        print(
-            "  calibration step times " + " ".join(f"{t:.2f}" for t in times) + " s",
-            file=sys.stderr,
-            flush=True,
-        )
+        log("  calibration step times " + " ".join(f"{t:.2f}" for t in times) + " s")
         left = budget - (time.perf_counter() - t0) - 15.0  # model build, final checkpoint
         steps = max(1, min(steps, int(0.97 * left / calib_s)))
     mcfg, tcfg = build_configs(
         str(store),
-        None,
-        {**over, "steps": steps, "checkpoint_every": 0, "checkpoint_every_seconds": 60.0},
+        args.config,
+        {**over, "steps": steps, "checkpoint_every": 0, "checkpoint_every_seconds": 120.0},
     )
     losses: list[float] = []
     t_train = time.perf_counter()
 
     def callback(step: int, m: dict) -> None:
         losses.append(m["loss"])
-        if step % 25 == 0 or step == steps:
-            print(
-                f"  step {step}/{steps} loss {m['loss']:.4f} "
-                f"({time.perf_counter() - t_train:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        if step % 100 == 0 or step == steps:
+            dt = time.perf_counter() - t_train
+            log(f"  step {step}/{steps} loss {m['loss']:.4f} ({dt:.0f} s)")
         if time.perf_counter() - t0 > budget + 30.0 and step < steps:
             raise _Stop
 
@@ -143,55 +207,170 @@ def _train(args, store: Path, run_dir: Path) -> dict:
     except _Stop:
         stopped = True
         ckpt = latest_valid_checkpoint(run_dir)
-    wall = time.perf_counter() - t0
     tail = losses[-max(1, len(losses) // 10) :]
+    n_params = sum(p.numel() for p in DiffusionModel(mcfg).parameters())
     return {
+        "config": args.config,
+        "model_config": mcfg.to_dict(),
+        "parameters": n_params,
         "planned_steps": steps,
-        "requested_steps": args.steps,
         "steps_done": len(losses),
         "stopped_by_budget": stopped,
         "checkpoint": str(ckpt) if ckpt else None,
         "calibration_step_s": calib_s,
-        "wall_s": wall,
-        "train_loop_s": time.perf_counter() - t_train,
+        "wall_s": time.perf_counter() - t0,
         "final_loss": losses[-1] if losses else None,
         "loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
-        "first_loss": losses[0] if losses else None,
         "batch_size": tcfg.batch_size,
         "lr": tcfg.lr,
         "precision": tcfg.precision,
+        "device": tcfg.device,
     }
 
 
-def _fmt(v) -> str:
-    return "   n/a" if v is None else f"{v:8.4f}"
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+def score(ckpt: str, store: Path, sampler: str, steps: int, guidance: float) -> dict:
+    from rho_core.evaluation import evaluate
+
+    t1 = time.perf_counter()
+    r = evaluate(ckpt, store, sampler=sampler, steps=steps, guidance=guidance, seed=0,
+                 max_conditions=None, batch_size=8)  # fmt: skip
+    r["wall_s"] = time.perf_counter() - t1
+    r["rel_l2_max"] = max(v["rel_l2"] for v in r["per_condition"].values())
+    r["wasserstein_max"] = max(v["wasserstein"] for v in r["per_condition"].values())
+    return r
+
+
+def parse_samplers(text: str) -> list[tuple[str, int]]:
+    out = []
+    for item in text.split(","):
+        name, _, k = item.strip().partition(":")
+        out.append((name, int(k)))
+    return out
+
+
+def _f(v, width: int = 8, digits: int = 4) -> str:
+    return f"{'n/a':>{width}}" if v is None else f"{v:{width}.{digits}f}"
+
+
+def print_calibration(cal: dict) -> None:
+    print("\ncalibration — true volumes scored against the true Y_5^2 (what a WRONG answer gets)")
+    print(f"{'volume':<16} {'W1 (norm)':>9} {'rel_l2':>8}")
+    rows = cal.get("target", {})
+    picks = ["l=4,m=2", "l=0,m=0", "l=5,m=1", "l=5,m=3", "l=5,m=-2", "l=6,m=2"]
+    nearest = sorted((k for k in rows if k.startswith("l=")), key=lambda k: rows[k]["wasserstein"])[
+        :2
+    ]
+    for k in [*dict.fromkeys([*picks, *nearest]), "shuffled Y_5^2", "all zeros"]:
+        if k in rows:
+            print(f"{k:<16} {_f(rows[k]['wasserstein'], 9)} {_f(rows[k]['rel_l2'])}")
+    no = cal["nearest_other"]
+    print(
+        f"every condition vs its nearest OTHER harmonic: W1 mean {no['wasserstein_mean']:.4f} "
+        f"(min {no['wasserstein_min']:.4f}), rel_l2 mean {no['rel_l2_mean']:.3f} "
+        f"(min {no['rel_l2_min']:.3f})"
+    )
+
+
+def print_scores(evals: dict, paper: float) -> None:
+    print(
+        f"\nscores (targets: rel_l2 ≤ {TARGET_REL_L2}, W1 ≤ {TARGET_WASSERSTEIN}; "
+        f"paper W1(Y_5^2) ≈ {paper})"
+    )
+    print(
+        f"{'sampler':<12} {'condition':<12} {'rel_l2':>8} {'W1 (norm)':>9} {'P(k) err':>8} "
+        f"{'cond acc':>8} {'rel max':>8} {'eval s':>7}"
+    )
+    for name, r in evals.items():
+        y = r["per_condition"].get(TARGET, {})
+        print(
+            f"{name:<12} {TARGET:<12} {_f(y.get('rel_l2'))} {_f(y.get('wasserstein'), 9)} "
+            f"{_f(y.get('power_spectrum'))} {'':>8} {'':>8} {r['wall_s']:7.0f}"
+        )
+        print(
+            f"{name:<12} {'mean of ' + str(r['n_conditions']):<12} {_f(r['rel_l2_mean'])} "
+            f"{_f(r['wasserstein_mean'], 9)} {_f(r.get('power_spectrum_mean'))} "
+            f"{_f(r.get('condition_accuracy'), 8, 3)} {_f(r['rel_l2_max'])} {'':>7}"
+        )
+
+
+def curve_figure(curves: dict, path: Path, paper: float):
+    """Figure of mean rel_l2 and W1 vs steps per sampler; saved to ``path``, returned."""
+    from rho_core.plots import quality_vs_steps
+
+    fig = quality_vs_steps(
+        {s: {k: v["rel_l2_mean"] for k, v in c.items()} for s, c in curves.items()},
+        metric="rel_l2 (mean)",
+        references={f"target {TARGET_REL_L2}": TARGET_REL_L2},
+    )
+    fig.savefig(path, dpi=120)
+    fig_w = quality_vs_steps(
+        {s: {k: v["wasserstein_mean"] for k, v in c.items()} for s, c in curves.items()},
+        metric="Wasserstein W1 (mean)",
+        references={f"paper {paper}": paper, f"target {TARGET_WASSERSTEIN}": TARGET_WASSERSTEIN},
+    )
+    fig_w.savefig(path.with_name(path.stem + "_wasserstein.png"), dpi=120)
+    return fig, fig_w
+
+
+def log_mlflow(result: dict, figures: dict) -> str:
+    """One run in experiment ``rho-quality``; returns its id."""
+    from tasks import tracking
+
+    tracking.configure()
+    run_id = tracking.start_run(
+        "quality", run_name=f"quality-sh{result['size']}-l{result['l_max']}"
+    )
+    try:
+        tr = result.get("train") or {}
+        tracking.log_params(run_id, tracking.flatten({
+            "size": result["size"], "l_max": result["l_max"], "threads": result["threads"],
+            "train": {k: v for k, v in tr.items() if k not in ("checkpoint",)},
+        }))  # fmt: skip
+        metrics: dict[str, float] = {}
+        for name, r in result["evaluations"].items():
+            y = r["per_condition"].get(TARGET, {})
+            for key in ("rel_l2", "wasserstein", "power_spectrum"):
+                if key in y:
+                    metrics[f"{name}/Y52/{key}"] = y[key]
+            for key in ("rel_l2_mean", "wasserstein_mean", "power_spectrum_mean",
+                        "condition_accuracy", "rel_l2_max"):  # fmt: skip
+                if r.get(key) is not None:
+                    metrics[f"{name}/{key}"] = r[key]
+        for sampler, c in result.get("curve", {}).items():
+            for k, r in c.items():
+                metrics[f"curve/{sampler}-{k}/rel_l2_mean"] = r["rel_l2_mean"]
+                metrics[f"curve/{sampler}-{k}/wasserstein_mean"] = r["wasserstein_mean"]
+        tracking.log_metrics(run_id, metrics)
+        for name, fig in figures.items():
+            tracking.log_figure(run_id, fig, name)
+        tracking.log_dict(run_id, result, "quality.json")
+    except Exception:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id)
+    return run_id
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None, help="recipe YAML (model:/train: sections)")
     ap.add_argument("--size", type=int, default=32, help="voxels per axis (default 32)")
     ap.add_argument("--l-max", type=int, default=6, help="highest degree l (default 6)")
-    ap.add_argument("--steps", type=int, default=2000, help="optimizer steps (default 2000)")
-    ap.add_argument(
-        "--max-minutes",
-        type=float,
-        default=None,
-        help="wall-time budget of training (calibration included)",
-    )
-    ap.add_argument("--batch-size", type=int, default=None, help="default: TrainConfig (8)")
-    ap.add_argument("--lr", type=float, default=None, help="default: TrainConfig (2e-4)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: recipe)")
+    ap.add_argument("--max-minutes", type=float, default=None, help="training wall-time budget")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--precision", choices=("fp32", "bf16"), default=None)
-    ap.add_argument(
-        "--max-conditions",
-        type=int,
-        default=None,
-        help="evaluate N evenly spaced conditions (+ Y_5^2); default all",
-    )
-    ap.add_argument(
-        "--out",
-        default=str(Path(tempfile.gettempdir()) / "rho-quality"),
-        help="work directory (stores, run); default /tmp/rho-quality",
-    )
+    ap.add_argument("--checkpoint", default=None, help="score this checkpoint; skip training")
+    ap.add_argument("--samplers", default=DEFAULT_SAMPLERS, help=f"default {DEFAULT_SAMPLERS}")
+    ap.add_argument("--guidance", type=float, default=1.0, help="CFG scale (default 1: none)")
+    ap.add_argument("--curve-steps", default=CURVE_STEPS, help="'' to skip the curve")
+    ap.add_argument("--curve-conditions", type=int, default=7)
+    ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "rho-quality"))
     ap.add_argument("--json", help="write all results to this file")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     args = ap.parse_args(argv)
@@ -202,108 +381,92 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    run_dir = out / "run"
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-
-    from rho_core.data.normalization import fit_normalization
-    from rho_core.evaluation import evaluate
+    args.out = str(out)
 
     t0 = time.perf_counter()
-    store = _store(out, args.size, args.l_max)
-    norm = fit_normalization(store, "minmax", write=True)
-    data_s = time.perf_counter() - t0
-    print(
-        f"store {store} ({data_s:.1f} s, normalisation {norm.get('transform')})",
-        file=sys.stderr,
-        flush=True,
-    )
+    store = make_store(out, args.size, args.l_max)
+    log(f"store {store} ({time.perf_counter() - t0:.1f} s)")
+    cal = calibration(store)
+    print_calibration(cal)
 
-    tr = _train(args, store, run_dir)
-    print(
-        f"trained {tr['steps_done']} steps in {tr['wall_s']:.0f} s, final loss {tr['final_loss']}",
-        file=sys.stderr,
-        flush=True,
-    )
-    if tr["checkpoint"] is None:
-        print("no checkpoint was written; nothing to evaluate", file=sys.stderr)
-        return 1
+    tr = None
+    ckpt = args.checkpoint
+    if ckpt is None:
+        run_dir = out / "run"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        tr = train_recipe(args, store, run_dir)
+        log(f"trained {tr['steps_done']} steps in {tr['wall_s']:.0f} s, loss {tr['final_loss']}")
+        ckpt = tr["checkpoint"]
+        if ckpt is None:
+            log("no checkpoint was written; nothing to evaluate")
+            return 1
 
-    pairs = _pick_conditions(args.l_max, args.max_conditions)
-    eval_store = store if pairs is None else _store(out, args.size, args.l_max, pairs, "eval")
     evals = {}
-    for sampler, k in SAMPLERS:
-        t1 = time.perf_counter()
-        r = evaluate(
-            tr["checkpoint"],
-            eval_store,
-            sampler=sampler,
-            steps=k,
-            seed=0,
-            max_conditions=None,
-            batch_size=8,
-        )
-        r["wall_s"] = time.perf_counter() - t1
+    for sampler, k in parse_samplers(args.samplers):
+        r = score(ckpt, store, sampler, k, args.guidance)
         evals[f"{sampler}-{k}"] = r
+        log(f"  {sampler}-{k}: rel_l2 mean {r['rel_l2_mean']:.4f}, W1 mean "
+            f"{r['wasserstein_mean']:.4f}, accuracy {r.get('condition_accuracy')} "
+            f"({r['wall_s']:.0f} s)")  # fmt: skip
+
+    curve: dict = {}
+    figures: dict = {}
+    if args.curve_steps:
+        sub = spread_conditions(args.l_max, args.curve_conditions)
+        cstore = store if sub is None else make_store(out, args.size, args.l_max, sub, "curve")
+        for sampler in CURVE_SAMPLERS:
+            curve[sampler] = {}
+            for k in (int(v) for v in args.curve_steps.split(",")):
+                r = score(ckpt, cstore, sampler, k, args.guidance)
+                curve[sampler][k] = r
+                log(f"  curve {sampler}-{k}: rel_l2 {r['rel_l2_mean']:.4f} W1 "
+                    f"{r['wasserstein_mean']:.4f} ({r['wall_s']:.0f} s)")  # fmt: skip
+        fig, fig_w = curve_figure(curve, out / "quality_vs_steps.png", PAPER_Y52_WASSERSTEIN)
+        figures = {"quality_vs_steps.png": fig, "quality_vs_steps_wasserstein.png": fig_w}
+
+    print_scores(evals, PAPER_Y52_WASSERSTEIN)
+    if curve:
+        ks = sorted({k for c in curve.values() for k in c})
+        n_c = next(iter(next(iter(curve.values())).values()))["n_conditions"]
+        print(f"\nquality vs steps: mean rel_l2 / mean W1 over {n_c} conditions (incl. Y_5^2)")
+        print(f"{'sampler':<8} " + " ".join(f"{k:>15}" for k in ks))
+        for s, c in curve.items():
+            print(f"{s:<8} " + " ".join(
+                f"{c[k]['rel_l2_mean']:7.4f}/{c[k]['wasserstein_mean']:.4f}" if k in c else
+                f"{'':>15}" for k in ks))  # fmt: skip
+    if tr:
         print(
-            f"evaluated {sampler} {k} steps on {r['n_conditions']} conditions "
-            f"in {r['wall_s']:.0f} s",
-            file=sys.stderr,
-            flush=True,
+            f"\ntraining: {tr['config'] or 'default recipe'}, "
+            f"{tr['parameters'] / 1e6:.2f} M params, "
+            f"{tr['steps_done']} steps (planned {tr['planned_steps']}"
+            f"{', stopped by budget' if tr['stopped_by_budget'] else ''}), batch "
+            f"{tr['batch_size']}, lr {tr['lr']:g}, {tr['precision']}, device {tr['device']}, "
+            f"wall {tr['wall_s'] / 60:.1f} min; loss last-10% mean "
+            f"{_f(tr['loss_last10pct_mean']).strip()}"
         )
+    print(
+        f"threads {torch.get_num_threads()}, total wall {(time.perf_counter() - t0) / 60:.1f} min"
+    )
 
-    print(
-        f"\nρ-Diffusion quality, spherical harmonics {args.size}³, l ≤ {args.l_max} (real); "
-        f"paper: W1(Y_5^2) ≈ {PAPER_Y52_WASSERSTEIN}"
-    )
-    print(
-        f"{'sampler':<10} {'condition':<14} {'W1 (norm)':>9} {'paper':>7} {'rel_l2':>8} "
-        f"{'P(k) err':>8} {'eval s':>7}"
-    )
-    for name, r in evals.items():
-        y = r["per_condition"].get(TARGET, {})
-        rows = [
-            (
-                TARGET,
-                y.get("wasserstein"),
-                f"{PAPER_Y52_WASSERSTEIN:7.3f}",
-                y.get("rel_l2"),
-                y.get("power_spectrum"),
-            ),
-            (
-                f"mean of {r['n_conditions']}",
-                r["wasserstein_mean"],
-                "      -",
-                r["rel_l2_mean"],
-                r.get("power_spectrum_mean"),
-            ),
-        ]
-        for label, w, paper, rl, ps in rows:
-            print(
-                f"{name:<10} {label:<14} {_fmt(w):>9} {paper:>7} {_fmt(rl):>8} "
-                f"{_fmt(ps):>8} {r['wall_s']:7.0f}"
-            )
-    print(
-        f"training: {tr['steps_done']} steps (requested {tr['requested_steps']}, planned "
-        f"{tr['planned_steps']}{', stopped by budget' if tr['stopped_by_budget'] else ''}), "
-        f"batch {tr['batch_size']}, lr {tr['lr']:g}, {tr['precision']}, "
-        f"wall {tr['wall_s']:.0f} s; loss first {_fmt(tr['first_loss']).strip()}, "
-        f"final {_fmt(tr['final_loss']).strip()}, "
-        f"last-10% mean {_fmt(tr['loss_last10pct_mean']).strip()}"
-    )
-    print(f"threads {torch.get_num_threads()}, total wall {time.perf_counter() - t0:.0f} s")
-
+    result = {
+        "size": args.size,
+        "l_max": args.l_max,
+        "paper_y52_wasserstein": PAPER_Y52_WASSERSTEIN,
+        "targets": {"rel_l2": TARGET_REL_L2, "wasserstein": TARGET_WASSERSTEIN},
+        "calibration": cal,
+        "train": tr,
+        "checkpoint": str(ckpt),
+        "guidance": args.guidance,
+        "evaluations": evals,
+        "curve": {s: {str(k): v for k, v in c.items()} for s, c in curve.items()},
+        "threads": torch.get_num_threads(),
+    }
     if args.json:
-        result = {
-            "size": args.size,
-            "l_max": args.l_max,
-            "paper_y52_wasserstein": PAPER_Y52_WASSERSTEIN,
-            "train": tr,
-            "evaluations": evals,
-            "data_s": data_s,
-            "threads": torch.get_num_threads(),
-        }
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    if not args.no_mlflow:
+        run_id = log_mlflow(result, figures)
+        print(f"MLflow run {run_id} (experiment rho-quality)")
     return 0
 
 
