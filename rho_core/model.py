@@ -18,6 +18,7 @@ columns in ``ModelConfig.param_names`` order (or ``(1, P)``/``(P,)``, broadcast 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -64,6 +65,7 @@ class ModelConfig:
     schedule: str = "cosine"
     timesteps: int = 1000
     prediction: str = "eps"
+    schedule_shift: float = 0.0
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -72,6 +74,12 @@ class ModelConfig:
             raise ConfigError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if int(self.timesteps) < 2:
             raise ConfigError(f"timesteps must be ≥ 2, got {self.timesteps}")
+        shift = self.schedule_shift
+        if isinstance(shift, bool) or not isinstance(shift, int | float):
+            raise ConfigError(f"schedule_shift must be a number, got {shift!r}")
+        if not (math.isfinite(shift) and -10.0 <= shift <= 0.0):
+            raise ConfigError(f"schedule_shift must be in [-10, 0], got {shift!r}")
+        object.__setattr__(self, "schedule_shift", float(shift))
         cond_dim = 0 if self.conditioning.kind == "none" else int(self.conditioning.dim)
         if self.unet.cond_dim != cond_dim:
             object.__setattr__(self, "unet", dataclasses.replace(self.unet, cond_dim=cond_dim))
@@ -88,6 +96,7 @@ class ModelConfig:
             "schedule": self.schedule,
             "timesteps": int(self.timesteps),
             "prediction": self.prediction,
+            "schedule_shift": self.schedule_shift,
         }
 
     @classmethod
@@ -117,6 +126,7 @@ def default_model_config(
     schedule: str = "cosine",
     timesteps: int = 1000,
     prediction: str = "x0",
+    schedule_shift: float = 0.0,
     **unet_overrides,
 ) -> ModelConfig:
     """A sensible :class:`ModelConfig` for a dataset; ``unet_overrides``: :class:`UNetConfig` keys.
@@ -153,7 +163,12 @@ def default_model_config(
         fourier_features=int(fourier_features),
     )
     return ModelConfig(
-        unet=unet, conditioning=cond, schedule=schedule, timesteps=timesteps, prediction=prediction
+        unet=unet,
+        conditioning=cond,
+        schedule=schedule,
+        timesteps=timesteps,
+        prediction=prediction,
+        schedule_shift=schedule_shift,
     )
 
 
@@ -167,7 +182,7 @@ class DiffusionModel(nn.Module):
         self.conditioner = (
             None if cfg.conditioning.kind == "none" else build_conditioner(cfg.conditioning)
         )
-        self.schedule = make_schedule(cfg.schedule, cfg.timesteps)
+        self.schedule = make_schedule(cfg.schedule, cfg.timesteps, shift=cfg.schedule_shift)
         self.prediction = cfg.prediction
 
     @property

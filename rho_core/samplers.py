@@ -34,7 +34,10 @@ integer timestep (collisions pushed apart).
   t = 999 to the next grid point carries that into x with a gain of α_{t_1}/α_{999} (≈ 1600
   for trailing's t = 949). With the exact denoiser plus a 1 % ε error, starting at t = 999
   inflated the generated std by +290 % (λ grid) to +1400 % (trailing/linspace), starting at
-  λ = −5 by +2 %.
+  λ = −5 by +2 %. A shifted schedule (``schedule.shift`` = Δ, :mod:`rho_core.schedules`) starts
+  at λ = −5 + Δ instead: the data was declared e^{−Δ} times more redundant, so the start must be
+  that much noisier to carry no trace of a field (else the sampler locks onto a pattern that
+  the noise happens to resemble).
 - ``steps == T`` still visits every timestep T − 1 … 0 (the full DDPM chain).
 
 Measured with the exact Gaussian denoiser (``benchmarks/sampling.py``, ``docs/samplers.md``):
@@ -119,8 +122,10 @@ def timesteps_for(schedule: Schedule, steps: int, spacing: str = "lambda") -> li
         ts = [int(round((T - 1) * (1 - i / max(steps - 1, 1)))) for i in range(steps)]
     else:
         lam = (0.5 * schedule.log_snr_table).tolist()  # increases as t decreases
-        # start at the least noisy timestep that is still at or below λ = LAMBDA_START
-        t_start = next((t for t in range(T) if lam[t] <= LAMBDA_START), T - 1)
+        # start at the least noisy timestep that is still at or below λ = LAMBDA_START (moved
+        # by a shifted schedule's Δ, so the start is as uninformative as the unshifted one's)
+        lam_start = LAMBDA_START + float(getattr(schedule, "shift", 0.0))
+        t_start = next((t for t in range(T) if lam[t] <= lam_start), T - 1)
         start, hi = lam[t_start], lam[0]
         targets = [start + (hi - start) * i / max(steps - 1, 1) for i in range(steps)]
         ts = [_nearest_t(lam, x) for x in targets]

@@ -19,6 +19,22 @@ the stored ``betas``, so the two tables cannot disagree:
 ``sigmoid`` (Chen 2023, "On the importance of noise scheduling"; start −3, end 3, τ = 1)
     ᾱ(u) = (sig(3) − sig((6u − 3)/τ)) / (sig(3) − sig(−3)), betas from consecutive ratios as for
     cosine, clipped to 0.999.
+
+Shifted schedules (``shift`` = Δ ≤ 0, in units of λ). Any family can be made noisier towards
+its noisy end by shifting its log-SNR with a ramp that is 0 at t = 0 and Δ at t = T − 1,
+λ'_t = λ_t + Δ · t/(T − 1), i.e.
+
+    ᾱ'_t = sigmoid(logit(ᾱ_t) + 2Δ · t/(T − 1)),   β'_t = 1 − ᾱ'_t / ᾱ'_{t−1}   (clipped to 0.999),
+
+so the least noisy level (where samplers take their final x̂₀) is unchanged and λ stays strictly
+decreasing. At the noisy end this is Chen (2023)'s input scaling x_t = √ᾱ_t · b·x₀ + σ_t ε with
+b = e^Δ (Hoogeboom et al. 2023 shift the whole cosine schedule the same way),
+for the same reason. Why it matters here: a smooth field over many voxels is far more
+redundant than a natural image's pixels — projected on its own pattern, the signal α‖x₀‖ stands
+out of unit noise long before the per-voxel SNR is large (a 32³ normalised spherical harmonic has
+‖x₀‖ ≈ 50, so it is still visible at λ ≈ −4). With Δ = 0 almost every training timestep shows
+the network the answer in x_t, it learns to read the structure from x_t instead of from the
+condition, and a sampler starting from noise locks onto whatever harmonic the noise resembles.
 """
 
 from __future__ import annotations
@@ -46,6 +62,8 @@ class Schedule:
         name: ``"linear"``, ``"cosine"``, ``"sigmoid"`` (or anything, for a custom table).
         betas: β_t, float64 ``(T,)``, in (0, 1).
         alphas_cumprod: ᾱ_t = ∏_{s≤t} (1 − β_s), float64 ``(T,)``.
+        shift: the λ shift Δ this table was made with (module docstring); samplers start their
+            λ grid about Δ lower, so a shifted schedule starts as uninformative as the plain one.
 
     The gathers ``alpha``, ``sigma``, ``snr``, ``log_snr`` take an integer tensor ``t`` of any
     shape with values in ``[0, T)`` and return float64 values of the same shape on ``t``'s device.
@@ -54,6 +72,7 @@ class Schedule:
     name: str
     betas: Tensor
     alphas_cumprod: Tensor
+    shift: float = 0.0
 
     def __post_init__(self) -> None:
         b, a = self.betas, self.alphas_cumprod
@@ -64,10 +83,10 @@ class Schedule:
         assert bool(((a > 0) & (a < 1)).all()), "alphas_cumprod must lie in (0, 1)"
 
     @classmethod
-    def from_betas(cls, name: str, betas: Tensor) -> Schedule:
+    def from_betas(cls, name: str, betas: Tensor, shift: float = 0.0) -> Schedule:
         """Build a schedule from a beta table; ``alphas_cumprod = cumprod(1 − betas)``, float64."""
         betas = betas.to(torch.float64).cpu().contiguous()
-        return cls(name, betas, torch.cumprod(1.0 - betas, dim=0))
+        return cls(name, betas, torch.cumprod(1.0 - betas, dim=0), float(shift))
 
     @property
     def T(self) -> int:  # noqa: N802 - the standard symbol
@@ -107,7 +126,8 @@ class Schedule:
         return gather(self.log_snr_table, t)
 
     def __repr__(self) -> str:
-        return f"Schedule(name={self.name!r}, T={self.T})"
+        extra = f", shift={self.shift:g}" if self.shift else ""
+        return f"Schedule(name={self.name!r}, T={self.T}{extra})"
 
 
 def linear_betas(timesteps: int) -> Tensor:
@@ -147,12 +167,32 @@ def sigmoid_betas(
     return _betas_from_alpha_bar(abar, timesteps)
 
 
-def make_schedule(name: str, timesteps: int = 1000) -> Schedule:
-    """Build a named schedule with ``timesteps`` steps (float64 tables of that length).
+def shift_betas(betas: Tensor, shift: float) -> Tensor:
+    """β' of the schedule with λ'_t = λ_t + ``shift`` · t/(T − 1) (module docstring), float64,
+    clipped to [1e-12, 0.999]."""
+    abar = torch.cumprod(1.0 - betas.to(torch.float64), dim=0)
+    logit = torch.log(abar) - torch.log1p(-abar)
+    ramp = torch.arange(abar.numel(), dtype=torch.float64) / max(abar.numel() - 1, 1)
+    shifted = torch.sigmoid(logit + 2.0 * float(shift) * ramp)
+    prev = torch.cat([shifted.new_ones(1), shifted[:-1]])
+    return (1.0 - shifted / prev).clamp(min=1e-12, max=MAX_BETA)
+
+
+def make_schedule(name: str, timesteps: int = 1000, shift: float = 0.0) -> Schedule:
+    """Build a named schedule with ``timesteps`` steps (float64 tables of that length), its
+    λ = log(α/σ) shifted towards noise by up to ``shift`` ≤ 0 at t = T − 1 (0: the plain family;
+    module docstring).
 
     Raises:
-        ConfigError: for an unknown name or a timestep count that is not a positive integer.
+        ConfigError: for an unknown name, a timestep count that is not a positive integer, or a
+            shift that is not a finite number in [−10, 0].
     """
+    try:
+        shift = float(shift)
+    except (TypeError, ValueError):
+        shift = math.nan
+    if not (math.isfinite(shift) and -10.0 <= shift <= 0.0):
+        raise ConfigError(f"schedule shift must be a number in [-10, 0], got {shift!r}")
     if name not in SCHEDULES:
         raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     try:
@@ -171,4 +211,6 @@ def make_schedule(name: str, timesteps: int = 1000) -> Schedule:
         betas = sigmoid_betas(timesteps)
     # The first beta of cosine/sigmoid is tiny but positive; guard against 0 at huge T.
     betas = betas.clamp(min=1e-12)
-    return Schedule.from_betas(name, betas)
+    if shift:
+        betas = shift_betas(betas, shift)
+    return Schedule.from_betas(name, betas, shift)

@@ -54,6 +54,15 @@ def test_config_round_trip_and_cond_dim() -> None:
         ModelConfig(cfg.unet, cfg.conditioning, prediction="score")
     with pytest.raises(ConfigError, match="unknown UNet options"):
         default_model_config(1, 1, ("a",), (0.0,), (1.0,), widht=3)
+    shifted = dataclasses.replace(cfg, schedule_shift=-3)
+    assert ModelConfig.from_dict(shifted.to_dict()) == shifted
+    assert DiffusionModel(shifted).schedule.shift == -3.0
+    old = cfg.to_dict()
+    old.pop("schedule_shift")  # checkpoints written before the option existed
+    assert ModelConfig.from_dict(old).schedule_shift == 0.0
+    for bad in (1.0, float("nan"), "x", True):
+        with pytest.raises(ConfigError, match="schedule_shift"):
+            dataclasses.replace(cfg, schedule_shift=bad)
 
 
 def test_default_3d_is_patchified_and_full_resolution_is_reachable() -> None:

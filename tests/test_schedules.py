@@ -73,3 +73,28 @@ def test_numpy_integer_timesteps_and_device_of_gathers() -> None:
     assert s.T == 50
     t = torch.tensor([[0, 49], [3, 4]])
     assert s.alpha(t).shape == (2, 2)
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("shift", [-2.0, -4.0])
+def test_shift_moves_log_snr_by_a_ramp(name: str, shift: float) -> None:
+    """λ'_t = λ_t + Δ·t/(T − 1): unchanged at t = 0, Δ lower at the noisy end, still a valid
+    strictly decreasing table (the last few t where β' hits the 0.999 clip excepted)."""
+    T = 1000
+    plain, shifted = make_schedule(name, T), make_schedule(name, T, shift=shift)
+    assert plain.shift == 0.0 and shifted.shift == shift and "shift=" in repr(shifted)
+    a = shifted.alphas_cumprod
+    assert torch.allclose(a, torch.cumprod(1 - shifted.betas, 0), rtol=0, atol=0)
+    assert bool((shifted.log_snr_table.diff() < 0).all())
+    dlam = 0.5 * (shifted.log_snr_table - plain.log_snr_table)
+    ramp = shift * torch.arange(T, dtype=torch.float64) / (T - 1)
+    ok = slice(0, 990)
+    assert torch.allclose(dlam[ok], ramp[ok], atol=1e-6)
+    assert float(dlam[0]) == pytest.approx(0.0, abs=1e-9)
+    assert make_schedule(name, T, shift=0.0).alphas_cumprod.equal(plain.alphas_cumprod)
+
+
+@pytest.mark.parametrize("bad", [0.5, -10.5, math.nan, "a"])
+def test_bad_shift(bad) -> None:
+    with pytest.raises(ConfigError, match="shift"):
+        make_schedule("cosine", 1000, shift=bad)
