@@ -13,8 +13,11 @@ other parameters fixed) and the interpolation test the paper's hash embedding ca
 3. a minmax normalisation fitted on the training store only;
 4. the same model trained twice on the training frames, once with ``continuous`` and once with
    ``hash`` conditioning (``rho_cli.train.build_configs`` with a generated YAML file;
-   ``rho_core.training.train``), each within ``--max-minutes`` (a 6-step calibration run sizes
-   the run so the learning-rate schedule ends; a hard stop guards the budget);
+   ``rho_core.training.train``), each within ``--max-minutes``: one 6-step calibration run
+   sizes both runs to the same number of steps, so the learning-rate schedule ends and the two
+   embeddings get equal training (a hard stop 30 s past the budget guards it; ``--max-minutes 0
+   --steps N`` trains exactly N steps). The U-Net (32/64/128 channels, attention at the coarsest
+   level, coordinate channels, patch-2 stem, x0-prediction; 2.8 M parameters) is identical;
 5. every frame generated with DPM-Solver++(2M), 20 steps, seed 0 (``rho_core.evaluation.generate``)
    and scored against its simulated frame: ``wasserstein`` (W1 of the pixel-value distributions in
    the normalised space) and ``rel_l2`` (physical units, i.e. of the log10 images). Each held-out
@@ -190,8 +193,20 @@ def calibrate_step_s(store: Path, config: Path, scratch_parent: Path) -> float:
     return min(times[2:])
 
 
-def train_model(store: Path, config: Path, run_dir: Path, max_steps: int, minutes: float) -> dict:
-    """Train one model within ``minutes`` of wall time (calibration included); a summary dict."""
+def plan_steps(store: Path, config: Path, scratch: Path, max_steps: int, minutes: float):
+    """``(steps, step_s)``: optimizer steps that fit ``minutes`` (``max_steps`` without a budget,
+    then ``step_s`` is None). Measured once and used for every model, so all get the same steps."""
+    if not minutes:
+        return max_steps, None
+    step_s = calibrate_step_s(store, config, scratch)
+    steps = max(1, min(max_steps, int(0.97 * (minutes * 60.0 - 15.0) / step_s)))
+    _log(f"calibration {step_s:.3f} s/step -> {steps} steps per model")
+    return steps, step_s
+
+
+def train_model(store: Path, config: Path, run_dir: Path, steps: int, minutes: float) -> dict:
+    """Train one model for ``steps`` steps, stopped (at its newest checkpoint) when it runs 30 s
+    past ``minutes`` of wall time (0: no limit); a summary dict."""
     from rho_cli.train import build_configs
     from rho_core.checkpoint import latest_valid_checkpoint
     from rho_core.data.dataset import StoreDataset
@@ -202,12 +217,6 @@ def train_model(store: Path, config: Path, run_dir: Path, max_steps: int, minute
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     budget = minutes * 60.0 if minutes else math.inf
-    steps, step_s = max_steps, None
-    if math.isfinite(budget):
-        step_s = calibrate_step_s(store, config, run_dir.parent)
-        left = budget - (time.perf_counter() - t0) - 15.0
-        steps = max(1, min(max_steps, int(0.97 * left / step_s)))
-        _log(f"  calibration {step_s:.3f} s/step -> {steps} steps")
     mcfg, tcfg = build_configs(str(store), str(config), {"steps": steps})
     losses: list[float] = []
     t_loop = time.perf_counter()
@@ -241,7 +250,6 @@ def train_model(store: Path, config: Path, run_dir: Path, max_steps: int, minute
         "planned_steps": steps,
         "steps_done": len(losses),
         "stopped_by_budget": stopped,
-        "calibration_step_s": step_s,
         "wall_s": time.perf_counter() - t0,
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
@@ -463,7 +471,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--n-particles", type=int, default=1500, help="N-body particles")
     ap.add_argument("--t-end", type=float, default=80.0, help="end time (9.78 Myr units)")
     ap.add_argument("--snap-every", type=float, default=2.0, help="time between frames")
-    ap.add_argument("--figure-columns", type=int, default=11, help="columns of the sequence")
+    ap.add_argument(
+        "--figure-columns",
+        type=int,
+        default=14,
+        help="columns of the sequence figure (default 14: 41 frames give a mix of training and "
+        "held-out times; 11 would show training frames only)",
+    )
     ap.add_argument("--conditioning", nargs="+", default=list(CONDITIONINGS),
                     choices=CONDITIONINGS)  # fmt: skip
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -541,13 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(args, out)
     fields, times = data["fields"], data["times"]
     models = {}
+    store = Path(data["stores"]["train"])
+    plan: tuple | None = None
     for cond in args.conditioning:
-        _log(f"training {cond} ({args.max_minutes} min budget)")
         cfg = write_config(out / f"{cond}.yaml", cond, args)
         run = out / f"run-{cond}-{data_tag(args)}"
-        models[cond] = (reused_model(run, cond) if args.reuse_runs else None) or train_model(
-            Path(data["stores"]["train"]), cfg, run, args.steps, args.max_minutes
-        )
+        models[cond] = reused_model(run, cond) if args.reuse_runs else None
+        if models[cond] is None:
+            plan = plan or plan_steps(store, cfg, out, args.steps, args.max_minutes)
+            _log(f"training {cond}: {plan[0]} steps ({args.max_minutes} min budget)")
+            models[cond] = train_model(store, cfg, run, plan[0], args.max_minutes)
+            models[cond]["calibration_step_s"] = plan[1]
         if models[cond]["checkpoint"] is None:
             _log(f"no checkpoint for {cond}; nothing to evaluate")
             return 1
