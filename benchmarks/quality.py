@@ -14,7 +14,7 @@ What it measures. The whole product path of the paper's 3-D experiment, at a cho
    ``--max-minutes`` (a short calibration run measures the step time and the run is shortened to
    fit, so the learning-rate schedule still ends; a hard stop guards the budget). ``--checkpoint``
    skips training and scores an existing checkpoint;
-4. scores per sampler (``--samplers``, default DPM-Solver++ 10/20, DDIM 10/50 on every condition)
+4. scores per sampler (``--samplers``, default DPM-Solver++ 10/20, DDIM 10/50, DDPM 1000 on all)
    with ``rho_core.evaluation.evaluate``: ``rel_l2`` (physical units), ``wasserstein`` (normalised
    space, the paper's score), ``power_spectrum`` error and ``condition_accuracy`` (the fraction of
    samples whose nearest true volume is their own: does the condition steer?), for Y_5^2 and as
@@ -46,7 +46,7 @@ from pathlib import Path
 
 PAPER_Y52_WASSERSTEIN = 0.035
 TARGET = "l=5,m=2"
-DEFAULT_SAMPLERS = "dpmpp:10,dpmpp:20,ddim:10,ddim:50"
+DEFAULT_SAMPLERS = "dpmpp:10,dpmpp:20,ddim:10,ddim:50,ddpm:1000"
 CURVE_SAMPLERS = ("ddpm", "ddim", "dpmpp")
 CURVE_STEPS = "10,20,50,100,1000"
 # issue 7's targets for Y_5^2 and the mean over all conditions, with ≤ 50 sampler steps
