@@ -88,6 +88,13 @@ class ModelParams(_Params):
         description="What the network predicts: 'x0' (default; far better-conditioned on short "
         "CPU budgets), 'eps' (the paper's DDPM) or 'v'.",
     )
+    schedule_shift: float = Field(
+        -4.0,
+        ge=-10.0,
+        le=0.0,
+        description="Log-SNR shift of the schedule's noisy end (0: the plain schedule). -4 makes "
+        "the condition, not the noise, decide which field is drawn (docs/results.md).",
+    )
 
 
 class TrainParams(_Params):

@@ -126,7 +126,7 @@ def default_model_config(
     schedule: str = "cosine",
     timesteps: int = 1000,
     prediction: str = "x0",
-    schedule_shift: float = 0.0,
+    schedule_shift: float = -4.0,
     **unet_overrides,
 ) -> ModelConfig:
     """A sensible :class:`ModelConfig` for a dataset; ``unet_overrides``: :class:`UNetConfig` keys.
@@ -136,6 +136,13 @@ def default_model_config(
     patches: for 32³ volumes its levels run at 16³/8³/4³, 6.9 M parameters, ≈ 4 GFLOP per
     forward of one volume instead of ≈ 32, so 3-D sizes must be divisible by 8). Pass
     ``patch_size=1`` for the original full-resolution network (``unet.DEFAULT_3D_FULLRES``).
+
+    The schedule is shifted towards noise by default (``schedule_shift=−4``, see
+    :mod:`rho_core.schedules`): with the plain cosine schedule the network reads the field off
+    x_t at nearly every training timestep and never learns to draw it from the condition —
+    measured on 32³ spherical harmonics, l ≤ 6, a patch-4 net, 1000 steps, DPM-Solver++ 20: mean
+    rel_l2 1.00 (Δ = 0), 0.31 (−2), 0.24 (−4), 0.28 (−6); on the 16³, l ≤ 2 quick set after 300
+    steps: 1.18, 0.36, 0.20. ``ModelConfig`` itself defaults to 0, so older checkpoints load unchanged.
 
     The network predicts x₀ by default (the paper's DDPM predicts ε): measured on a 16³, l ≤ 2
     spherical-harmonic store after 300 steps, DPM-Solver++ 20 steps, mean Wasserstein score

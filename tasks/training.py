@@ -65,6 +65,7 @@ def build_model_config(store: str, model: dict[str, Any]) -> dict:
         schedule=model["schedule"],
         timesteps=int(model["timesteps"]),
         prediction=model["prediction"],
+        schedule_shift=float(model.get("schedule_shift", 0.0)),
         base_channels=int(model["base_channels"]),
         channel_mult=mult,
         num_res_blocks=int(model["num_res_blocks"]),
