@@ -142,7 +142,8 @@ def default_model_config(
     x_t at nearly every training timestep and never learns to draw it from the condition —
     measured on 32³ spherical harmonics, l ≤ 6, a patch-4 net, 1000 steps, DPM-Solver++ 20: mean
     rel_l2 1.00 (Δ = 0), 0.31 (−2), 0.24 (−4), 0.28 (−6); on the 16³, l ≤ 2 quick set after 300
-    steps: 1.18, 0.36, 0.20. ``ModelConfig`` itself defaults to 0, so older checkpoints load unchanged.
+    steps: 1.18, 0.36, 0.20. ``ModelConfig`` itself defaults to 0, so older checkpoints load
+    unchanged.
 
     The network predicts x₀ by default (the paper's DDPM predicts ε): measured on a 16³, l ≤ 2
     spherical-harmonic store after 300 steps, DPM-Solver++ 20 steps, mean Wasserstein score
