@@ -171,6 +171,8 @@ def write_config(path: Path, conditioning: str, args: argparse.Namespace) -> Pat
         "coord_channels": True,
         "patch_size": args.patch_size,
     }
+    if args.schedule_shift is not None:
+        model["schedule_shift"] = args.schedule_shift
     train = {
         "batch_size": args.batch_size,
         "lr": args.lr,
@@ -474,6 +476,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--base-channels", type=int, default=32)
+    ap.add_argument(
+        "--schedule-shift",
+        type=float,
+        default=None,
+        help="model.schedule_shift (default: the library default, −4)",
+    )
+    ap.add_argument("--no-mlflow", action="store_true", help="do not log a run to MLflow")
     ap.add_argument("--n-particles", type=int, default=1500, help="N-body particles")
     ap.add_argument("--t-end", type=float, default=80.0, help="end time (9.78 Myr units)")
     ap.add_argument("--snap-every", type=float, default=2.0, help="time between frames")
@@ -605,7 +614,39 @@ def main(argv: list[str] | None = None) -> int:
             "total_wall_s": time.perf_counter() - t0,
         }
         Path(args.json).write_text(json.dumps(result, indent=2, default=str))
+    if not args.no_mlflow:
+        run_id = log_mlflow(args, summary, models, figures)
+        print(f"MLflow run {run_id} (experiment rho-quality)")
     return 0
+
+
+def log_mlflow(args, summary: dict, models: dict, figures: list[str]) -> str:
+    """One run in experiment ``rho-quality``: arguments, per-model step counts, mean scores
+    (``<model>_held_out/rel_l2`` …) and the figures."""
+    from tasks import tracking
+
+    tracking.configure()
+    run_id = tracking.start_run("quality", run_name=f"quality-merger-{args.image_size}")
+    try:
+        tracking.log_params(run_id, tracking.flatten({
+            "args": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
+            "steps": {k: m.get("steps_done") for k, m in models.items()},
+        }))  # fmt: skip
+        metrics = {
+            f"{name}/{key}": float(v)
+            for name, scores in summary["means"].items()
+            for key, v in scores.items()
+            if v is not None and math.isfinite(float(v))
+        }
+        tracking.log_metrics(run_id, metrics)
+        for f in figures:
+            tracking.log_artifact(run_id, f)
+        tracking.log_dict(run_id, summary, "merger_summary.json")
+    except Exception:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    tracking.end_run(run_id)
+    return run_id
 
 
 if __name__ == "__main__":
