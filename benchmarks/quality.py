@@ -25,10 +25,15 @@ What it measures. The whole product path of the paper's 3-D experiment, at a cho
 6. MLflow (unless ``--no-mlflow``): one run in experiment ``rho-quality`` with the recipe as
    params, every score as a metric, the figure and the JSON of all results.
 
-How to run (the recipe of docs/results.md; about 75 minutes on 2 CPU cores):
+How to run (the recipe of docs/results.md; measured: 55 min of training on one core, 67 min in
+all with DDPM-1000 on every condition and the curve):
 
     .venv/bin/python benchmarks/quality.py --config configs/quality/sh32.yaml \\
-        --max-minutes 60 --threads 2 --json /tmp/rho-quality/sh32.json
+        --max-minutes 55 --threads 1 --curve-conditions 13 --json /tmp/rho-quality/sh32.json
+
+Threads: with another job on a 2-core machine use ``--threads 1`` — two OpenMP threads competing
+with a busy core ran 30× slower (6–8 s per step instead of 0.2). ``--set model.KEY=VALUE`` and
+``--set train.KEY=VALUE`` override the recipe (docs/results.md, section 2).
 
 Quick look (a few minutes): ``--size 16 --l-max 4 --steps 600 --curve-steps 10,20,50``.
 """
