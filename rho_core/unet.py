@@ -37,6 +37,17 @@ rearranges them into ``p × … × p`` blocks of the full grid (the inverse of :
 
 ``patch_size = 1`` is the plain U-Net (full-resolution top level).
 
+Full-resolution refinement head (``refine_channels = r > 0``, only with ``p > 1``). A patch stem
+emits each ``p × … × p`` block as one linear read-out of the coarse features, which is poor at
+detail that varies voxel by voxel inside a block (for Y_l^m on a 32³ grid with ``p = 4``, 91 % of
+the error energy sits inside blocks, half of it in the few blocks around the singular centre).
+The head adds, on the full grid,
+
+    f = unpatchify(Conv1×1(h_coarse)) ∈ R^{r},   y ← y + Conv3(SiLU(Conv3([f, x]))),
+
+two small ``3 × … × 3`` convolutions over ``r`` per-voxel features and the input ``x``; the last
+convolution starts at zero, so a new head leaves the prediction unchanged.
+
 Positional input (``coord_channels``). Convolutions are translation-equivariant: away from the
 borders a plain U-Net cannot tell where a voxel sits, yet a field such as Y_l^m(x, y, z) is pinned
 to the grid centre. With ``coord_channels`` the ``dims`` coordinate channels of
@@ -91,6 +102,8 @@ class UNetConfig:
         coord_channels: append ``dims`` coordinate channels (each axis' ``linspace(−1, 1)``,
             ``indexing="ij"``) to the input, so the network knows where each voxel sits (see
             module docstring, "Positional input").
+        refine_channels: ``r``: width of the full-resolution refinement head (module
+            docstring); 0 = none. Needs ``patch_size > 1``.
     """
 
     dims: int = 3
@@ -107,6 +120,7 @@ class UNetConfig:
     mid_attention: bool = True
     patch_size: int = 1
     coord_channels: bool = False
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/YAML) but store tuples so the config stays hashable.
@@ -145,6 +159,15 @@ class UNetConfig:
         ):
             raise ConfigError(f"patch_size must be an integer in [1, 8], got {self.patch_size!r}")
         object.__setattr__(self, "patch_size", int(self.patch_size))
+        r = self.refine_channels
+        if isinstance(r, bool) or int(r) != r or not 0 <= r <= 256:
+            raise ConfigError(f"refine_channels must be an integer in [0, 256], got {r!r}")
+        object.__setattr__(self, "refine_channels", int(r))
+        if r and self.patch_size == 1:
+            raise ConfigError(
+                "refine_channels needs patch_size > 1 (the plain U-Net already works at full "
+                "resolution); set refine_channels=0"
+            )
 
     @property
     def depth(self) -> int:
@@ -462,6 +485,14 @@ class UNet(nn.Module):
 
         self.out_norm = nn.GroupNorm(g, c)
         self.out = _zero(conv_nd(d, c, cfg.out_channels * p**d, 3, padding=1))
+        r = cfg.refine_channels
+        if r:
+            self.refine_feat = conv_nd(d, c, r * p**d, 1)
+            self.refine = nn.Sequential(
+                conv_nd(d, r + cfg.in_channels, r, 3, padding=1),
+                nn.SiLU(),
+                _zero(conv_nd(d, r, cfg.out_channels, 3, padding=1)),
+            )
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, emb_cond: torch.Tensor | None = None
@@ -490,6 +521,7 @@ class UNet(nn.Module):
                 )
             emb = emb + self.cond_proj(emb_cond.to(emb.dtype))
 
+        x_in = x
         if cfg.coord_channels:
             grid = coordinate_grid(x.shape[2:], x)
             x = torch.cat([x, grid.expand(x.shape[0], *grid.shape[1:])], dim=1)
@@ -507,7 +539,12 @@ class UNet(nn.Module):
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb)
             else:
                 h = layer(h, emb)
-        return unpatchify(self.out(F.silu(self.out_norm(h))), cfg.patch_size)
+        h = F.silu(self.out_norm(h))
+        y = unpatchify(self.out(h), cfg.patch_size)
+        if cfg.refine_channels:
+            f = unpatchify(self.refine_feat(h), cfg.patch_size)
+            y = y + self.refine(torch.cat([f, x_in.to(f.dtype)], dim=1))
+        return y
 
     def num_parameters(self) -> int:
         """Total trainable parameter count."""

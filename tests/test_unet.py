@@ -264,3 +264,63 @@ def test_old_config_without_coord_channels_loads() -> None:
     d = _tiny(3, attention=False).to_dict()
     d.pop("coord_channels")
     assert UNetConfig.from_dict(d).coord_channels is False
+
+
+def _tiny_patch(dims: int = 2, **kw) -> UNetConfig:
+    return UNetConfig(
+        dims=dims, base_channels=8, channel_mult=(1, 2), attention_levels=(), mid_attention=False,
+        cond_dim=4, patch_size=4, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_refine_head_starts_as_identity_then_learns(dims: int) -> None:
+    """A new refinement head adds exactly zero (its last conv starts at zero), so a net with the
+    head computes the same function as the same weights without it; one optimizer step later the
+    head's every parameter has moved and the output has changed."""
+    torch.manual_seed(0)
+    plain = UNet(_tiny_patch(dims))
+    for p in plain.out.parameters():  # a trained-looking read-out, not the zero init
+        torch.nn.init.normal_(p, std=0.1)
+    torch.manual_seed(0)
+    ref = UNet(_tiny_patch(dims, refine_channels=4))
+    missing, unexpected = ref.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("refine") for k in missing)
+    size = (16,) * dims
+    x, t, c = torch.randn(2, 1, *size), torch.tensor([3, 700]), torch.randn(2, 4)
+    y_plain, y_ref = plain(x, t, c), ref(x, t, c)
+    assert y_ref.shape == (2, 1, *size)
+    torch.testing.assert_close(y_ref, y_plain, rtol=0, atol=0)
+    assert y_plain.abs().max() > 1e-3  # the comparison is not between two zero outputs
+
+    before = {k: v.clone() for k, v in ref.named_parameters() if k.startswith("refine")}
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for _ in range(2):  # step 1 moves the zero conv, step 2 lets gradient reach the features
+        opt.zero_grad()
+        ((ref(x, t, c) - x) ** 2).mean().backward()
+        opt.step()
+    moved = {k: not torch.equal(v, before[k]) for k, v in ref.named_parameters() if k in before}
+    assert all(moved.values()), moved
+    assert not torch.equal(ref(x, t, c), y_ref)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"refine_channels": -1}, "refine_channels"),
+        ({"refine_channels": 2.5}, "refine_channels"),
+        ({"refine_channels": True}, "refine_channels"),
+        ({"refine_channels": 4, "patch_size": 1}, "patch_size > 1"),
+    ],
+)
+def test_refine_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        UNetConfig(**{"patch_size": 4, **kwargs})
+
+
+def test_refine_config_round_trip_and_old_configs_load() -> None:
+    cfg = _tiny_patch(3, refine_channels=8)
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    d = _tiny_patch(3).to_dict()
+    d.pop("refine_channels")
+    assert UNetConfig.from_dict(d).refine_channels == 0
