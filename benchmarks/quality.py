@@ -179,6 +179,7 @@ def noisy_end_probe(ckpt: str, store_path: Path, t_values=(None, 900, 700)) -> d
     from rho_core.data.store import open_store
     from rho_core.diffusion import x0_from_output
     from rho_core.evaluation import condition_accuracy
+    from rho_core.metrics import error_anatomy
 
     loaded = load_for_sampling(ckpt, "cpu")
     model = loaded.model
@@ -209,6 +210,10 @@ def noisy_end_probe(ckpt: str, store_path: Path, t_values=(None, 900, 700)) -> d
             "lambda": float(0.5 * sch.log_snr_table[t]),
             "accuracy": condition_accuracy(pred, ref),
             "rel_l2_mean": float(rel.mean()),
+            # where the error sits (normalised units): inside the stem's blocks? near the centre?
+            "anatomy": error_anatomy(
+                pred, ref, block=max(2, model.cfg.unet.patch_size), dims=ref.ndim - 2
+            ),  # fmt: skip
         }
     return out
 
@@ -421,6 +426,8 @@ def log_mlflow(result: dict, figures: dict) -> str:
         for t, p in result.get("noisy_end_probe", {}).items():
             metrics[f"probe/t{t}/accuracy"] = p["accuracy"]
             metrics[f"probe/t{t}/rel_l2_mean"] = p["rel_l2_mean"]
+            if "anatomy" in p:
+                metrics[f"probe/t{t}/within_block_fraction"] = p["anatomy"]["within_block_fraction"]
         for sampler, c in result.get("curve", {}).items():
             for k, r in c.items():
                 metrics[f"curve/{sampler}-{k}/rel_l2_mean"] = r["rel_l2_mean"]
@@ -521,8 +528,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nnoisy-end probe — x̂₀ from x_t = α x₀ + σ ε, nearest-truth accuracy over conditions")
     for t, p in probe.items():
+        an = p["anatomy"]
+        rad = an["radial"]
+        shells = [f"r∈[{r['r_lo']:g},{r['r_hi']:g}) {r['energy_fraction']:.2f}" for r in rad[:-1]]
+        if rad:
+            shells.append(f"r≥{rad[-1]['r_lo']:g} {rad[-1]['energy_fraction']:.2f}")
+        where = (f"; error energy inside blocks {an['within_block_fraction']:.2f}, "
+                 f"by radius {', '.join(shells)}") if rad else ""  # fmt: skip
         print(f"  t = {t:4d} (λ = {p['lambda']:6.2f}): accuracy {p['accuracy']:.2f}, "
-              f"rel_l2 (normalised) {p['rel_l2_mean']:.3f}")  # fmt: skip
+              f"rel_l2 (normalised) {p['rel_l2_mean']:.3f}{where}")  # fmt: skip
     print_scores(evals, PAPER_Y52_WASSERSTEIN)
     if curve:
         ks = sorted({k for c in curve.values() for k in c})

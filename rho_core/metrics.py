@@ -87,3 +87,55 @@ def power_spectrum_error(gen: np.ndarray, true: np.ndarray) -> float:
     if not valid.any() or float(pt.max()) <= 0.0:
         raise DataError("power_spectrum_error: the true field is constant (no power at k > 0)")
     return float(np.mean(np.abs(pg[valid] - pt[valid]) / pt[valid]))
+
+
+def error_anatomy(
+    gen: np.ndarray, true: np.ndarray, block: int, edges=(4.0, 8.0, 12.0), dims: int | None = None
+) -> dict:
+    """Where the error e = gen − true sits: inside blocks or between them, near the centre or out.
+
+    ``gen``/``true``: ``(..., *spatial)`` with ``dims`` trailing spatial axes (default
+    ``ndim − 1``: one ``(C, *spatial)`` field; pass ``dims`` for a stack ``(N, C, *spatial)``,
+    scored as a whole); every spatial size must be divisible by ``block``.
+
+    - ``within_block_fraction``: the share of ‖e‖² left after subtracting the mean of ``e`` over
+      each ``block × … × block`` block, i.e. variation *inside* blocks (0: e is constant on
+      blocks, 1: e averages to zero on every block). A patch-``p`` network emits a block as one
+      read-out, so with ``block = p`` a fraction near 1 says the read-out is what fails.
+    - ``radial``: for the shells r ∈ [0, e₁), [e₁, e₂), …, [e_last, ∞) of voxel-centre distance
+      r to the grid centre (in voxels, centre at ``(n − 1)/2`` per axis), the share of ‖e‖² and the
+      rms of e and of ``true`` in that shell.
+    """
+    g, t = _pair(gen, true, "error_anatomy")
+    dims = g.ndim - 1 if dims is None else int(dims)
+    if not 1 <= dims <= 3 or g.ndim <= dims:
+        raise DataError(f"error_anatomy: need 1-3 spatial dims after a leading axis, got {g.shape}")
+    spatial = g.shape[-dims:]
+    if block < 1 or any(n % block for n in spatial):
+        raise DataError(f"error_anatomy: spatial {spatial} not divisible by block {block}")
+    e = (g - t).reshape(-1, *spatial)
+    total = float((e**2).sum())
+    if total == 0.0:
+        return {"within_block_fraction": 0.0, "radial": []}
+    split = [e.shape[0]]
+    for n in spatial:
+        split += [n // block, block]
+    eb = e.reshape(split)
+    mean = eb.mean(axis=tuple(range(2, len(split), 2)), keepdims=True)
+    within = float(((eb - mean) ** 2).sum()) / total
+    axes = [np.arange(n) - (n - 1) / 2 for n in spatial]
+    r = np.sqrt(sum(a**2 for a in np.meshgrid(*axes, indexing="ij")))
+    tt = t.reshape(-1, *spatial)
+    bounds = [0.0, *edges, np.inf]
+    shells = []
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        m = (r >= lo) & (r < hi)
+        if not m.any():
+            continue
+        shells.append({
+            "r_lo": lo, "r_hi": hi, "voxels": int(m.sum()),
+            "energy_fraction": float((e[:, m] ** 2).sum()) / total,
+            "rms_error": float(np.sqrt((e[:, m] ** 2).mean())),
+            "rms_true": float(np.sqrt((tt[:, m] ** 2).mean())),
+        })  # fmt: skip
+    return {"within_block_fraction": within, "radial": shells}
