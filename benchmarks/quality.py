@@ -257,17 +257,18 @@ def train_recipe(args, store: Path, run_dir: Path) -> dict:
     calib_s = None
     if math.isfinite(budget) and steps > 12:
         # calibration: 6 steps in a scratch directory; the first steps are slow (allocator and
-        # oneDNN warm-up) and others may be slowed by other jobs: the step time is the fastest
-        # of steps 3-6 (the hard stop below guards against an optimistic estimate)
+        # oneDNN warm-up): the step time is the median of steps 3-6, and the plan keeps 7 % in
+        # reserve (runs measured 3-10 % slower than the fastest calibration step, which cut
+        # the learning-rate schedule; the hard stop below still guards the budget)
         times: list[float] = []
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
             mc, tc = build_configs(str(store), args.config, {**over, "steps": 6})
             train(mc, tc, StoreDataset(str(store)), tmp, resume=False,
                   callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
-        calib_s = min(times[2:])
+        calib_s = sorted(times[2:])[len(times[2:]) // 2]
         log("  calibration step times " + " ".join(f"{t:.2f}" for t in times) + " s")
         left = budget - (time.perf_counter() - t0) - 15.0  # model build, final checkpoint
-        steps = max(1, min(steps, int(0.97 * left / calib_s)))
+        steps = max(1, min(steps, int(0.93 * left / calib_s)))
     mcfg, tcfg = build_configs(
         str(store),
         args.config,
