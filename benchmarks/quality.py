@@ -25,11 +25,11 @@ What it measures. The whole product path of the paper's 3-D experiment, at a cho
 6. MLflow (unless ``--no-mlflow``): one run in experiment ``rho-quality`` with the recipe as
    params, every score as a metric, the figure and the JSON of all results.
 
-How to run (the recipe of docs/results.md; measured: 55 min of training on one core, 67 min in
-all with DDPM-1000 on every condition and the curve):
+How to run (the best recipe of docs/results.md, section 3a; measured: 54 min of training on two
+cores, mean rel_l2 0.048; add DDPM 1000 and the curve for the full tables, ≈ 15 min more):
 
-    .venv/bin/python benchmarks/quality.py --config configs/quality/sh32.yaml \\
-        --max-minutes 55 --threads 1 --curve-conditions 13 --json /tmp/rho-quality/sh32.json
+    .venv/bin/python benchmarks/quality.py --config configs/quality/sh32-refine.yaml \\
+        --max-minutes 60 --threads 2 --json /tmp/rho-quality/sh32-refine.json
 
 Threads: with another job on a 2-core machine use ``--threads 1`` — two OpenMP threads competing
 with a busy core ran 30× slower (6–8 s per step instead of 0.2). ``--set model.KEY=VALUE`` and
