@@ -213,7 +213,7 @@ def noisy_end_probe(ckpt: str, store_path: Path, t_values=(None, 900, 700)) -> d
             # where the error sits (normalised units): inside the stem's blocks? near the centre?
             "anatomy": error_anatomy(
                 pred, ref, block=max(2, model.cfg.unet.patch_size), dims=ref.ndim - 2
-            ),  # fmt: skip
+            ),
         }
     return out
 

@@ -39,7 +39,7 @@ rearranges them into ``p × … × p`` blocks of the full grid (the inverse of :
 
 Full-resolution refinement head (``refine_channels = r > 0``, only with ``p > 1``). A patch stem
 emits each ``p × … × p`` block as one linear read-out of the coarse features, which is poor at
-detail that varies voxel by voxel inside a block (for Y_l^m on a 32³ grid with ``p = 4``, 91 % of
+detail that varies voxel by voxel inside a block (for Y_l^m on a 32³ grid with ``p = 4``, ≈ 90 % of
 the error energy sits inside blocks, half of it in the few blocks around the singular centre).
 The head adds, on the full grid,
 
