@@ -79,6 +79,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps"})
+"""Device types whose AdamW runs the fused kernel (torch ≥ 2.4 has one for each)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -415,6 +418,9 @@ def train(
         lr=cfg.lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         weight_decay=cfg.weight_decay,
+        # One fused kernel for all parameters instead of a Python loop of small ops: 16 → 5 ms
+        # per step for the 7 M-parameter 3-D recipes on CPU (benchmarks/train_recipe.py).
+        fused=device.type in FUSED_ADAM_DEVICES,
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, cfg) / cfg.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

@@ -304,6 +304,44 @@ def test_refine_head_starts_as_identity_then_learns(dims: int) -> None:
     assert not torch.equal(ref(x, t, c), y_ref)
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_refine_head_weights_are_channels_last_and_compute_the_same(dims: int) -> None:
+    """The head's conv weights are stored channels-last (a CPU speed choice, see REFINE_LAYOUT);
+    the layout survives load_state_dict and deepcopy (the EMA copy), and the output equals the same
+    weights in the default layout, at batch 1 (the oneDNN fast path) and batch 3, with gradients."""
+    import copy
+
+    fmt = unet_mod.REFINE_LAYOUT[dims]
+    torch.manual_seed(1)
+    net = UNet(_tiny_patch(dims, refine_channels=4))
+    for p in net.refine.parameters():  # a non-zero head, so it contributes to the output
+        torch.nn.init.normal_(p, std=0.2)
+    convs = [m for m in net.refine if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert convs and all(m.weight.is_contiguous(memory_format=fmt) for m in convs)
+    assert not all(m.weight.is_contiguous() for m in convs)  # really a different layout
+    plain = copy.deepcopy(net)
+    for m in plain.refine:
+        if isinstance(m, torch.nn.modules.conv._ConvNd):
+            m.weight.data = m.weight.data.contiguous()
+    fresh = UNet(_tiny_patch(dims, refine_channels=4))
+    fresh.load_state_dict(plain.state_dict())  # contiguous tensors in, layout kept
+    assert all(
+        m.weight.is_contiguous(memory_format=fmt)
+        for m in [*fresh.refine, *copy.deepcopy(fresh).refine]
+        if isinstance(m, torch.nn.modules.conv._ConvNd)
+    )
+    for b in (1, 3):
+        x = torch.randn(b, 1, *(16,) * dims, requires_grad=True)
+        t, c = torch.randint(0, 1000, (b,)), torch.randn(b, 4)
+        y, y_plain = fresh(x, t, c), plain(x, t, c)
+        torch.testing.assert_close(y, y_plain, rtol=1e-5, atol=1e-6)
+        (gx,) = torch.autograd.grad(y.square().sum(), x)
+        (gx_plain,) = torch.autograd.grad(y_plain.square().sum(), x)
+        # float32 sums in another order: agree to 1e-5 of the gradient's scale
+        torch.testing.assert_close(gx, gx_plain, rtol=1e-4, atol=1e-5 * float(gx.abs().max()))
+    assert (net(x, t, c) - fresh(x, t, c)).abs().max() < 1e-5  # same weights, same function
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
