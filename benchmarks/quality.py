@@ -191,6 +191,8 @@ def noisy_end_probe(ckpt: str, store_path: Path, t_values=(None, 900, 700)) -> d
     gen = torch.Generator().manual_seed(0)
     for t in t_values:
         t = sch.T - 1 if t is None else int(t)
+        if not 0 <= t < sch.T:
+            raise ValueError(f"probe timestep {t} is outside the schedule's 0 … {sch.T - 1}")
         tt = torch.full((x0.shape[0],), t, dtype=torch.int64)
         a, sg = sch.alpha(tt).float(), sch.sigma(tt).float()
         shape = (-1, *([1] * (x0.ndim - 1)))
@@ -326,6 +328,21 @@ def score(ckpt: str, store: Path, sampler: str, steps: int, guidance: float) -> 
     r["rel_l2_max"] = max(v["rel_l2"] for v in r["per_condition"].values())
     r["wasserstein_max"] = max(v["wasserstein"] for v in r["per_condition"].values())
     return r
+
+
+def _probe_ts(text: str) -> tuple:
+    """``"last,900,0"`` → ``(None, 900, 0)`` (None: the schedule's last step)."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "last":
+            out.append(None)
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise argparse.ArgumentTypeError(f"probe timestep {part!r} is neither 'last' nor ≥ 0")
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one probe timestep")
+    return tuple(out)
 
 
 def parse_samplers(text: str) -> list[tuple[str, int]]:
@@ -466,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--guidance", type=float, default=1.0, help="CFG scale (default 1: none)")
     ap.add_argument("--curve-steps", default=CURVE_STEPS, help="'' to skip the curve")
     ap.add_argument("--curve-conditions", type=int, default=7)
+    ap.add_argument(
+        "--probe-t", type=_probe_ts, default=(None, 900, 700),
+        help="timesteps of the x̂₀ probe, comma-separated, 'last' = T − 1 (default last,900,700)",
+    )  # fmt: skip
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "rho-quality"))
     ap.add_argument("--json", help="write all results to this file")
@@ -500,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             log("no checkpoint was written; nothing to evaluate")
             return 1
 
-    probe = noisy_end_probe(ckpt, store)
+    probe = noisy_end_probe(ckpt, store, args.probe_t)
     log("  noisy-end probe: " + ", ".join(
         f"t={t} (λ {p['lambda']:.1f}): accuracy {p['accuracy']:.2f}, rel {p['rel_l2_mean']:.3f}"
         for t, p in probe.items()))  # fmt: skip
