@@ -25,8 +25,8 @@ What it measures. The whole product path of the paper's 3-D experiment, at a cho
 6. MLflow (unless ``--no-mlflow``): one run in experiment ``rho-quality`` with the recipe as
    params, every score as a metric, the figure and the JSON of all results.
 
-How to run (the best recipe of docs/results.md, section 3a; measured: 54 min of training on two
-cores, mean rel_l2 0.048; add DDPM 1000 and the curve for the full tables, ≈ 15 min more):
+How to run (the best recipe of docs/results.md, section 3a; measured: 60 min of training on two
+cores, Y_5^2 rel_l2 0.049, mean 0.041; DDPM 1000 and the curve add ≈ 15 min):
 
     .venv/bin/python benchmarks/quality.py --config configs/quality/sh32-refine.yaml \\
         --max-minutes 60 --threads 2 --json /tmp/rho-quality/sh32-refine.json

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'recipe':32s} {'batch':>5s} {'s/step med':>10s} {'best':>7s} {'samples/s':>9s} "
           f"{'steps/h':>8s}")  # fmt: skip
     for r in rows:
-        print(f"{Path(r['config']).name:32s} {r['batch_size']:5d} {r['step_s_median']:10.3f} "
-              f"{r['step_s_best']:7.3f} {r['samples_per_s']:9.1f} {r['steps_per_hour']:8d}")  # fmt: skip
+        name = Path(r["config"]).name
+        print(f"{name:32s} {r['batch_size']:5d} {r['step_s_median']:10.3f} {r['step_s_best']:7.3f} "
+              f"{r['samples_per_s']:9.1f} {r['steps_per_hour']:8d}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows},
                                               indent=2))  # fmt: skip

@@ -499,8 +499,9 @@ class UNet(nn.Module):
             )
             if d > 1:
                 # Channels-last weights make oneDNN pick its channels-last kernels for these
-                # few-channel full-grid convolutions: 1.4–1.6× faster per conv and ≈ 0.33 → 0.21 s
-                # per training step of sh32-refine.yaml on 2 CPU threads (benchmarks/train_recipe.py).
+                # few-channel full-grid convolutions: ≈ 1.5× faster per conv; with fused AdamW a
+                # training step of sh32-refine.yaml on 2 CPU threads went 0.26–0.30 → 0.18–0.20 s
+                # (benchmarks/train_recipe.py, docs/training.md).
                 # The values are unchanged; load_state_dict and .to(device) keep the layout.
                 self.refine.to(memory_format=REFINE_LAYOUT[d])
 
