@@ -125,6 +125,26 @@ class Schedule:
         """log SNR_t gathered at ``t`` (twice DPM-Solver's λ_t)."""
         return gather(self.log_snr_table, t)
 
+    def log_snr_at(self, t: Tensor) -> Tensor:
+        """log SNR at a possibly *fractional* time ``t`` (float or int tensor in ``[0, T−1]``).
+
+        Convention (shared by the likelihood ODE and the exact denoisers): between the integer
+        steps ⌊t⌋ and ⌈t⌉ the log-SNR λ = log(ᾱ/(1−ᾱ)) is interpolated *linearly* in t,
+        λ(t) = (1 − w) λ_⌊t⌋ + w λ_⌈t⌉, w = t − ⌊t⌋. Integer ``t`` gives the table exactly.
+        Returns float64 of ``t``'s shape on ``t``'s device.
+        """
+        tc = t.detach().to("cpu", torch.float64).clamp(0.0, self.T - 1)
+        lo = tc.floor().long()
+        hi = torch.clamp(lo + 1, max=self.T - 1)
+        w = tc - lo.to(torch.float64)
+        table = self.log_snr_table
+        lam = (1.0 - w) * table[lo] + w * table[hi]
+        return lam.to(t.device) if t.device.type != "mps" else lam.float().to(t.device)
+
+    def alpha_bar_at(self, t: Tensor) -> Tensor:
+        """ᾱ at a possibly fractional ``t``: sigmoid of :meth:`log_snr_at` (float64)."""
+        return torch.sigmoid(self.log_snr_at(t))
+
     def __repr__(self) -> str:
         extra = f", shift={self.shift:g}" if self.shift else ""
         return f"Schedule(name={self.name!r}, T={self.T}{extra})"
