@@ -81,3 +81,39 @@ class GaussianDenoiser:
         var = a * a * sd * sd + s * s
         z = (xd - a * mu) ** 2 / var + torch.log(2 * math.pi * var)
         return -0.5 * z.expand_as(xd).flatten(1).sum(1)
+
+
+def gaussian_posterior(
+    mean: Tensor | float,
+    std: Tensor | float,
+    matrix: Tensor,
+    y: Tensor,
+    noise_std: Tensor | float,
+) -> tuple[Tensor, Tensor]:
+    """Closed-form posterior of x ~ N(μ, diag s²) observed through y = A x + σ_y n, n ~ N(0, I).
+
+    With S = diag(s²) and K = S Aᵀ (A S Aᵀ + diag σ_y²)⁻¹ (the Kalman gain)::
+
+        E[x | y] = μ + K (y − A μ),    Cov[x | y] = S − K A S.
+
+    Args:
+        mean, std: μ and s > 0, broadcastable to ``(N,)`` (a sample flattened).
+        matrix: A, ``(M, N)``.
+        y: the observation ``(M,)``.
+        noise_std: σ_y > 0, a scalar or ``(M,)``.
+
+    Returns:
+        ``(posterior mean (N,), posterior covariance (N, N))``, float64.
+    """
+    a = torch.as_tensor(matrix, dtype=torch.float64)
+    n = a.shape[1]
+    mu = torch.as_tensor(mean, dtype=torch.float64).expand(n)
+    var = torch.as_tensor(std, dtype=torch.float64).expand(n) ** 2
+    yv = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+    noise_var = torch.as_tensor(noise_std, dtype=torch.float64).expand(a.shape[0]) ** 2
+    sat = var[:, None] * a.T  # S Aᵀ, (N, M)
+    gram = a @ sat + torch.diag(noise_var)
+    gain = torch.linalg.solve(gram, sat.T).T  # K = S Aᵀ G⁻¹, (N, M)
+    post_mean = mu + gain @ (yv - a @ mu)
+    post_cov = torch.diag(var) - gain @ sat.T
+    return post_mean, 0.5 * (post_cov + post_cov.T)
