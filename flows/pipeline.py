@@ -21,7 +21,8 @@ from flows.params import PipelineParams, resolve
 from flows.spherical_harmonics import spherical_harmonics
 from flows.train import new_run_dir, train
 from tasks.data import require_store
-from tasks.tracking import log_training_run
+from tasks.reports import publish_report
+from tasks.tracking import end_run, log_training_run, open_training_run
 
 
 def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool) -> dict[str, Any]:
@@ -35,7 +36,13 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
     kind = s.kind
     run_dir = new_run_dir(kind, p.runs_dir)
     logger.info("[2/4] training %s (%d steps) -> %s", kind, p.train.steps, run_dir)
-    trained = train(store=store, model=p.model, training=p.train, run_dir=run_dir)
+    # The MLflow run opens before training so loss/lr/samples/s can be watched live.
+    mlflow_run = open_training_run(kind, p.run_name, run_dir, store, p.train.steps)
+    try:
+        trained = train(store=store, model=p.model, training=p.train, run_dir=run_dir)
+    except BaseException:
+        end_run(mlflow_run, "FAILED")
+        raise
     if not trained.get("checkpoint"):
         from rho_core.errors import CheckpointError
 
@@ -73,8 +80,9 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
         ev["samples"],
         trained["checkpoint"],
         p.register_model,
+        run_id=mlflow_run,
     )
-    return {
+    result = {
         "store": store,
         "run_dir": run_dir,
         "checkpoint": trained["checkpoint"],
@@ -86,6 +94,8 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
         "train_samples_per_s": trained.get("samples_per_s"),
         **{f"mlflow_{k}": v for k, v in tracked.items()},
     }
+    publish_report(result, ev["scores"])  # Prefect artifacts: report, scores table, figures
+    return result
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
