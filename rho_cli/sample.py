@@ -8,6 +8,14 @@ objects (one sample each, or ``--n`` per object), or ``@FILE`` holding either. T
 holds the fields in physical units (the model's normalisation inverted), of the training store's
 kind, with the model's normalisation in its attrs and the sampling settings in its provenance.
 CKPT is a checkpoint file or a run directory (its newest valid checkpoint).
+
+Posterior sampling (inpainting, super-resolution): ``--observed STORE[:INDEX] --operator
+mask:FILE.npy|coarse:F|projection:M[:SEED] --noise-std S`` draws from p(x | y, params) instead,
+where y is the operator applied to field INDEX (default 0) of STORE, in physical units, and S the
+observation noise std in the same units (``rho_core.inverse``: moment-matching guidance by
+default, ``--posterior dps`` for DPS; ``--cg-iters`` CG iterations per step). y and S are
+converted into the model's normalised space with the checkpoint's normalisation; a non-linear
+normalisation (asinh, log) allows only a mask.
 """
 
 from __future__ import annotations
@@ -37,7 +45,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, xpu or mps")
     p.add_argument("--out", required=True, help="output store (must not exist)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    obs = p.add_argument_group(
+        "posterior sampling (all three of --observed/--operator/--noise-std)"
+    )
+    obs.add_argument("--observed", help="STORE[:INDEX]: the observed field (physical units)")
+    obs.add_argument(
+        "--operator", help="mask:FILE.npy (true = observed), coarse:F or projection:M[:SEED]"
+    )
+    obs.add_argument("--noise-std", type=float, help="observation noise std, physical units")
+    obs.add_argument("--posterior", choices=("mmps", "dps"), default="mmps", help="guidance")
+    obs.add_argument("--cg-iters", type=int, default=None, help="CG iterations per step (mmps)")
     p.set_defaults(func=_run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Numeric options a user can get wrong, each refused with what to change (before loading)."""
+    import math
+
+    from rho_core.errors import ConfigError
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    if args.steps < 1:
+        raise ConfigError(f"--steps must be ≥ 1, got {args.steps}")
+    for name in ("guidance", "eta"):
+        value = getattr(args, name)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"--{name} must be a finite number ≥ 0, got {value}")
+    noise = getattr(args, "noise_std", None)
+    if noise is not None and (not math.isfinite(noise) or noise < 0):
+        raise ConfigError(f"--noise-std must be a finite number ≥ 0, got {noise}")
+    if Path(args.out).exists():
+        raise ConfigError(f"output store {args.out} already exists; choose a new --out")
 
 
 def parse_params(text: str) -> list[dict[str, Any]]:
@@ -61,16 +100,18 @@ def parse_params(text: str) -> list[dict[str, Any]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from rho_core.checkpoint import load_for_sampling
-    from rho_core.data.normalization import write_normalization
+    from rho_core.data.normalization import Normalizer
     from rho_core.data.store import create_store
-    from rho_core.errors import ConfigError
+    from rho_core.errors import ConfigError, DataError
     from rho_core.evaluation import generate
 
     if args.n < 1:
         raise ConfigError(f"--n must be ≥ 1, got {args.n}")
+    _check_args(args)
     sets = parse_params(args.params)
     loaded = load_for_sampling(args.checkpoint, args.device)
     if Path(args.out).exists():
@@ -79,22 +120,26 @@ def _run(args: argparse.Namespace) -> int:
     from rho_core.conditioning import params_to_tensor
 
     table = params_to_tensor(rows, loaded.param_names)  # unknown names → ConfigError here
+    observation = _observation(args, loaded)  # None unless --observed (posterior sampling)
     n_batches = -(-len(rows) // args.batch_size)
     bar = None
     if not args.quiet:
         bar = tqdm(total=n_batches * args.steps, desc="sample", unit="step", file=sys.stderr)
     try:
-        fields, params = generate(
-            loaded,
-            table,
-            sampler=args.sampler,
-            steps=args.steps,
-            guidance=args.guidance,
-            eta=args.eta,
-            seed=args.seed,
-            batch_size=args.batch_size,
-            progress=(lambda k: bar.update(k)) if bar is not None else None,
-        )
+        if observation is not None:
+            fields, params = _posterior(args, loaded, table, observation, bar)
+        else:
+            fields, params = generate(
+                loaded,
+                table,
+                sampler=args.sampler,
+                steps=args.steps,
+                guidance=args.guidance,
+                eta=args.eta,
+                seed=args.seed,
+                batch_size=args.batch_size,
+                progress=(lambda k: bar.update(k)) if bar is not None else None,
+            )
     finally:
         if bar is not None:
             bar.close()
@@ -109,6 +154,8 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "training_store": loaded.data_path,
     }
+    if observation is not None:
+        provenance["posterior"] = observation["provenance"]
     with create_store(
         args.out,
         kind=loaded.kind or "generated",
@@ -117,12 +164,105 @@ def _run(args: argparse.Namespace) -> int:
         field_shape=fields.shape[1:],
         provenance=provenance,
         mode="w-",
-    ) as writer:
+    ) as writer:  # the store appears only complete (a failure here leaves nothing behind)
+        if not np.isfinite(fields).all():
+            raise DataError(
+                f"sampling produced {int((~np.isfinite(fields)).sum())} NaN/inf values (checkpoint "
+                f"{loaded.path}); nothing was written — check the checkpoint or lower --guidance"
+            )
         writer.append(fields, params)
-    if loaded.normalization:
-        write_normalization(args.out, loaded.normalization)
+        if loaded.normalization:  # validated, written before the store is published
+            writer.set_attrs(normalization=Normalizer.from_dict(loaded.normalization).to_dict())
     print(
         f"wrote {fields.shape[0]} samples of shape {fields.shape[1:]} to {args.out}",
         file=sys.stderr,
     )
     return 0
+
+
+def _observation(args: argparse.Namespace, loaded: Any) -> dict | None:
+    """``--observed/--operator/--noise-std`` → y and σ_y in model space (None without them)."""
+    import numpy as np
+
+    from rho_core.data.store import open_store
+    from rho_core.errors import ConfigError
+    from rho_core.inverse import observation_in_model_space
+    from rho_core.operators import parse_operator
+
+    given = {k: getattr(args, k) for k in ("observed", "operator", "noise_std")}
+    if all(v is None for v in given.values()):
+        return None
+    missing = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(
+            f"posterior sampling needs --observed, --operator and --noise-std; missing {missing}"
+        )
+    path, index = args.observed, 0
+    head, sep, tail = path.rpartition(":")
+    if sep and tail.isdigit():
+        path, index = head, int(tail)
+    if not Path(path).exists():
+        raise ConfigError(f"--observed store {path} does not exist")
+    store = open_store(path)
+    if not 0 <= index < store.n:
+        raise ConfigError(f"--observed index {index} is outside the store's {store.n} samples")
+    field = np.asarray(store.fields[index], dtype=np.float64)
+    shape = tuple(loaded.field_shape)
+    if field.shape != shape:
+        raise ConfigError(
+            f"observed field {path}:{index} has shape {field.shape}; the model samples {shape}"
+        )
+    op = parse_operator(args.operator, shape)
+    y, sigma = observation_in_model_space(field, op, float(args.noise_std), loaded.normalizer)
+    prov = {
+        "observed": str(path),
+        "index": index,
+        "operator": args.operator,
+        "noise_std": float(args.noise_std),
+        "method": args.posterior,
+        "n_obs": int(y.numel()),
+    }
+    return {"y": y, "sigma": sigma, "operator": op, "provenance": prov}
+
+
+def _posterior(
+    args: argparse.Namespace, loaded: Any, table: Any, observation: dict, bar: Any
+) -> tuple[Any, Any]:
+    """Posterior samples for each row of ``table``, physical units (normaliser inverted)."""
+    import numpy as np
+    import torch
+
+    from rho_core.inverse import DEFAULT_CG_ITERS, sample_posterior
+
+    model = loaded.model
+    device = next(model.parameters()).device
+    shape = tuple(loaded.field_shape)
+    cg = DEFAULT_CG_ITERS if args.cg_iters is None else args.cg_iters
+    sampler = args.sampler if args.posterior == "mmps" else "ddpm"  # DPS is defined on DDPM
+    observation["provenance"].update(cg_iters=cg, sampler=sampler)
+    out = np.empty((table.shape[0], *shape), dtype=np.float32)
+    for k, start in enumerate(range(0, table.shape[0], args.batch_size)):
+        rows = table[start : start + args.batch_size]
+        cond = rows.to(device) if model.conditioner is not None else None
+        x = sample_posterior(
+            model.denoiser,
+            (rows.shape[0], *shape),
+            model.schedule,
+            observation["y"].float().to(device),
+            observation["operator"],
+            observation["sigma"].float().to(device),
+            cond=cond,
+            generator=torch.Generator().manual_seed(int(args.seed) + k),
+            method=args.posterior,
+            steps=int(args.steps),
+            cg_iters=cg,
+            sampler=sampler,
+            guidance=float(args.guidance),
+            callback=(lambda info: bar.update(1)) if bar is not None else None,
+            device=device,
+        )
+        x = x.float().cpu().numpy()
+        if loaded.normalizer is not None:
+            x = np.asarray(loaded.normalizer.inverse(x), dtype=np.float32)
+        out[start : start + rows.shape[0]] = x
+    return out, table.numpy().copy()

@@ -92,7 +92,10 @@ def conjugate_gradient(
         rtol: stop early once every row's residual norm is ≤ rtol · ‖b‖ (0: run all ``iters``).
 
     Returns:
-        u ``(B, M)`` (zero start; rows whose residual vanished stay put).
+        u ``(B, M)`` from a zero start. A row stops where its residual vanishes or where it meets
+        a direction of non-positive curvature pᵀ K p ≤ 0 (truncated CG: a learned denoiser's
+        Jacobian need not be symmetric positive, so A Σ Aᵀ can fail to be), keeping the iterate
+        it had: a partial solve, never an overflow.
     """
     u = torch.zeros_like(b)
     r = b.clone()
@@ -100,17 +103,20 @@ def conjugate_gradient(
     rs = (r * r).sum(-1, keepdim=True)
     stop = (rtol * rtol) * rs
     tiny = torch.finfo(b.dtype).tiny
+    active = rs > tiny
     for _ in range(iters):
-        if rtol > 0 and bool((rs <= stop).all()):
+        if not bool(active.any()) or (rtol > 0 and bool((rs <= stop).all())):
             break
         ap = matvec(p)
         curv = (p * ap).sum(-1, keepdim=True)
-        step = torch.where(rs > tiny, rs / curv.clamp_min(tiny), torch.zeros_like(rs))
+        active = active & (curv > tiny) & torch.isfinite(curv)
+        step = torch.where(active, rs / torch.where(active, curv, 1.0), 0.0)
         u = u + step * p
         r = r - step * ap
         rs_new = (r * r).sum(-1, keepdim=True)
-        p = r + torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs)) * p
-        rs = rs_new
+        p = r + torch.where(active, rs_new / rs.clamp_min(tiny), 0.0) * p
+        rs = torch.where(active, rs_new, rs)
+        active = active & (rs > tiny)
     return u
 
 
@@ -325,3 +331,68 @@ def sample_posterior(
             eps_fn, x, schedule, grid, eta=float(eta), generator=generator, callback=callback
         )
     return out.detach().clone()
+
+
+# --------------------------------------------------------------------------------------------
+# Observations in physical units
+# --------------------------------------------------------------------------------------------
+
+AFFINE_TRANSFORMS = ("identity", "minmax", "standard")
+
+
+def observation_in_model_space(
+    field: Any, forward: Forward, noise_std: float, normalizer: Any = None
+) -> tuple[Tensor, Tensor]:
+    """Observe a physical field and express y and σ_y in the model's normalised space.
+
+    The model samples z = T(x), T the store's normalisation (elementwise). The observation is
+    ``forward`` applied to the field, y = A T(field), with the noise σ (physical units) carried
+    through T:
+
+    - affine T (``identity``, ``minmax``, ``standard``: T(x) = a x + b): A T(x) = a A x + b A 1,
+      so any linear A of physical values is a linear function of z, and σ_z = |a| σ;
+    - non-linear T (``asinh``, ``log``): only a mask commutes with T (y_i = T(x_i)); the noise is
+      linearised per observed value, σ_{z,i} = |T'(x_i)| σ. A block average or projection of
+      physical values is not a linear function of the normalised values, so it is refused.
+
+    Args:
+        field: one sample ``(C, *spatial)`` in physical units (numpy array or tensor).
+        forward: the operator (:mod:`rho_core.operators`).
+        noise_std: σ > 0 in physical units.
+        normalizer: :class:`rho_core.data.normalization.Normalizer` or ``None`` (identity).
+
+    Returns:
+        ``(y (M,), σ_y (M,))`` float64 tensors in model space.
+
+    Raises:
+        ConfigError: σ ≤ 0, or a non-linear normalisation with an operator that is not a mask.
+    """
+    from rho_core.operators import Mask
+
+    if not (math.isfinite(noise_std) and noise_std > 0):
+        raise ConfigError(f"the noise std must be positive, got {noise_std}")
+    x = torch.as_tensor(field, dtype=torch.float64)[None]
+    transform = getattr(normalizer, "transform", "identity")
+    if normalizer is None or transform == "identity":
+        y = forward(x)[0]
+        return y, torch.full_like(y, float(noise_std))
+    if transform not in AFFINE_TRANSFORMS and not isinstance(forward, Mask):
+        raise ConfigError(
+            f"the model's normalisation '{transform}' is non-linear, so {forward!r} of physical "
+            "values is not a linear function of the normalised values the model samples (e.g. "
+            "a block average of physical values is not the block average of their "
+            f"{transform}); use a mask operator, or a model trained with an affine "
+            f"normalisation ({', '.join(AFFINE_TRANSFORMS)})"
+        )
+    xr = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = normalizer.forward(xr)
+        (slope,) = torch.autograd.grad(z.sum(), xr)  # T'(x) per value (T is elementwise)
+    y = forward(z.detach())[0]
+    if transform in AFFINE_TRANSFORMS:
+        return y, torch.full_like(y, float(noise_std) * float(slope.abs().flatten()[0]))
+    sig = forward(slope.abs())[0] * float(noise_std)
+    if not bool((sig > 0).all()):  # below a log floor T' = 0: keep the smallest positive σ
+        pos = sig[sig > 0]
+        sig = sig.clamp_min(float(pos.min()) if pos.numel() else float(noise_std))
+    return y, sig
