@@ -45,6 +45,11 @@ TARGETS = {
 units of the true-vs-true floor, mean pairwise correlation)."""
 
 
+COPY_FRACTION = 0.5
+"""A generated field nearer a training field than this fraction of the smallest true-vs-training
+nearest-neighbour distance counts as a copy (the memorisation check)."""
+
+
 def as_fields(x, dims: int | None = None) -> np.ndarray:
     """``(K, N, …, N)`` float64 from ``(K, 1, N, …)`` / ``(K, N, …)`` arrays or tensors."""
     a = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
@@ -235,8 +240,8 @@ def random_field_scores(
         ``shells``/``ratio``/``sigma``; ``pdf_w1``, ``pdf_w1_floor``, ``pdf_w1_ratio``;
         ``skewness``/``kurtosis`` (+ ``_true``, and ``_lognormal`` closed forms);
         ``pairwise_corr_mean`` (+ ``_abs``, ``_true``); ``nn_min``, ``nn_median``,
-        ``nn_min_true``, ``nn_median_true``, ``n_closer_than_true_min``; ``passes`` (target
-        name → bool) and ``all_pass``.
+        ``nn_min_true``, ``nn_median_true``, ``n_closer_than_true_min``, ``n_copies``;
+        ``passes`` (target name → bool) and ``all_pass``.
     """
     from rho_core.data.random_fields import field_variance
 
@@ -292,9 +297,14 @@ def random_field_scores(
         out["nn_min"], out["nn_median"] = float(d_gen.min()), float(np.median(d_gen))
         out["nn_min_true"], out["nn_median_true"] = float(d_true.min()), float(np.median(d_true))
         out["n_closer_than_true_min"] = int((d_gen < d_true.min()).sum())
-        # for exchangeable draws each generated field falls below the minimum of K true ones with
-        # probability 1/(K + 1): allow that expectation with ample slack, catch copies
-        passes["memorisation"] = out["n_closer_than_true_min"] <= 1 + 0.05 * k
+        out["n_copies"] = int((d_gen < COPY_FRACTION * d_true.min()).sum())
+        # the literal target ("no sample closer than the closest true-vs-training pair") is
+        # reported as n_closer_than_true_min: for exchangeable draws each generated field falls
+        # below the minimum of K true ones with probability 1/(K + 1), and the NN distances of
+        # red spectra are dominated by a few modes (wide spread), so it is a noisy count. The
+        # pass/fail check flags (near-)copies: a generated field closer than COPY_FRACTION × the
+        # closest true-vs-training distance.
+        passes["memorisation"] = out["n_copies"] == 0
     out["passes"] = passes
     out["all_pass"] = bool(all(passes.values()))
     return out

@@ -65,7 +65,7 @@ def test_copies_of_training_fields_are_caught(sets):
     copies = sets["train"][:32] + 1e-4 * _draw(32, 7)
     r = fs.random_field_scores(copies, sets["truth"], sets["train"], A, IDX)
     assert not r["passes"]["memorisation"]
-    assert r["n_closer_than_true_min"] == 32
+    assert r["n_closer_than_true_min"] == 32 and r["n_copies"] == 32
     assert r["nn_min"] < 0.01 * r["nn_min_true"]
     fresh = fs.random_field_scores(sets["gen"], sets["truth"], sets["train"], A, IDX)
     assert fresh["passes"]["memorisation"]

@@ -1,0 +1,280 @@
+"""Distribution quality on Gaussian random fields: does a trained model draw the right *density*?
+
+Issue 13's experiment. A checkpoint trained on a ``gaussian_random_field`` store (2-D 64²,
+amplitudes × spectral indices, ``configs/quality/grf64.yaml``) draws ``--n`` realisations per
+condition, on the training conditions and on held-out ones (spectral indices between the training
+ones), and each set is scored with :func:`rho_core.field_stats.random_field_scores` against the
+analytic spectrum and fresh true realisations (stores generated with other seeds):
+
+- P(k) ratio per |κ| shell 1…N/2: mean |R − 1| (targets 3 % train / 5 % held-out) and the worst
+  shell in units of the exact cosmic-variance σ of ``--n`` realisations (target ≤ 5σ); beside them
+  the same scores of ``--n`` fresh *true* realisations (the floor: a perfect model scores that);
+- one-point PDF W1 / true-vs-true floor (target ≤ 2), mean pairwise correlation (< 0.05),
+  memorisation (nearest training field vs the true-vs-training distances);
+- the sampler-steps curve (``--curve``: DDIM and DPM-Solver++ at several step counts) on
+  ``--curve-conditions`` training conditions, with the fewest steps at which all targets hold.
+
+Data (made here when missing, or pass your own stores)::
+
+    rho generate gaussian-random-field --out data/grf/train64 --size 64 --dims 2 \\
+        --amplitude 0.5,1,2 --spectral-index=-1,-1.5,-2,-2.5 --realizations 128 --seed 1
+    rho normalize data/grf/train64 --transform standard
+    rho generate gaussian-random-field --out data/grf/truth64 --size 64 --dims 2 \\
+        --amplitude 0.5,1,2 --spectral-index=-1,-1.5,-2,-2.5 --realizations 256 --seed 3
+    rho generate gaussian-random-field --out data/grf/heldout64 --size 64 --dims 2 \\
+        --amplitude 0.5,1,2 --spectral-index=-1.25,-1.75,-2.25 --realizations 256 --seed 2
+
+Run::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_grf.py --checkpoint data/runs/grf64 \\
+        --n 64 --sampler dpmpp --steps 20 --curve ddim:10,ddim:20,ddim:50,dpmpp:10,dpmpp:20 \\
+        --json /tmp/grf64.json --figures /tmp/grf64-figs
+    .venv/bin/python benchmarks/quality_grf.py --truth-only   # the floors: true fields scored
+
+Prints a table per condition and a summary; ``--json`` writes everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TRAIN_A = (0.5, 1.0, 2.0)
+TRAIN_N = (-1.0, -1.5, -2.0, -2.5)
+HELD_N = (-1.25, -1.75, -2.25)
+
+
+def ensure_stores(data_dir: Path, size: int = 64, dims: int = 2) -> dict[str, Path]:
+    """The training, fresh-truth and held-out stores (generated when missing)."""
+    from rho_core.data.normalization import fit_normalization
+    from rho_core.data.random_fields import generate_random_field_store
+    from rho_core.data.store import store_exists
+
+    paths = {
+        "train": data_dir / f"train{size}",
+        "truth": data_dir / f"truth{size}",
+        "heldout": data_dir / f"heldout{size}",
+    }
+    specs = {
+        "train": (TRAIN_N, 128, 1),
+        "truth": (TRAIN_N, 256, 3),
+        "heldout": (HELD_N, 256, 2),
+    }
+    for key, (idx, k, seed) in specs.items():
+        if not store_exists(paths[key]):
+            generate_random_field_store(paths[key], size, dims, TRAIN_A, idx, k, seed=seed)
+            if key == "train":
+                fit_normalization(paths[key], "standard", write=True)
+    return paths
+
+
+def load_by_condition(path: Path) -> dict[tuple[float, float], np.ndarray]:
+    """``{(amplitude, spectral_index): fields (K, 1, N, …) float32}`` of a store."""
+    from rho_core.data.store import open_store
+
+    s = open_store(path)
+    f = np.asarray(s.fields[:])
+    out: dict[tuple[float, float], np.ndarray] = {}
+    for cond in np.unique(s.params, axis=0):
+        sel = np.all(s.params == cond, axis=1)
+        out[(float(cond[0]), float(cond[1]))] = f[sel]
+    return out
+
+
+def train_neighbours(train: dict, amp: float, idx: float) -> np.ndarray:
+    """Training fields to check memorisation against: the condition itself when trained on,
+    else the two nearest spectral indices at the same amplitude."""
+    if (amp, idx) in train:
+        return train[(amp, idx)]
+    same = sorted((abs(n - idx), n) for (a, n) in train if a == amp)
+    return np.concatenate([train[(amp, n)] for _, n in same[:2]])
+
+
+def score_set(
+    loaded, conds, truth, train, split, n, sampler, steps, seed, batch, lognormal
+) -> list[dict]:
+    from rho_core.evaluation import generate
+    from rho_core.field_stats import random_field_scores
+
+    rows = []
+    for i, (amp, idx) in enumerate(conds):
+        t0 = time.perf_counter()
+        if loaded is None:  # truth-only: score fresh true fields (the floor)
+            gen = truth[(amp, idx)][-n:]
+            ref = truth[(amp, idx)][:-n]
+        else:
+            gen, _ = generate(
+                loaded,
+                {"amplitude": amp, "spectral_index": idx},
+                n=n,
+                sampler=sampler,
+                steps=steps,
+                seed=seed + 1000 * i,
+                batch_size=batch,
+            )
+            ref = truth[(amp, idx)]
+        dt = time.perf_counter() - t0
+        r = random_field_scores(
+            gen,
+            ref,
+            train_neighbours(train, amp, idx),
+            amp,
+            idx,
+            lognormal=lognormal,
+            heldout=split == "heldout",
+        )
+        r.update(split=split, sampler=sampler, steps=steps, seconds=dt)
+        r["_gen"], r["_truth"] = gen, ref
+        rows.append(r)
+        print(fmt_row(r), flush=True)
+    return rows
+
+
+HEAD = (
+    f"{'split':8s} {'A':>5s} {'n':>6s} {'|R-1|':>7s} {'floor':>7s} {'worstσ':>7s} "
+    f"{'W1/flr':>7s} {'corr':>7s} {'nn/nnT':>7s} {'std':>6s} {'pass':>5s} {'s':>6s}"
+)
+
+
+def fmt_row(r: dict) -> str:
+    nn = r.get("nn_min", float("nan")) / max(r.get("nn_min_true", float("nan")), 1e-30)
+    return (
+        f"{r['split']:8s} {r['amplitude']:5g} {r['spectral_index']:6g} "
+        f"{r['pk_mean_abs_err']:7.4f} {r['pk_floor_mean_abs_err']:7.4f} "
+        f"{r['pk_worst_sigma']:7.2f} {r['pdf_w1_ratio']:7.2f} {r['pairwise_corr_mean']:7.4f} "
+        f"{nn:7.3f} {r['std_ratio']:6.3f} {'yes' if r['all_pass'] else 'NO':>5s} "
+        f"{r['seconds']:6.1f}"
+    )
+
+
+def public(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", help="checkpoint file or run directory")
+    ap.add_argument(
+        "--data-dir", default=str(ROOT / "data" / "grf"), help="stores (made if absent)"
+    )
+    ap.add_argument("--n", type=int, default=64, help="realisations per condition (default 64)")
+    ap.add_argument("--sampler", default="dpmpp", help="main sampler (ddim|dpmpp|ddpm)")
+    ap.add_argument("--steps", type=int, default=20, help="main sampler steps")
+    ap.add_argument(
+        "--curve", default="", help="sampler:steps list for the steps curve, e.g. ddim:10,dpmpp:20"
+    )
+    ap.add_argument("--curve-conditions", type=int, default=4, help="training conditions in curve")
+    ap.add_argument("--curve-n", type=int, default=None, help="realisations per curve condition")
+    ap.add_argument("--max-conditions", type=int, default=None, help="per split (quick runs)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--truth-only", action="store_true", help="score fresh true fields (floors)")
+    ap.add_argument("--lognormal", action="store_true", help="the stores are log-normal")
+    ap.add_argument("--json", help="write all results here")
+    ap.add_argument("--figures", help="directory for the P(k)-ratio, sample-grid and PDF figures")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from rho_core.field_stats import summarize
+
+    torch.set_num_threads(args.threads)
+    paths = ensure_stores(Path(args.data_dir))
+    train, truth, held = (load_by_condition(paths[k]) for k in ("train", "truth", "heldout"))
+    loaded, meta = None, {}
+    if not args.truth_only:
+        from rho_core.checkpoint import load_for_sampling
+
+        if not args.checkpoint:
+            ap.error("--checkpoint is required (or --truth-only)")
+        loaded = load_for_sampling(args.checkpoint, "cpu")
+        meta = {"checkpoint": str(args.checkpoint), "step": getattr(loaded, "step", None)}
+    conds_tr = sorted(train)
+    conds_ho = sorted(held)
+    if args.max_conditions:
+        conds_tr, conds_ho = conds_tr[: args.max_conditions], conds_ho[: args.max_conditions]
+    truth_all = {**truth, **held}
+    common = (args.n, args.sampler, args.steps, args.seed, args.batch_size, args.lognormal)
+    print(f"main: {args.sampler} {args.steps} steps, {args.n} realisations per condition")
+    print(HEAD)
+    rows = score_set(loaded, conds_tr, truth_all, train, "train", *common)
+    rows += score_set(loaded, conds_ho, truth_all, train, "heldout", *common)
+    result = {
+        "meta": {**meta, "n": args.n, "sampler": args.sampler, "steps": args.steps},
+        "per_condition": public(rows),
+        "summary": {
+            split: summarize([r for r in rows if r["split"] == split])
+            for split in ("train", "heldout")
+        },
+    }
+    for split, s in result["summary"].items():
+        print(
+            f"{split}: mean |R-1| {s['mean_pk_mean_abs_err']:.4f} (floor "
+            f"{s['mean_pk_floor_mean_abs_err']:.4f}), worst shell {s['max_pk_worst_sigma']:.1f}σ, "
+            f"mean W1/floor {s['mean_pdf_w1_ratio']:.2f}, corr {s['mean_pairwise_corr_mean']:.4f}"
+            f", all targets on {s['n_all_pass']}/{s['n_conditions']} conditions"
+        )
+    curve = []
+    if args.curve and loaded is not None:
+        picks = [conds_tr[int(i)] for i in np.linspace(0, len(conds_tr) - 1, args.curve_conditions)]
+        n_c = args.curve_n or args.n
+        for item in args.curve.split(","):
+            sampler, steps = item.split(":")
+            t0 = time.perf_counter()
+            c = (n_c, sampler, int(steps), args.seed, args.batch_size, args.lognormal)
+            cr = score_set(loaded, picks, truth_all, train, "curve", *c)
+            s = summarize(cr)
+            s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
+            curve.append(s)
+        print(f"\n{'sampler':8s} {'steps':>5s} {'|R-1|':>7s} {'floor':>7s} {'worstσ':>7s} "
+              f"{'W1/flr':>7s} {'pass':>5s} {'s':>6s}")  # fmt: skip
+        for s in curve:
+            print(
+                f"{s['sampler']:8s} {s['steps']:5d} {s['mean_pk_mean_abs_err']:7.4f} "
+                f"{s['mean_pk_floor_mean_abs_err']:7.4f} {s['max_pk_worst_sigma']:7.2f} "
+                f"{s['mean_pdf_w1_ratio']:7.2f} {s['n_all_pass']:2d}/{s['n_conditions']:<2d} "
+                f"{s['seconds']:6.1f}"
+            )
+        for sampler in sorted({s["sampler"] for s in curve}):
+            ok = [s["steps"] for s in curve if s["sampler"] == sampler and s["n_all_pass"]
+                  == s["n_conditions"]]  # fmt: skip
+            print(f"{sampler}: fewest steps with all targets met: {min(ok) if ok else 'none'}")
+    result["curve"] = curve
+    if args.figures:
+        write_figures(Path(args.figures), rows)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def write_figures(out: Path, rows: list[dict]) -> None:
+    from rho_core.plots_fields import pdf_overlay_figure, power_ratio_figure, sample_grid_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "heldout"):
+        sel = [r for r in rows if r["split"] == split]
+        if not sel:
+            continue
+        power_ratio_figure(sel).savefig(out / f"pk_ratio_{split}.png", dpi=110)
+        r = sel[len(sel) // 2]
+        lab = f"A={r['amplitude']:g}, n={r['spectral_index']:g} ({split})"
+        sample_grid_figure(r["_gen"], r["_truth"], 8, lab).savefig(
+            out / f"samples_{split}.png", dpi=110
+        )
+        pdf_overlay_figure(r["_gen"], r["_truth"][: len(r["_gen"])], title=lab).savefig(
+            out / f"pdf_{split}.png", dpi=110
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
