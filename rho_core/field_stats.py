@@ -322,3 +322,148 @@ def summarize(per_condition: Sequence[dict]) -> dict:
     out["n_conditions"] = len(per_condition)
     out["n_all_pass"] = int(sum(bool(c["all_pass"]) for c in per_condition))
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# `rho evaluate` / pipeline hook: one draw per condition, scores pooled over conditions
+# --------------------------------------------------------------------------------------------
+
+FRESH_SEED = 0x13F1E1D
+"""Seed root of the fresh true realisations drawn by :func:`evaluation_scores`."""
+
+
+def _fresh(size, dims, amp, idx, lognormal, k: int, count: int) -> np.ndarray:
+    from rho_core.data.random_fields import gaussian_field
+
+    out = np.empty((count, *(size,) * dims))
+    for j in range(count):
+        rng = np.random.default_rng(np.random.SeedSequence([FRESH_SEED, int(k), j]))
+        out[j] = gaussian_field(size, dims, amp, idx, rng, lognormal=lognormal)
+    return out
+
+
+def pooled_scores(
+    generated,
+    amplitudes,
+    spectral_indices,
+    *,
+    lognormal: bool = False,
+    train_fields: Sequence[np.ndarray | None] | None = None,
+    n_fresh: int = 4,
+    k_max: int | None = None,
+) -> dict:
+    """Distribution scores of K generated fields with one (amplitude, spectral_index) each,
+    pooled over conditions (what ``rho evaluate`` has: one draw per condition).
+
+    Each field is compared with its own truth: the P(k) ratio is the mean over fields of
+    P̂_k(s)/P_true,k(s) with σ_s = √(Σ_k rel_σ_k(s)²)/K (exact for Gaussian fields); the PDF
+    pools the fields divided by their analytic one-point std; fresh true realisations
+    (``n_fresh`` per field, drawn from the generator with seed :data:`FRESH_SEED`) give the
+    floors and, for log-normal fields, the P(k) band. ``train_fields[k]`` (optional): the training
+    fields of field k's condition for the memorisation check (distance to the nearest one,
+    relative to the fresh fields' median distance; < 0.5 counts as a copy).
+
+    Returns: ``pk_mean_abs_err``, ``pk_worst_sigma``, ``pk_worst_shell``, ``pk_floor_mean_abs_err``,
+    ``pk_floor_worst_sigma``, ``pdf_w1``, ``pdf_w1_floor``, ``pdf_w1_ratio``, ``skewness``,
+    ``skewness_true``, ``pairwise_corr_mean``, (``nn_ratio_min``, ``n_copies``), ``shells``,
+    ``ratio``, ``sigma``, ``n_fields``.
+    """
+    from rho_core.data.random_fields import field_variance
+
+    g = as_fields(generated)
+    k = len(g)
+    dims, n = g.ndim - 1, g.shape[1]
+    amps = np.broadcast_to(np.asarray(amplitudes, dtype=np.float64), (k,))
+    idxs = np.broadcast_to(np.asarray(spectral_indices, dtype=np.float64), (k,))
+    if k < 2 or n_fresh < 2:
+        raise ConfigError("pooled scores need at least 2 generated fields and n_fresh ≥ 2")
+    ratios, floors, rel2 = [], [], []
+    zg, zt, zt2, fresh_all = [], [], [], []
+    for i in range(k):
+        fresh = _fresh(n, dims, amps[i], idxs[i], lognormal, i, n_fresh)
+        fresh_all.append(fresh)
+        p_true, rel1 = true_shell_power(n, dims, amps[i], idxs[i], lognormal=lognormal, k_max=k_max)
+        if lognormal:
+            per_f, _ = shell_power(fresh, k_max)
+            rel1 = per_f.std(0, ddof=1) / p_true
+        pg, shells = shell_power(g[i : i + 1], k_max)
+        pf, _ = shell_power(fresh[:1], k_max)
+        ratios.append(pg[0] / p_true)
+        floors.append(pf[0] / p_true)
+        rel2.append(rel1**2)
+        var = field_variance(n, dims, amps[i], idxs[i])
+        sd = math.sqrt(math.expm1(var)) if lognormal else math.sqrt(var)
+        zg.append(g[i] / sd)
+        zt.append(fresh[0] / sd)
+        zt2.append(fresh[1] / sd)
+    sigma = np.sqrt(np.sum(rel2, axis=0)) / k
+
+    def summary(r: np.ndarray) -> tuple[float, float, int]:
+        dev = np.abs(r - 1)
+        z = dev / sigma
+        return float(dev.mean()), float(z.max()), int(shells[int(z.argmax())])
+
+    ratio = np.mean(ratios, axis=0)
+    out: dict = {"n_fields": k, "shells": shells.tolist(), "ratio": ratio.tolist()}
+    out["sigma"] = sigma.tolist()
+    out["pk_mean_abs_err"], out["pk_worst_sigma"], out["pk_worst_shell"] = summary(ratio)
+    f_err, f_worst, _ = summary(np.mean(floors, axis=0))
+    out["pk_floor_mean_abs_err"], out["pk_floor_worst_sigma"] = f_err, f_worst
+    out["pdf_w1"] = wasserstein1(np.stack(zg), np.stack(zt2))
+    out["pdf_w1_floor"] = wasserstein1(np.stack(zt), np.stack(zt2))
+    out["pdf_w1_ratio"] = out["pdf_w1"] / max(out["pdf_w1_floor"], 1e-300)
+    out["skewness"], out["kurtosis"] = moments(np.stack(zg))
+    out["skewness_true"], out["kurtosis_true"] = moments(np.stack(zt + zt2))
+    out["pairwise_corr_mean"], out["pairwise_corr_mean_abs"] = pairwise_correlation(g)
+    if train_fields is not None:
+        rel = []
+        for i in range(k):
+            tr = train_fields[i]
+            if tr is None or len(tr) == 0:
+                continue
+            d_g = nearest_distances(g[i : i + 1], tr)[0]
+            d_t = float(np.median(nearest_distances(fresh_all[i], tr)))
+            rel.append(d_g / max(d_t, 1e-300))
+        if rel:
+            out["nn_ratio_min"] = float(min(rel))
+            out["n_copies"] = int(sum(r < COPY_FRACTION for r in rel))
+    return out
+
+
+def evaluation_scores(draws: dict) -> dict:
+    """The ``gaussian_random_field`` scores of ``rho_core.evaluation`` (``_kind_scores`` hook).
+
+    ``draws``: :func:`rho_core.evaluation.draw_for_scoring`'s dict (``generated`` (K, 1, N, …)
+    physical, ``params`` (K, P), ``param_names`` with ``amplitude`` and ``spectral_index``,
+    ``store``). One draw per condition, so the scores are :func:`pooled_scores` over the
+    conditions (the truth: the analytic spectrum and fresh realisations; memorisation against
+    the store's fields of each condition, at most 512 each). Keys are prefixed ``grf_``; the
+    per-shell ratio and band are ``grf_shells``, ``grf_ratio``, ``grf_sigma``.
+    """
+    from rho_core.data.store import open_store
+
+    names = list(draws["param_names"])
+    if "amplitude" not in names or "spectral_index" not in names:
+        raise ConfigError(f"random-field scores need amplitude and spectral_index, got {names}")
+    params = np.asarray(draws["params"], dtype=np.float64)
+    amps = params[:, names.index("amplitude")]
+    idxs = params[:, names.index("spectral_index")]
+    lognormal = False
+    train: list[np.ndarray | None] | None = None
+    store = draws.get("store")
+    if store:
+        s = open_store(store)
+        lognormal = bool(s.provenance.get("lognormal", False))
+        sp = np.asarray(s.params)
+        train = []
+        for row in params:
+            rows = np.nonzero(np.all(sp == row, axis=1))[0][:512]
+            train.append(s.read_batch(rows)[0] if rows.size else None)
+    out = pooled_scores(draws["generated"], amps, idxs, lognormal=lognormal, train_fields=train)
+    res = {f"grf_{k}": v for k, v in out.items()}
+    res["grf_lognormal"] = lognormal
+    res["grf_note"] = (
+        "one draw per condition: P(k) ratio, PDF and correlation pooled over conditions against "
+        "the analytic truth; benchmarks/quality_grf.py scores many draws per condition"
+    )
+    return res

@@ -120,3 +120,45 @@ def test_nearest_distances_and_summary(sets):
     )
     with pytest.raises(ConfigError):
         fs.random_field_scores(sets["gen"][:1], sets["truth"], None, A, IDX)
+
+
+def test_pooled_scores_one_draw_per_condition():
+    conds = [(a, n) for a in (0.5, 1.0, 2.0) for n in (-1.0, -1.5, -2.0, -2.5)] * 3
+    amps = np.array([c[0] for c in conds])
+    idxs = np.array([c[1] for c in conds])
+    rng = np.random.default_rng(21)
+    good = np.stack([rf.gaussian_field(N, D, a, n, rng) for a, n in conds])
+    r = fs.pooled_scores(good, amps, idxs)
+    assert r["pk_worst_sigma"] < 5 and r["pdf_w1_ratio"] < 3 and abs(r["pairwise_corr_mean"]) < 0.05
+    assert r["pk_floor_worst_sigma"] < 5
+    # every field 25 % too strong: caught by many σ, pooled over 36 conditions
+    bad = fs.pooled_scores(good * math.sqrt(1.25), amps, idxs)
+    assert bad["pk_worst_sigma"] > 5 and bad["pk_mean_abs_err"] == pytest.approx(0.25, abs=0.08)
+    # fields swapped between amplitudes (condition ignored): the per-condition ratio is off
+    swapped = fs.pooled_scores(good[::-1].copy(), amps, idxs)
+    assert swapped["pk_worst_sigma"] > 5
+
+
+def test_evaluation_scores_hook_with_a_real_store(tmp_path):
+    path = rf.generate_random_field_store(
+        tmp_path / "s", N, D, [1.0, 2.0], [-1.0, -2.0], realizations=6, seed=4
+    )
+    from rho_core.data.store import open_store
+
+    s = open_store(path)
+    first = [0, 6, 12, 18]
+    params = s.params[first]
+    train = np.asarray(s.fields[:])
+    draws = {
+        "param_names": ["amplitude", "spectral_index"],
+        "params": params,
+        "store": str(path),
+        "generated": train[first],  # copies of stored fields: memorisation must flag them
+    }
+    out = fs.evaluation_scores(draws)
+    assert out["grf_n_copies"] == 4 and out["grf_nn_ratio_min"] < 1e-6
+    assert out["grf_lognormal"] is False and len(out["grf_ratio"]) == N // 2
+    rng = np.random.default_rng(5)
+    draws["generated"] = np.stack([rf.gaussian_field(N, D, a, n, rng) for a, n in params])[:, None]
+    out = fs.evaluation_scores(draws)
+    assert out["grf_n_copies"] == 0 and out["grf_pk_worst_sigma"] < 5
