@@ -3,6 +3,22 @@
 Each service runs as a child process in its own session (process group), so stopping it stops
 every process it spawned (uvicorn workers, job consumers): SIGTERM to the group, a grace period,
 then SIGKILL. Both bind to 127.0.0.1 only. Used by ``rho ui``, ``rho serve`` and the tests.
+
+Binding to loopback does not keep web pages out: any page open in the user's browser can send
+requests to ``127.0.0.1``. The Prefect server is therefore started with
+
+- CORS restricted to its own UI's origins (``PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS`` =
+  ``http://127.0.0.1:PORT,http://localhost:PORT``; Prefect's default is ``*``), so other pages
+  cannot read its answers or send preflighted (JSON) requests;
+- CSRF protection on (``PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED``): a state-changing request
+  (e.g. creating a flow run) needs a token that only a same-origin page can read — this stops
+  the "simple" cross-origin POSTs that CORS does not (a body without a content type);
+- optionally Basic authentication (``PREFECT_SERVER_API_AUTH_STRING='user:password'``, passed
+  through from the environment or ``rho ui --auth``), which also covers DNS-rebinding pages;
+  clients then need ``PREFECT_API_AUTH_STRING`` with the same value.
+
+Each setting is only a default: a value already in the environment wins (documented in
+``docs/reliability.md``). MLflow's server already refuses cross-origin requests (403).
 """
 
 from __future__ import annotations
@@ -41,13 +57,40 @@ def _bin(name: str) -> str:
     return str(here) if here.exists() else name
 
 
+def check_port(port: int, option: str = "port") -> int:
+    """``port`` if it is a TCP port number (1–65535), else :class:`ConfigError`."""
+    from rho_core.errors import ConfigError
+
+    if not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{option} must be a TCP port in 1–65535, got {port}")
+    return int(port)
+
+
+def prefect_security_env(port: int, auth_string: str | None = None) -> dict[str, str]:
+    """The Prefect server settings that keep other web pages out (see the module docstring)."""
+    env = {
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": f"http://{HOST}:{port},http://localhost:{port}",
+        "PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED": "true",
+    }
+    if auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+    return env
+
+
 def start_prefect_server(
-    port: int = PREFECT_PORT, env: dict[str, str] | None = None, log_file=None
+    port: int = PREFECT_PORT,
+    env: dict[str, str] | None = None,
+    log_file=None,
+    auth_string: str | None = None,
 ) -> subprocess.Popen:
-    """``prefect server start --host 127.0.0.1 --port PORT`` in its own process group."""
+    """``prefect server start --host 127.0.0.1 --port PORT`` in its own process group, with CORS
+    limited to its own origin, CSRF protection on and, with ``auth_string`` ('user:password'),
+    Basic authentication (values already in the environment win)."""
     e = dict(os.environ if env is None else env)
     e.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     e.setdefault("PREFECT_UI_ENABLED", "true")
+    for key, value in prefect_security_env(port, auth_string).items():
+        e.setdefault(key, value)
     # The server must not talk to itself through a stale client setting.
     e.pop("PREFECT_API_URL", None)
     cmd = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]

@@ -178,9 +178,51 @@ def _report(path, before: int) -> None:
     print(f"wrote {added} volumes of shape {s.field_shape} to {path} ({s.n} in all{kept})")
 
 
+def _check_common(args: argparse.Namespace) -> None:
+    """Options shared by the generators, refused before any work with what to change."""
+    from rho_core.errors import ConfigError
+
+    if args.size < 2:
+        raise ConfigError(f"--size: size must be at least 2 voxels per axis, got {args.size}")
+    if getattr(args, "workers", 0) < 0:
+        raise ConfigError(f"--workers must be ≥ 0, got {args.workers}")
+
+
+def _check_sh(args: argparse.Namespace) -> None:
+    """``spherical-harmonics``: sizes and counts within :mod:`rho_core.limits` (before any
+    allocation: ``--l-max 100000`` would otherwise build a 10¹⁰-entry list)."""
+    from rho_core import limits
+    from rho_core.errors import ConfigError
+
+    _check_common(args)
+    if args.l_max < 0:
+        raise ConfigError(f"--l-max: l_max must be ≥ 0, got {args.l_max}")
+    n = len(args.lm) if args.lm else None
+    limits.check_spherical_harmonics(args.size, args.l_max, args.convention, args.out, n)
+
+
+def _check_hydrogen(args: argparse.Namespace) -> None:
+    import math
+
+    from rho_core import limits
+    from rho_core.errors import ConfigError
+
+    _check_common(args)
+    if args.n_max < 1:
+        raise ConfigError(f"--n-max: n_max must be an integer ≥ 1, got {args.n_max}")
+    hw = args.half_width
+    if hw is not None and not (math.isfinite(hw) and hw > 0):
+        raise ConfigError(f"--half-width must be a finite number > 0 (Bohr radii), got {hw}")
+    n = args.n_max * (args.n_max + 1) * (2 * args.n_max + 1) // 6  # Σ n²
+    limits.check_count(n, limits.MAX_VOLUMES, "number of orbitals", "--n-max")
+    limits.check_grid(args.size, "--size")
+    limits.check_disk(n * 4 * args.size**3 / 1.05, args.out, f"{n:,} volumes", "--n-max/--size")
+
+
 def _run_sh(args: argparse.Namespace) -> int:
     from rho_core.data.spherical_harmonics import generate_spherical_harmonics
 
+    _check_sh(args)
     quiet_dask(args)
     update, close = _progress("spherical harmonics")
     before = _count(args.out) if args.append else 0
@@ -205,6 +247,7 @@ def _run_sh(args: argparse.Namespace) -> int:
 def _run_hydrogen(args: argparse.Namespace) -> int:
     from rho_core.data.hydrogen import generate_hydrogen
 
+    _check_hydrogen(args)
     update, close = _progress("hydrogen orbitals")
     before = _count(args.out) if args.append else 0
     try:

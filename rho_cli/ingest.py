@@ -87,6 +87,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_run)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Numeric options refused before any file is read, with what to change; the image size
+    within :mod:`rho_core.limits` (``--image-size 1000000`` would need terabytes)."""
+    import math
+
+    from rho_core import limits
+    from rho_core.errors import ConfigError
+
+    if args.image_size < 2:
+        raise ConfigError(f"--image-size must be ≥ 2 pixels, got {args.image_size}")
+    limits.check_image_size(args.image_size, 2 if args.with_dm else 1)
+    for name in ("fov", "sigma_px", "floor", "quick_ratio"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be a finite number > 0, got {value}")
+    if args.quick_ratio is not None and args.quick_ratio > 1:
+        raise ConfigError(f"--quick-ratio must be in (0, 1], got {args.quick_ratio}")
+    if "," in args.projection:
+        try:
+            angles = [float(v) for v in args.projection.split(",")]
+        except ValueError:
+            angles = []
+        if len(angles) != 2 or not all(math.isfinite(a) for a in angles):
+            raise ConfigError(
+                f"--projection takes x, y, z or two finite angles 'INCLINATION,AZIMUTH' in "
+                f"degrees, got {args.projection!r}"
+            )
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be ≥ 1, got {args.workers}")
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -95,6 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     from rho_core.data.render import RenderConfig
 
     quiet_dask(args)
+    _check_args(args)
     render = RenderConfig(
         image_size=args.image_size,
         fov=args.fov,

@@ -143,6 +143,9 @@ def _run(args: argparse.Namespace) -> int:
         base=base,
     )
     configs = grid.configs()
+    from rho_core import limits
+
+    limits.check_particles(args.n_particles, runs=len(configs), workers=args.workers)
     bar = tqdm(
         total=len(configs),
         desc="merger runs",

@@ -4,7 +4,7 @@ A checkpoint is the dict
 
     {"format": 1, "model", "ema", "optimizer", "scheduler", "scaler", "step", "rng",
      "model_config", "train_config", "normalization", "param_names", "kind", "spatial_dims",
-     "field_shape", "data_path", "world_size"}
+     "field_shape", "data_path", "data_identity", "world_size"}
 
 holding only tensors and plain Python values (configs as dicts), so ``torch.load(...,
 weights_only=True)`` can read it without unpickling code. Files are named ``ckpt-{step:08d}.pt``
@@ -13,6 +13,13 @@ flushed and fsync-ed, then ``os.replace``-d into place (atomic on POSIX), so a c
 a half-written file under a checkpoint name. Only the newest ``keep`` files are kept.
 :func:`latest_valid_checkpoint` returns the newest file that loads and falls back to older ones
 with a warning when the newest is corrupt or truncated.
+
+Resuming checks that the data are the same as those the checkpoint was trained on
+(:func:`check_resume_identity`: path, kind, shapes, parameter names, the store's content
+fingerprint and the normalisation) and refuses other data unless forced (``rho train
+--force-resume``, ``train(..., force_resume=True)`` or ``RHO_FORCE_RESUME=1`` for torchrun
+workers). :func:`load_for_sampling` sizes the network described by a checkpoint before allocating
+it (a crafted ``model_config`` cannot allocate gigabytes) and refuses NaN/inf weights.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ __all__ = [
     "load_checkpoint",
     "latest_valid_checkpoint",
     "find_latest_valid",
+    "find_resume_checkpoint",
+    "data_identity",
+    "check_resume_identity",
+    "FORCE_RESUME_ENV",
     "load_for_sampling",
     "rng_state",
     "set_rng_state",
@@ -180,6 +191,24 @@ def find_latest_valid(
     return None
 
 
+def find_resume_checkpoint(
+    directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict] | None:
+    """:func:`find_latest_valid` for resuming training: when checkpoints exist but none loads,
+    a warning says that training restarts from step 1 (instead of restarting silently)."""
+    found = find_latest_valid(directory, map_location)
+    if found is None:
+        n = len(list_checkpoints(checkpoint_dir(directory)))
+        if n:
+            log.warning(
+                "none of the %d checkpoint(s) in %s loads (all corrupt or truncated): training "
+                "restarts from step 1; the unreadable files are replaced as new ones are written",
+                n,
+                checkpoint_dir(directory),
+            )
+    return found
+
+
 def latest_valid_checkpoint(directory: str | os.PathLike) -> Path | None:
     """Path of the newest loadable checkpoint in a run or checkpoint directory, else ``None``.
 
@@ -187,6 +216,179 @@ def latest_valid_checkpoint(directory: str | os.PathLike) -> Path | None:
     """
     found = find_latest_valid(directory)
     return None if found is None else found[0]
+
+
+# --- data identity (resume) ----------------------------------------------------------------------
+
+FORCE_RESUME_ENV = "RHO_FORCE_RESUME"
+"""Environment variable (``1``) that forces resuming on other data (read by torchrun workers)."""
+
+
+def data_identity(dataset: Any) -> dict | None:
+    """:meth:`rho_core.data.store.Store.identity` of the store behind ``dataset`` (``None`` for
+    in-memory datasets without a ``path``)."""
+    path = getattr(dataset, "path", None)
+    if path is None:
+        return None
+    from rho_core.data.store import open_store
+
+    return open_store(path).identity()
+
+
+def _canon(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def resume_differences(state: dict, identity: dict | None, normalization: dict | None) -> list[str]:
+    """What differs between the data a checkpoint was trained on and ``identity`` (now).
+
+    Checkpoints written before identities were recorded are compared on what they hold
+    (kind, field shape, parameter names, store path).
+    """
+    if identity is None:
+        return []
+    saved = state.get("data_identity") or {
+        "path": state.get("data_path"),
+        "kind": state.get("kind"),
+        "field_shape": state.get("field_shape"),
+        "param_names": state.get("param_names"),
+    }
+    diffs = []
+    for key, label in (
+        ("kind", "kind"),
+        ("field_shape", "sample shape"),
+        ("param_names", "parameters"),
+    ):
+        old, new = saved.get(key), identity.get(key)
+        if (
+            old is not None
+            and new is not None
+            and list(np.atleast_1d(old)) != list(np.atleast_1d(new))
+        ):
+            diffs.append(f"{label} {_fmt(old)} → {_fmt(new)}")
+    old_fp, new_fp = saved.get("fingerprint"), identity.get("fingerprint")
+    if old_fp and new_fp:
+        if old_fp != new_fp:
+            diffs.append(
+                f"content fingerprint {old_fp[:12]}… ({saved.get('n_samples')} samples) → "
+                f"{new_fp[:12]}… ({identity.get('n_samples')} samples)"
+            )
+    else:
+        old_path = saved.get("path")
+        if old_path and os.path.abspath(old_path) != identity.get("path"):
+            diffs.append(f"store {old_path} → {identity.get('path')}")
+        if saved.get("n_samples") is not None and saved["n_samples"] != identity["n_samples"]:
+            diffs.append(f"{saved['n_samples']} samples → {identity['n_samples']}")
+    if "normalization" in state and _canon(state.get("normalization")) != _canon(normalization):
+        diffs.append("normalisation (the store's 'normalization' attrs changed)")
+    return diffs
+
+
+def _fmt(v: Any) -> str:
+    return str(tuple(v)) if isinstance(v, list) else repr(v)
+
+
+def check_resume_identity(
+    state: dict,
+    identity: dict | None,
+    normalization: dict | None,
+    *,
+    checkpoint: str | os.PathLike,
+    force: bool | None = None,
+) -> list[str]:
+    """Refuse to resume ``checkpoint`` on data other than it was trained on.
+
+    Args:
+        state: the checkpoint dict. identity: :func:`data_identity` of the data now.
+        normalization: the normalisation dict used now. checkpoint: its path (for messages).
+        force: continue anyway with a warning; ``None`` reads ``RHO_FORCE_RESUME``.
+
+    Returns:
+        The differences (empty when the data are the same).
+
+    Raises:
+        ConfigError: the data differ and ``force`` is off.
+    """
+    from rho_core.errors import ConfigError
+
+    if force is None:
+        force = os.environ.get(FORCE_RESUME_ENV, "") not in ("", "0")
+    diffs = resume_differences(state, identity, normalization)
+    if not diffs:
+        if identity and state.get("data_identity"):
+            old = state["data_identity"].get("path")
+            if old and old != identity.get("path"):
+                log.info("resuming on the same store content, moved from %s", old)
+        return []
+    what = "; ".join(diffs)
+    if force:
+        log.warning("resuming %s on different data (forced): %s", checkpoint, what)
+        return diffs
+    raise ConfigError(
+        f"{checkpoint} was trained on other data ({what}); resume with the same store, choose "
+        "a new --out, or pass --force-resume to continue training on this store anyway"
+    )
+
+
+# --- model size (before allocating) --------------------------------------------------------------
+
+MAX_SAMPLING_MODEL_FRACTION = 0.5
+"""A checkpoint's network may take at most this share of the machine's memory to be loaded."""
+
+
+def _check_model_size(cfg: Any, weights: dict, path: Path) -> None:
+    """Build the network on the ``meta`` device (no memory), compare its tensors with the
+    checkpoint's and its size with the machine's memory, before allocating it for real."""
+    from rho_core.conditioning import build_conditioner
+    from rho_core.limits import available_memory_bytes, format_bytes
+    from rho_core.unet import UNet
+
+    # the same sub-modules as DiffusionModel (net, conditioner); its schedule is tiny and made
+    # of real tensors, so it is left out
+    try:
+        with torch.device("meta"):
+            parts = {"net": UNet(cfg.unet)}
+            if cfg.conditioning.kind != "none":
+                parts["conditioner"] = build_conditioner(cfg.conditioning)
+    except Exception as exc:  # noqa: BLE001 - invalid sizes in a crafted model_config
+        raise CheckpointError(f"checkpoint {path} has an unusable model_config: {exc}") from exc
+    meta_state = {f"{p}.{k}": v for p, m in parts.items() for k, v in m.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in meta_state.items()}
+    nbytes = sum(v.numel() * v.element_size() for v in meta_state.values())
+    budget = int(available_memory_bytes() * MAX_SAMPLING_MODEL_FRACTION)
+    if nbytes > budget:
+        raise CheckpointError(
+            f"checkpoint {path} describes a network of {format_bytes(nbytes)}, more than the limit "
+            f"of {format_bytes(budget)} (half of this machine's available memory); refusing to "
+            "allocate it"
+        )
+    if isinstance(weights, dict):
+        got = {k: tuple(v.shape) for k, v in weights.items() if isinstance(v, torch.Tensor)}
+        missing = sorted(set(expected) - set(got))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        if missing or wrong:
+            detail = (
+                f"{len(missing)} tensors missing (e.g. {missing[0]})"
+                if missing
+                else f"{wrong[0]} is {got[wrong[0]]}, the config needs {expected[wrong[0]]}"
+            )
+            raise CheckpointError(
+                f"checkpoint {path} weights do not match its model_config ({detail})"
+            )
+        bad = [
+            k
+            for k, v in weights.items()
+            if isinstance(v, torch.Tensor)
+            and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())
+        ]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint {path} has NaN/inf weights ({len(bad)} tensors, e.g. {bad[0]}): the "
+                "training diverged or the file was altered; use an earlier checkpoint"
+            )
 
 
 # --- RNG state -----------------------------------------------------------------------------------
@@ -281,9 +483,10 @@ def load_for_sampling(path: str | os.PathLike, device: str | torch.device = "cpu
         cfg = ModelConfig.from_dict(state["model_config"])
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path} has an unusable model_config: {exc}") from exc
-    model = DiffusionModel(cfg)
     weights = state.get("ema") or {}
     weights = weights.get("module") if isinstance(weights, dict) and "module" in weights else None
+    _check_model_size(cfg, weights if weights is not None else state["model"], path)
+    model = DiffusionModel(cfg)
     try:
         model.load_state_dict(weights if weights is not None else state["model"])
     except RuntimeError as exc:
