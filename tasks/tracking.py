@@ -602,6 +602,9 @@ def log_store_input(run_id: str, store_path: str | os.PathLike, context: str = "
         def profile(self):
             return profile
 
+        def to_dict(self):
+            return {**super().to_dict(), "profile": json.dumps(profile)}
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # two registered local sources: same meaning
         source = resolve_dataset_source(path)

@@ -77,22 +77,26 @@ def test_uri_resolution_is_lazy_and_env_driven(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------------- a full logged run
-class _TinyDenoiser(torch.nn.Module):
-    """(x_t, t, params) -> eps, the same call shape as the project's denoiser."""
+def _tiny_bundle(path: Path, conditioning: str = "continuous", seed: int = 0) -> Path:
+    """A tiny untrained 3-D model (8³, 2 parameters) written as a pickle-free bundle."""
+    from rho_core import packaging
+    from rho_core.model import DiffusionModel, default_model_config
 
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv3d(1, 1, 3, padding=1)
-        self.cond = torch.nn.Linear(2, 1)
-
-    def forward(self, x, t, params):
-        bias = self.cond(params.float()) + t.float()[:, None] / 1000.0
-        return self.conv(x) + bias[:, :, None, None, None]
-
-
-def _log_one(kind: str, score: float, seed: int) -> tuple[str, tracking.LoggedModel]:
     torch.manual_seed(seed)
-    model = _TinyDenoiser().eval()
+    cfg = default_model_config(
+        3, 1, ["l", "m"], [0.0, -2.0], [2.0, 2.0], conditioning=conditioning, cond_dim=16,
+        timesteps=50, base_channels=8, channel_mult=(1, 2), attention_levels=(),
+    )  # fmt: skip
+    model = DiffusionModel(cfg).eval()
+    return packaging.write_bundle(
+        path, model, model_config=cfg.to_dict(),
+        normalization={"transform": "minmax", "min": -3.0, "max": 5.0},
+        param_names=["l", "m"], field_shape=(1, 8, 8, 8), kind="unit_test",
+        param_ranges={"l": [0, 2], "m": [-2, 2]}, sampling={"steps": 4},
+    )  # fmt: skip
+
+
+def _log_one(kind: str, score: float, seed: int, tmp: Path) -> tuple[str, tracking.LoggedModel]:
     run_id = tracking.start_run(kind, run_name=f"test-{seed}")
     tracking.log_params(run_id, {"train": {"steps": 5, "lr": 1e-3}, "data": {"size": 4}})
     tracking.log_history(
@@ -101,29 +105,18 @@ def _log_one(kind: str, score: float, seed: int) -> tuple[str, tracking.LoggedMo
     tracking.log_metrics(
         run_id, {"wasserstein/l=1,m=0": score, "wasserstein_mean": score, "rel_l2_mean": 0.5}
     )
-    ex = (
-        torch.randn(2, 1, 4, 4, 4),
-        torch.tensor([10, 20]),
-        torch.randn(2, 2, dtype=torch.float64),
-    )
-    sig = tracking.tensor_signature(
-        [
-            ("x_t", "float32", (-1, 1, 4, 4, 4)),
-            ("t", "int64", (-1,)),
-            ("params", "float64", (-1, 2)),
-        ],
-        ("eps", "float32", (-1, 1, 4, 4, 4)),
-    )
-    logged = tracking.log_model(run_id, model, ex, sig, registered_name=f"rho-{kind}")
+    bundle = _tiny_bundle(tmp / f"bundle-{seed}", seed=seed)
+    logged = tracking.log_pyfunc_model(
+        run_id, bundle, f"rho-{kind}", description=f"seed {seed}",
+        version_tags={"wasserstein_mean": score},
+    )  # fmt: skip
     tracking.end_run(run_id)
     return run_id, logged
 
 
 def test_full_run_logging_registry_and_champion(mlflow_uri, tmp_path):
-    import mlflow
-
     kind = "unit_test"
-    run1, m1 = _log_one(kind, 0.20, seed=1)
+    run1, m1 = _log_one(kind, 0.20, seed=1, tmp=tmp_path)
     c = tracking.client()
     run = c.get_run(run1)
     assert run.info.status == "FINISHED"
@@ -132,10 +125,16 @@ def test_full_run_logging_registry_and_champion(mlflow_uri, tmp_path):
     assert math.isclose(run.data.metrics["wasserstein/l_1_m_0"], 0.20)  # made a legal name
     losses = c.get_metric_history(run1, "loss")
     assert sorted((m.step, m.value) for m in losses) == [(1, 1.0), (2, 0.5), (3, 1.0 / 3)]
-    # Experiment artifacts sit beside the temporary database, not in ./mlruns.
+    # Experiment artifacts sit beside the temporary database, not in ./mlruns; the experiment
+    # opens in the model-development view and has a description; so does the Default one.
     exp = c.get_experiment(run.info.experiment_id)
     assert exp.name == "rho-unit_test"
     assert exp.artifact_location.startswith((tmp_path / "mlflow" / "mlartifacts").as_uri())
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "rho model sample" in exp.tags["mlflow.note.content"]
+    assert c.get_experiment("0").artifact_location == (
+        (tmp_path / "mlflow" / "mlartifacts" / "0").as_uri()
+    )
     assert not (Path.cwd() / "mlruns").exists()
 
     # Figures and a directory artifact (e.g. a samples store).
@@ -149,21 +148,19 @@ def test_full_run_logging_registry_and_champion(mlflow_uri, tmp_path):
     assert names == {"figures/loss.png"}
     assert {a.path for a in c.list_artifacts(run1, "samples")} == {"samples/samples.npz"}
 
-    # The registered model loads back and computes what the original computes, at a new batch.
+    # The registered version carries a description and its score; the model has no pickle.
     assert m1.version == "1"
-    loaded = mlflow.pytorch.load_model(f"models:/rho-{kind}/1")
-    torch.manual_seed(1)
-    ref = _TinyDenoiser().eval()
-    x, t, p = torch.randn(5, 1, 4, 4, 4), torch.arange(5), torch.randn(5, 2, dtype=torch.float64)
-    torch.testing.assert_close(loaded(x, t, p), ref(x, t, p))
+    mv = c.get_model_version(m1.name, "1")
+    assert mv.description == "seed 1" and mv.tags["wasserstein_mean"] == "0.2"
+    assert "rho model sample" in c.get_registered_model(m1.name).description
 
     # Champion: first version wins by default; a worse one does not move it; a better one does.
     assert tracking.promote_if_better(m1.name, m1.version, 0.20)
     assert tracking.champion_score(m1.name) == ("1", pytest.approx(0.20))
-    _, m2 = _log_one(kind, 0.30, seed=2)
+    _, m2 = _log_one(kind, 0.30, seed=2, tmp=tmp_path)
     assert not tracking.promote_if_better(m2.name, m2.version, 0.30)
     assert tracking.champion_score(m1.name)[0] == "1"
-    _, m3 = _log_one(kind, 0.10, seed=3)
+    _, m3 = _log_one(kind, 0.10, seed=3, tmp=tmp_path)
     assert tracking.promote_if_better(m3.name, m3.version, 0.10)
     assert tracking.champion_score(m1.name) == ("3", pytest.approx(0.10))
 
