@@ -94,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     grf.add_argument(
         "--workers", type=int, default=0, help="Dask worker processes (0/1: serial, default 0)"
     )
+    grf.add_argument("--overwrite", action="store_true", help="replace an existing store")
     # let "--spectral-index -1,-2.5" read as a value, not as an option
     grf._negative_number_matcher = re.compile(
         r"^-\d*\.?\d+(e[-+]?\d+)?(,[-+]?\d*\.?\d+(e[-+]?\d+)?)*$"
@@ -290,6 +291,7 @@ def _run_grf(args: argparse.Namespace) -> int:
             seed=args.seed,
             lognormal=args.lognormal,
             workers=args.workers,
+            mode="w" if args.overwrite else "w-",
             progress=update,
         )
     finally:

@@ -211,9 +211,20 @@ def test_cli(tmp_path):
     np.testing.assert_array_equal(np.unique(s.params[:, 1]), [-2.5, -1.0])
     assert float(np.asarray(s.fields[:]).min()) > -1
     r = subprocess.run(cmd + args, capture_output=True, text=True)
-    assert r.returncode != 0 and "already exists" in r.stderr
+    assert r.returncode != 0 and "already exists" in r.stderr and "--overwrite" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     bad = args[:]
     bad[bad.index("--size") + 1] = "3"
     r = subprocess.run(cmd + [*bad[:1], str(tmp_path / "x"), *bad[2:]], capture_output=True)
     assert r.returncode != 0 and b"--size" in r.stderr
+
+
+def test_cli_overwrite(tmp_path):
+    out = tmp_path / "grf"
+    cmd = [sys.executable, "-m", "rho_cli.main", "generate", "gaussian-random-field"]
+    args = ["--out", str(out), "--size", "8", "--dims", "1", "--amplitude", "1"]
+    args += ["--spectral-index=-2", "--realizations", "2"]
+    assert subprocess.run(cmd + args, capture_output=True).returncode == 0
+    r = subprocess.run(cmd + args + ["--overwrite", "--seed", "9"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert open_store(out).provenance["seed"] == 9 and open_store(out).n == 2

@@ -333,7 +333,7 @@ def generate_random_field_store(
     """
     from rho_core import __version__
     from rho_core.data.spherical_harmonics import dask_client
-    from rho_core.data.store import create_store, preflight
+    from rho_core.data.store import create_store, preflight, store_exists
 
     amplitudes = [float(a) for a in amplitudes]
     spectral_indices = [float(s) for s in spectral_indices]
@@ -344,6 +344,14 @@ def generate_random_field_store(
     conds = [(a, s) for a in amplitudes for s in spectral_indices]
     total = len(conds) * realizations
     out = Path(path)
+    if mode == "w-" and (out.is_dir() and any(out.iterdir()) or out.is_file()):
+        from rho_core.errors import StoreError
+
+        what = "store" if store_exists(out) else "path"
+        raise StoreError(
+            f"{what} '{out}' already exists; choose another --out or pass --overwrite "
+            "(mode='w') to replace a store"
+        )
     preflight(out, mode)
     _check_resources(out, size, dims, total)
     provenance = {
