@@ -117,3 +117,50 @@ def gaussian_posterior(
     post_mean = mu + gain @ (yv - a @ mu)
     post_cov = torch.diag(var) - gain @ sat.T
     return post_mean, 0.5 * (post_cov + post_cov.T)
+
+
+class FourierGaussianDenoiser:
+    """Exact ε-predictor of a *stationary* Gaussian field on a periodic grid: x₀ = μ + δ with δ
+    of covariance C = Σ_κ P(κ) u_κ u_κᴴ (u_κ the orthonormal Fourier modes; a Gaussian random
+    field, :mod:`rho_core.data.random_fields`), so every Fourier mode is denoised on its own::
+
+        x̂₀ = μ + ifftn( α P / (α² P + σ²) · fftn(x_t − α μ) ),   ε̂ = (x_t − α x̂₀)/σ.
+
+    A mode with P = 0 (e.g. κ = 0 of a zero-mean field) is known exactly: x̂₀ has no component
+    there beyond μ's.
+
+    Args:
+        schedule: the noise schedule.
+        power: P(κ) ≥ 0 on the full FFT grid ``(N₁, …, N_D)`` (eigenvalues of C, field units²).
+        mean: μ, a scalar (the field's constant mean).
+
+    Call as ``denoiser(x_t, t, cond) -> ε̂`` with ``x_t`` ``(B, C, N₁, …, N_D)`` (every channel
+    an independent field of this spectrum) and int or float ``t`` ``(B,)``; float64 inside,
+    returned in ``x_t``'s dtype, differentiable in ``x_t``. ``calls`` counts evaluations.
+    """
+
+    def __init__(self, schedule: Schedule, power: Tensor, mean: float = 0.0) -> None:
+        self.schedule = schedule
+        self.power = torch.as_tensor(power, dtype=torch.float64)
+        assert bool((self.power >= 0).all()), "power must be non-negative"
+        self.mean = float(mean)
+        self.calls = 0
+
+    def x0(self, x: Tensor, t: Tensor) -> Tensor:
+        """x̂₀ = E[x₀ | x_t], float64."""
+        xd = x.to(torch.float64)
+        abar = self.schedule.alpha_bar_at(t.to(x.device)).to(torch.float64)
+        abar = abar.view(-1, *([1] * (x.ndim - 1)))
+        a, s2 = abar.sqrt(), 1.0 - abar
+        p = self.power.to(xd.device)
+        dims = tuple(range(2, x.ndim))
+        gain = a * p / (a * a * p + s2)
+        f = torch.fft.fftn(xd - a * self.mean, dim=dims)
+        return self.mean + torch.fft.ifftn(gain * f, dim=dims).real
+
+    def __call__(self, x: Tensor, t: Tensor, cond: object = None) -> Tensor:
+        self.calls += 1
+        abar = self.schedule.alpha_bar_at(t.to(x.device)).to(torch.float64)
+        abar = abar.view(-1, *([1] * (x.ndim - 1)))
+        eps = (x.to(torch.float64) - abar.sqrt() * self.x0(x, t)) / (1.0 - abar).sqrt()
+        return eps.to(x.dtype)
