@@ -53,6 +53,15 @@ borders a plain U-Net cannot tell where a voxel sits, yet a field such as Y_l^m(
 to the grid centre. With ``coord_channels`` the ``dims`` coordinate channels of
 :func:`coordinate_grid` (``linspace(−1, 1)`` per axis) are appended to the input before the stem.
 
+Fourier features of position (``fourier_channels = F > 0``). A linear coordinate tells a voxel
+where it is only coarsely; a line spectrum needs each line placed to within one grid point of
+thousands. With ``F`` octaves the input also gets, per axis with coordinate ``c ∈ [−1, 1]``,
+
+    sin(2^k π c), cos(2^k π c),   k = 0 … F − 1,
+
+``2·F·dims`` channels whose finest period is ``2^{2−F}`` in ``c`` (a binary-like code of the
+position); the default 0 adds nothing (existing networks unchanged).
+
 Shapes: input ``x (B, C_in, *spatial)`` with ``len(spatial) == dims``, every spatial size divisible
 by ``p · 2^(L−1)``; output ``(B, C_out, *spatial)``.
 """
@@ -76,6 +85,7 @@ __all__ = [
     "patchify",
     "unpatchify",
     "coordinate_grid",
+    "fourier_grid",
     "DEFAULT_3D",
     "DEFAULT_3D_FULLRES",
 ]
@@ -104,6 +114,8 @@ class UNetConfig:
             module docstring, "Positional input").
         refine_channels: ``r``: width of the full-resolution refinement head (module
             docstring); 0 = none. Needs ``patch_size > 1``.
+        fourier_channels: ``F``: octaves of sin/cos position features appended to the input
+            (module docstring, "Fourier features of position"); 0 = none.
     """
 
     dims: int = 3
@@ -121,6 +133,7 @@ class UNetConfig:
     patch_size: int = 1
     coord_channels: bool = False
     refine_channels: int = 0
+    fourier_channels: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/YAML) but store tuples so the config stays hashable.
@@ -163,6 +176,10 @@ class UNetConfig:
         if isinstance(r, bool) or int(r) != r or not 0 <= r <= 256:
             raise ConfigError(f"refine_channels must be an integer in [0, 256], got {r!r}")
         object.__setattr__(self, "refine_channels", int(r))
+        fc = self.fourier_channels
+        if isinstance(fc, bool) or int(fc) != fc or not 0 <= fc <= 20:
+            raise ConfigError(f"fourier_channels must be an integer in [0, 20], got {fc!r}")
+        object.__setattr__(self, "fourier_channels", int(fc))
         if r and self.patch_size == 1:
             raise ConfigError(
                 "refine_channels needs patch_size > 1 (the plain U-Net already works at full "
@@ -312,6 +329,19 @@ def coordinate_grid(spatial: tuple[int, ...] | torch.Size, like: torch.Tensor) -
     return grid[None].to(like.dtype)
 
 
+def fourier_grid(
+    spatial: tuple[int, ...] | torch.Size, octaves: int, like: torch.Tensor
+) -> torch.Tensor:
+    """``(1, 2·octaves·d, *spatial)`` position features: for each axis ``i`` (coordinate ``c``
+    from :func:`coordinate_grid`) the channels ``sin(2^k π c)`` for k < ``octaves``, then the
+    matching cosines; computed in float64, returned in ``like``'s dtype."""
+    c = coordinate_grid(spatial, torch.zeros((), dtype=torch.float64, device=like.device))
+    k = (2.0 ** torch.arange(octaves, dtype=torch.float64, device=like.device)) * math.pi
+    arg = c[:, :, None] * k.reshape(1, 1, -1, *([1] * len(spatial)))  # (1, d, F, *spatial)
+    arg = arg.reshape(1, -1, *spatial)
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=1).to(like.dtype)
+
+
 def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
     """``(B, C, p·n_1, …, p·n_d) → (B, C·p^d, n_1, …, n_d)``: each ``p^d`` block into channels.
 
@@ -452,7 +482,7 @@ class UNet(nn.Module):
         p = cfg.patch_size
         # p = 1: 3×…×3 conv; p > 1: stride-p conv over overlapping (2p − 1)-wide windows.
         k = 3 if p == 1 else 2 * p - 1
-        c_in = cfg.in_channels + (d if cfg.coord_channels else 0)
+        c_in = cfg.in_channels + (d if cfg.coord_channels else 0) + 2 * cfg.fourier_channels * d
         self.inp = conv_nd(d, c_in, ch, k, stride=p, padding=(k - 1) // 2)
 
         chans = [ch * m for m in cfg.channel_mult]
@@ -536,6 +566,9 @@ class UNet(nn.Module):
         if cfg.coord_channels:
             grid = coordinate_grid(x.shape[2:], x)
             x = torch.cat([x, grid.expand(x.shape[0], *grid.shape[1:])], dim=1)
+        if cfg.fourier_channels:
+            ff = fourier_grid(x.shape[2:], cfg.fourier_channels, x)
+            x = torch.cat([x, ff.expand(x.shape[0], *ff.shape[1:])], dim=1)
         h = self.inp(x)
         hs = [h]
         for layer in self.down:

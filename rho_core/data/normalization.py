@@ -336,3 +336,52 @@ def write_normalization(store_path: str | os.PathLike, d: dict | Normalizer | No
     if d is not None:
         d = Normalizer.from_dict(d).to_dict()
     write_store_attrs(store_path, normalization=d)
+
+
+def spectrum_normalization(
+    store_path: str | os.PathLike,
+    transform: str = "log",
+    *,
+    decades: float = 2.0,
+    margin: float = 1.0,
+) -> dict:
+    """A ``log`` or ``asinh`` normaliser for non-negative fields whose samples differ in
+    overall scale by decades (line spectra), chosen per store.
+
+    The floor (``log``) or softening scale (``asinh``) is
+
+        f = min_i max(x_i) · 10^−(decades + margin),
+
+    the weakest sample's peak taken ``decades + margin`` decades down: every value within
+    ``decades`` of its own sample's peak then lies at least ``margin`` decades above f, where
+    ``log`` is exact and ``asinh`` is logarithmic to within 1 % (asinh(x/s) = log(2x/s) + O(s²/x²)).
+    The covered dynamic range, log10(max/f), is recorded as ``stats["decades_covered"]``.
+    ``minmax`` is also accepted (plain linear map, for comparison). Returns the dict form.
+    """
+    from rho_core.data.store import open_store
+
+    if transform not in ("log", "asinh", "minmax"):
+        raise ConfigError(
+            f"spectrum normalisation is 'log', 'asinh' or 'minmax', got {transform!r}"
+        )
+    if not (decades > 0 and margin >= 0):
+        raise ConfigError(f"need decades > 0 and margin ≥ 0, got {decades}, {margin}")
+    store = open_store(store_path)
+    if store.n == 0:
+        raise DataError(f"store '{store_path}' has no samples to fit a normalisation on")
+    darr = store.to_dask()
+    stats = compute_statistics(darr)
+    peaks = np.asarray(darr.reshape(darr.shape[0], -1).max(axis=1).compute(), dtype=np.float64)
+    if stats["min"] < 0 or not (peaks > 0).all():
+        raise DataError(
+            f"'{store_path}' has negative values or an all-zero sample: spectrum normalisation "
+            "needs non-negative samples with a positive peak"
+        )
+    f = float(peaks.min()) * 10.0 ** (-(decades + margin))
+    stats["decades_covered"] = float(math.log10(stats["max"] / f))
+    stats["sample_peak_min"], stats["sample_peak_max"] = float(peaks.min()), float(peaks.max())
+    if transform == "log":
+        return normalizer_from_stats(stats, "log", floor=f).to_dict()
+    if transform == "asinh":
+        return normalizer_from_stats(stats, "asinh", scale=f).to_dict()
+    return normalizer_from_stats(stats, "minmax").to_dict()

@@ -1,0 +1,343 @@
+"""Line recovery on rotational spectra (the paper's failed 1-D case), trained end to end.
+
+What it does:
+
+1. **Data** (``rho_core.data.rotational``; reused when ``--out`` already holds them): a training
+   store of ``--rotors`` random asymmetric tops × ``--per-rotor`` random (T, μ_a, μ_b, μ_c), and
+   two held-out stores: ``heldout`` — new (T, μ) draws for the *training* rotors (the set the
+   targets refer to) — and ``newrotor`` — ``--new-rotors`` rotors never seen in training
+   (interpolation in A, B, C: reported, not targeted). The training store gets the per-store
+   ``log`` normalisation (``normalization.spectrum_normalization``).
+2. **Training** of a recipe (``--config``: ``model:``/``train:`` YAML as for ``rho train``; model
+   keys are :class:`rho_core.unet.UNetConfig` fields plus ``conditioning``, ``cond_dim``,
+   ``fourier_features``, ``schedule``, ``prediction``, ``schedule_shift``) within
+   ``--max-minutes``: a 6-step calibration measures the step time and the run is planned to fit,
+   so the learning-rate schedule ends; a hard stop guards the budget. ``--checkpoint`` skips it.
+3. **Scores** per held-out store with ``rho_core.spectral_lines.line_scores``: recall and
+   precision of lines within ``--decades`` of the strongest, position error (grid points),
+   median relative intensity error, per-decade errors, W1 (normalised) and rel_l2 (physical),
+   plus a figure (true vs generated, log scale, line list marked) per store.
+
+Targets (issue 16) at 8,192 points within 60 CPU-minutes, on the held-out (T, μ) set: recall and
+precision ≥ 0.9, median position error ≤ 1 point, median intensity error ≤ 10 %.
+
+Run (the recipe of docs/spectra.md; one thread):
+
+    .venv/bin/python benchmarks/quality_spectra.py --config configs/quality/spectra8k.yaml \\
+        --max-minutes 55 --threads 1 --out data/spectra --json /tmp/spectra8k.json
+
+Architecture comparison at small scale (2,048 points, 2–8 GHz): ``--points 2048 --f-max 8000``
+with ``--set model.fourier_channels=0`` etc. (docs/spectra.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGETS = {"recall": 0.9, "precision": 0.9, "position_error": 1.0, "intensity_error": 0.10}
+UNET_KEYS = {
+    "base_channels", "channel_mult", "num_res_blocks", "attention_levels", "num_heads", "dropout",
+    "groups", "mid_attention", "patch_size", "coord_channels", "refine_channels",
+    "fourier_channels",
+}  # fmt: skip
+
+
+class _Stop(Exception):
+    """Raised from the training callback when the wall-time budget is spent."""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+def make_stores(args) -> dict[str, Path]:
+    """The training store and the two held-out stores (reused when they match)."""
+    from rho_core.data import rotational as R
+    from rho_core.data.store import open_store, store_exists
+
+    grid = R.Grid(args.f_min, args.f_max, args.points)
+    rotors = R.random_rotors(args.rotors + args.new_rotors, seed=args.seed)
+    train_rot, new_rot = rotors[: args.rotors], rotors[args.rotors :]
+    sets = {
+        "train": R.random_conditions(train_rot, args.per_rotor, seed=args.seed + 1),
+        "heldout": R.random_conditions(train_rot, args.heldout, seed=args.seed + 2),
+        "newrotor": R.random_conditions(new_rot, args.heldout, seed=args.seed + 3),
+    }
+    tag = f"r{args.rotors}x{args.per_rotor}-n{args.points}-f{int(args.f_min)}-{int(args.f_max)}"
+    paths = {}
+    for name, cond in sets.items():
+        if len(cond) == 0:
+            continue
+        path = Path(args.out) / f"rot-{tag}-s{args.seed}-{name}.zarr"
+        ok = False
+        if store_exists(path):
+            s = open_store(path)
+            ok = s.n == len(cond) and R.grid_of(path) == grid
+            ok = ok and (name != "train" or bool(s.normalization))
+        if not ok:
+            t0 = time.perf_counter()
+            R.generate_rotational_store(
+                path, cond, grid, mode="w", normalization=args.normalization if name == "train"
+                else None,
+            )  # fmt: skip
+            log(f"  generated {name}: {len(cond)} spectra in {time.perf_counter() - t0:.0f} s")
+        paths[name] = path
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# model and training
+# ---------------------------------------------------------------------------------------------
+def load_recipe(config: str | None, sets: list[str]) -> tuple[dict, dict]:
+    """``(model, train)`` dicts from the YAML recipe plus ``--set section.key=value``."""
+    import yaml
+
+    d = yaml.safe_load(Path(config).read_text()) if config else {}
+    model, train = dict(d.get("model") or {}), dict(d.get("train") or {})
+    for item in sets:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        target = {"model": model, "train": train}.get(section)
+        if target is None or not name:
+            raise SystemExit(f"--set takes model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
+        target[name] = yaml.safe_load(value)
+    return model, train
+
+
+def model_config(store: Path, model: dict):
+    """A :class:`ModelConfig` for the store: 1-D U-Net options plus the conditioner."""
+    from rho_core.conditioning import ConditionerConfig
+    from rho_core.data.store import open_store
+    from rho_core.model import ModelConfig
+    from rho_core.unet import UNetConfig
+
+    s = open_store(store)
+    names = list(s.param_names)
+    ranges = s.param_ranges()
+    low = [ranges[n][0] for n in names]
+    high = [ranges[n][1] if ranges[n][1] > ranges[n][0] else ranges[n][0] + 1.0 for n in names]
+    unet_kw = {k: v for k, v in model.items() if k in UNET_KEYS}
+    for key in ("channel_mult", "attention_levels"):
+        if key in unet_kw:
+            unet_kw[key] = tuple(unet_kw[key])
+    unet_kw.setdefault("channel_mult", (1, 2, 2, 4))
+    unet_kw.setdefault("attention_levels", (len(unet_kw["channel_mult"]) - 1,))
+    rest = set(model) - UNET_KEYS
+    other = {"conditioning", "cond_dim", "fourier_features", "schedule", "prediction",
+             "schedule_shift", "timesteps"}  # fmt: skip
+    if rest - other:
+        raise SystemExit(f"unknown model keys {sorted(rest - other)}")
+    unet = UNetConfig(dims=1, in_channels=1, out_channels=1, **unet_kw)
+    cond = ConditionerConfig(
+        kind=model.get("conditioning", "continuous"),
+        dim=int(model.get("cond_dim", 128)),
+        param_names=tuple(names),
+        param_low=tuple(float(v) for v in low),
+        param_high=tuple(float(v) for v in high),
+        fourier_features=int(model.get("fourier_features", 16)),
+    )
+    return ModelConfig(
+        unet=unet,
+        conditioning=cond,
+        schedule=model.get("schedule", "cosine"),
+        timesteps=int(model.get("timesteps", 1000)),
+        prediction=model.get("prediction", "x0"),
+        schedule_shift=float(model.get("schedule_shift", -4.0)),
+    )
+
+
+def train_budget(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: float) -> dict:
+    """Train within ``minutes`` (calibrated plan + hard stop); returns a summary dict."""
+    from rho_core.checkpoint import latest_valid_checkpoint
+    from rho_core.data.dataset import StoreDataset
+    from rho_core.model import DiffusionModel
+    from rho_core.training import resolve_train_config, train
+
+    budget = minutes * 60.0 if minutes else math.inf
+    steps = int(train_d.get("steps", 2000))
+    t0 = time.perf_counter()
+    calib = None
+    if math.isfinite(budget):
+        times: list[float] = []
+        with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
+            tc = resolve_train_config({**train_d, "steps": 6, "checkpoint_every": 0})
+            train(mcfg, tc, StoreDataset(str(store)), tmp, resume=False,
+                  callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
+        calib = sorted(times[2:])[len(times[2:]) // 2]
+        left = budget - (time.perf_counter() - t0) - 20.0
+        steps = max(1, min(steps, int(0.93 * left / calib)))
+        log(f"  calibration {' '.join(f'{t:.2f}' for t in times)} s/step -> {steps} steps")
+    tcfg = resolve_train_config(
+        {**train_d, "steps": steps, "checkpoint_every": 0, "checkpoint_every_seconds": 300.0}
+    )
+    losses: list[float] = []
+    t_train = time.perf_counter()
+
+    def callback(step: int, m: dict) -> None:
+        losses.append(m["loss"])
+        if step % 100 == 0 or step == steps:
+            dt = time.perf_counter() - t_train
+            log(f"  step {step}/{steps} loss {m['loss']:.4f} ({dt:.0f} s)")
+        if time.perf_counter() - t0 > budget + 30.0 and step < steps:
+            raise _Stop
+
+    stopped = False
+    try:
+        res = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback, resume=False)
+        ckpt = res.checkpoint
+    except _Stop:
+        stopped = True
+        ckpt = latest_valid_checkpoint(run_dir)
+    wall = time.perf_counter() - t_train
+    tail = losses[-max(1, len(losses) // 10) :]
+    return {
+        "model_config": mcfg.to_dict(),
+        "parameters": sum(p.numel() for p in DiffusionModel(mcfg).parameters()),
+        "planned_steps": steps,
+        "steps_done": len(losses),
+        "stopped_by_budget": stopped,
+        "checkpoint": str(ckpt) if ckpt else None,
+        "calibration_step_s": calib,
+        "train_wall_s": wall,
+        "s_per_step": wall / max(1, len(losses)),
+        "total_wall_s": time.perf_counter() - t0,
+        "loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
+        "train": tcfg.to_dict(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# scoring
+# ---------------------------------------------------------------------------------------------
+def score_store(ckpt: str, store: Path, sampler: str, steps: int, decades: float,
+                figure: Path | None = None, limit: int | None = None) -> dict:  # fmt: skip
+    """Generate one spectrum per condition of ``store`` and score it against the truth."""
+    import numpy as np
+
+    from rho_core.checkpoint import load_for_sampling
+    from rho_core.data import rotational as R
+    from rho_core.data.store import open_store
+    from rho_core.evaluation import generate
+    from rho_core.spectral_lines import aggregate_scores, line_scores
+
+    s = open_store(store)
+    n = s.n if limit is None else min(limit, s.n)
+    truth = np.asarray(s.fields[:n], dtype=np.float64)
+    params = np.asarray(s.params[:n])
+    lines = R.read_lines(store)[:n]
+    grid = R.grid_of(store)
+    loaded = load_for_sampling(ckpt, "cpu")
+    t0 = time.perf_counter()
+    gen, _ = generate(loaded, params, sampler=sampler, steps=steps, seed=0, batch_size=8)
+    gen_s = time.perf_counter() - t0
+    per = [
+        line_scores(
+            gen[i, 0], truth[i, 0], lines[i], grid, decades=decades, normalizer=loaded.normalizer
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    out = aggregate_scores(per)
+    out.update({"n": n, "sampler": f"{sampler}:{steps}", "generate_s": gen_s})
+    if figure is not None:
+        from rho_core.plots_spectra import spectrum_figure
+
+        i = int(np.argsort([p["recall"] for p in per])[len(per) // 2])  # the median sample
+        fig = spectrum_figure(
+            grid.frequencies(), truth[i, 0], gen[i, 0], lines[i], decades=decades,
+            title=f"{store.name} #{i}: recall {per[i]['recall']:.2f}, "
+            f"precision {per[i]['precision']:.2f}",
+        )  # fmt: skip
+        fig.savefig(figure, dpi=110)
+        out["figure"] = str(figure)
+    return out
+
+
+def print_table(results: dict) -> None:
+    cols = ("recall", "precision", "position_error", "intensity_error", "wasserstein", "rel_l2")
+    print(f"{'set':<10} {'sampler':<10} " + " ".join(f"{c:>15}" for c in cols))
+    for name, r in results.items():
+        vals = " ".join(f"{r.get(c, float('nan')):>15.4f}" for c in cols)
+        print(f"{name:<10} {r['sampler']:<10} {vals}")
+    print("targets (heldout): " + ", ".join(f"{k} {'≥' if k in ('recall', 'precision') else '≤'} "
+                                           f"{v}" for k, v in TARGETS.items()))  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="recipe YAML (model:/train:)")
+    p.add_argument("--set", action="append", default=[], help="override, e.g. model.patch_size=8")
+    p.add_argument("--out", default="data/spectra", help="stores and runs go here")
+    p.add_argument("--run-name", default=None, help="run folder name under --out")
+    p.add_argument("--points", type=int, default=8192)
+    p.add_argument("--f-min", type=float, default=2000.0)
+    p.add_argument("--f-max", type=float, default=26000.0)
+    p.add_argument("--rotors", type=int, default=6)
+    p.add_argument("--per-rotor", type=int, default=200)
+    p.add_argument("--heldout", type=int, default=8, help="held-out conditions per rotor")
+    p.add_argument("--new-rotors", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--normalization", default="log", choices=["log", "asinh", "minmax"])
+    p.add_argument("--max-minutes", type=float, default=55.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--checkpoint", default=None, help="score this checkpoint (skip training)")
+    p.add_argument("--sampler", default="dpmpp:20", help="METHOD:STEPS")
+    p.add_argument("--decades", type=float, default=2.0)
+    p.add_argument("--limit", type=int, default=None, help="score at most this many per set")
+    p.add_argument("--prepare-only", action="store_true", help="only write the stores")
+    p.add_argument("--no-score", action="store_true")
+    p.add_argument("--json", default=None, help="write all results here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    stores = make_stores(args)
+    result: dict = {"args": vars(args), "stores": {k: str(v) for k, v in stores.items()}}
+    if args.prepare_only:
+        print(json.dumps(result["stores"], indent=1))
+        return 0
+    ckpt = args.checkpoint
+    run_dir = out / (args.run_name or f"run-{time.strftime('%Y%m%d-%H%M%S')}")
+    if ckpt is None:
+        model_d, train_d = load_recipe(args.config, args.set)
+        mcfg = model_config(stores["train"], model_d)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log(f"training {run_dir} for ≤ {args.max_minutes} min on {args.threads} thread(s)")
+        result["training"] = train_budget(mcfg, train_d, stores["train"], run_dir,
+                                          args.max_minutes)  # fmt: skip
+        ckpt = result["training"]["checkpoint"]
+        log(json.dumps({k: v for k, v in result["training"].items()
+                        if k not in ("model_config", "train")}))  # fmt: skip
+    result["checkpoint"] = ckpt
+    if not args.no_score and ckpt:
+        method, _, steps = args.sampler.partition(":")
+        result["scores"] = {}
+        for name in ("train", "heldout", "newrotor"):
+            if name not in stores:
+                continue
+            fig = run_dir / f"spectrum-{name}.png" if run_dir.exists() else None
+            limit = args.limit if name != "train" else min(args.limit or 24, 24)
+            result["scores"][name] = score_store(
+                ckpt, stores[name], method, int(steps or 20), args.decades, fig, limit
+            )
+        print_table(result["scores"])
+    result["wall_s"] = time.perf_counter() - t_all
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
