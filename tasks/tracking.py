@@ -231,7 +231,13 @@ def prefect_context() -> dict[str, str]:
     run_id = flow_run.id
     if not run_id:
         return {}
-    url = flow_run.ui_url or f"{prefect_ui_base()}/runs/flow-run/{run_id}"
+    # prefect.runtime's ui_url (3.9) points at /flow-runs/flow-run/<id>, a page the UI does not
+    # have; the UI's own links (and the "View at" log line) use /runs/flow-run/<id>.
+    base = prefect_ui_base()
+    ui = flow_run.ui_url
+    if ui and "/flow-runs/" in ui:
+        base = ui.split("/flow-runs/")[0]
+    url = f"{base}/runs/flow-run/{run_id}"
     return {
         "prefect.flow_run_id": str(run_id),
         "prefect.flow_run_name": str(flow_run.name),
