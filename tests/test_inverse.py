@@ -342,3 +342,59 @@ def test_cli_posterior_errors_are_one_line(tiny_model, tmp_path, capsys) -> None
     err = err_of("--checkpoint", str(ckpt), "--observed", str(store), "--operator", "coarse:2",
                  "--noise-std", "0.1")  # fmt: skip
     assert "non-linear" in err and "not a linear function" in err
+
+
+# --------------------------------------------------------------------------------------------
+# A stationary Gaussian field: many observations (M = 128), CG well short of M iterations
+# --------------------------------------------------------------------------------------------
+
+
+def test_fourier_gaussian_denoiser_is_the_dense_posterior_mean() -> None:
+    from rho_core.data.random_fields import grf_covariance, spectrum_grid
+    from rho_core.exact import FourierGaussianDenoiser
+
+    schedule = make_schedule("cosine", 100)
+    cov = torch.as_tensor(grf_covariance(8, 2, 1.0, -2.0))
+    den = FourierGaussianDenoiser(schedule, torch.as_tensor(spectrum_grid(8, 2, 1.0, -2.0)), 0.2)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    t = torch.tensor([5, 40, 90])
+    ab = schedule.alpha_bar_at(t)
+    for i in range(3):
+        a, s2 = float(ab[i].sqrt()), float(1 - ab[i])
+        gain = a * cov @ torch.linalg.inv(a * a * cov + s2 * torch.eye(64, dtype=torch.float64))
+        ref = 0.2 + gain @ (x[i].reshape(-1) - a * 0.2)
+        assert torch.allclose(den.x0(x, t)[i].reshape(-1), ref, atol=1e-10)
+
+
+def test_mmps_inpaints_a_random_field_like_the_wiener_filter() -> None:
+    """16² GRF (A = 1, n = −2, unit variance), random 50 % mask, σ_y = 0.05, exact denoiser:
+    the sample mean and per-pixel variance of the unobserved pixels match the exact Gaussian
+    conditional with the default 8 CG iterations for M = 128 observations."""
+    from rho_core.data.random_fields import field_variance, grf_covariance, spectrum_grid
+    from rho_core.exact import FourierGaussianDenoiser
+
+    size, k, sy = 16, 128, 0.05
+    var = field_variance(size, 2, 1.0, -2.0)
+    cov = torch.as_tensor(grf_covariance(size, 2, 1.0, -2.0)) / var
+    schedule = make_schedule("cosine", 1000, shift=-4.0)
+    den = FourierGaussianDenoiser(
+        schedule, torch.as_tensor(spectrum_grid(size, 2, 1.0, -2.0)) / var
+    )
+    g = torch.Generator().manual_seed(3)
+    mask = torch.rand(size, size, generator=g) < 0.5
+    root = torch.linalg.cholesky(cov + 1e-10 * torch.eye(size * size, dtype=torch.float64))
+    truth = root @ torch.randn(size * size, generator=g, dtype=torch.float64)
+    a = torch.eye(size * size, dtype=torch.float64)[mask.reshape(-1)]
+    y = a @ truth + sy * torch.randn(a.shape[0], generator=g, dtype=torch.float64)
+    cat = cov @ a.T
+    gain = torch.linalg.solve(a @ cat + sy**2 * torch.eye(a.shape[0], dtype=torch.float64), cat.T).T
+    w_mean, w_var = gain @ y, cov.diag() - (gain * cat).sum(1)
+    x = sample_posterior(
+        den, (k, 1, size, size), schedule, y.float(), Mask(mask), sy, generator=g
+    ).double().reshape(k, -1)  # fmt: skip
+    free = ~mask.reshape(-1)
+    floor = float(w_var[free].mean().sqrt()) / math.sqrt(k)
+    err = float((x.mean(0) - w_mean)[free].pow(2).mean().sqrt())
+    assert err < 1.3 * floor  # no bias beyond Monte-Carlo noise (prior std is 1)
+    ratio = float((x.var(0)[free] / w_var[free]).mean())
+    assert 0.93 < ratio < 1.07
