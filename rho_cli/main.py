@@ -85,6 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         # stdout is flushed again at exit: point it at /dev/null so that cannot fail too
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # like a program killed by SIGPIPE
+    except OSError as exc:  # disk full, quota, read-only file system, I/O error: one line
+        import errno
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        hint = {
+            errno.ENOSPC: "free space or choose another location, then run again",
+            errno.EDQUOT: "free space or choose another location, then run again",
+            errno.EROFS: "choose a writable location",
+        }.get(exc.errno, "check the paths involved")
+        print(f"rho {args.command}: error: {exc.strerror or exc}{where}; {hint}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 

@@ -116,13 +116,19 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(directory, step)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _write_error(final, exc, state) from None
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as "unexpected pos"
+        Path(tmp).unlink(missing_ok=True)
+        raise _write_error(final, exc, state) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -132,6 +138,44 @@ def save_checkpoint(
             old.unlink(missing_ok=True)
     remove_stale_temporaries(directory)
     return final
+
+
+def _state_bytes(state: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint dict."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
+def _write_error(final: Path, exc: BaseException, state: Any) -> CheckpointError:
+    """One line for a checkpoint that could not be written (disk full, quota, permissions)."""
+    import errno
+    import shutil
+
+    from rho_core.limits import format_bytes
+
+    try:
+        free = shutil.disk_usage(final.parent).free
+    except OSError:
+        free = None
+    need = _state_bytes(state)
+    full = getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or (
+        free is not None and free < need + (1 << 20)
+    )
+    if full:
+        why = (
+            f"no space left on the device ({format_bytes(free or 0)} free, a checkpoint takes "
+            f"about {format_bytes(need)})"
+        )
+        fix = "free space or choose another --out; training resumes from the last checkpoint"
+    else:
+        why = f"{type(exc).__name__}: {_first_sentence(exc)}"
+        fix = "check the run directory"
+    return CheckpointError(f"cannot write checkpoint {final}: {why}; {fix}")
 
 
 STALE_TMP_SECONDS = 3600.0
@@ -169,13 +213,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:  # noqa: BLE001 - truncated zip, bad pickle, wrong format, ...
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a ρ-Diffusion checkpoint "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"({type(exc).__name__}: {_first_sentence(exc)})"
         ) from exc
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
         raise CheckpointError(
             f"checkpoint {path} lacks the keys {list(REQUIRED_KEYS)}; not a ρ-Diffusion checkpoint"
         )
     return state
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first line of an exception message, cut at its first sentence (torch's zip errors
+    run to four sentences of advice)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return first.split(". ")[0]
 
 
 def find_latest_valid(
