@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,16 +27,21 @@ import torch
 from torch import nn
 
 from rho_core.conditioning import ConditionerConfig, build_conditioner
+from rho_core.config import PREDICTIONS, SCHEDULES, WEIGHTINGS, ModelOptions, resolve_section
 from rho_core.diffusion import diffusion_loss, eps_from_output
 from rho_core.errors import ConfigError
 from rho_core.schedules import make_schedule
 from rho_core.unet import UNet, UNetConfig
+from rho_core.utils import append_dims
 
-__all__ = ["ModelConfig", "DiffusionModel", "default_model_config", "conditioner_to_dict"]
-
-SCHEDULES = ("linear", "cosine", "sigmoid")
-PREDICTIONS = ("eps", "x0", "v")
-WEIGHTINGS = ("uniform", "min_snr")
+__all__ = [
+    "ModelConfig",
+    "DiffusionModel",
+    "default_model_config",
+    "build_model_config",
+    "model_config_for_store",
+    "conditioner_to_dict",
+]
 
 
 def conditioner_to_dict(cfg: ConditionerConfig) -> dict:
@@ -57,7 +63,11 @@ def _conditioner_from_dict(d: dict) -> ConditionerConfig:
 class ModelConfig:
     """Everything needed to rebuild a :class:`DiffusionModel` (stored in every checkpoint).
 
-    ``unet.cond_dim`` is set from ``conditioning`` (``dim``, or 0 for kind ``"none"``).
+    ``unet.cond_dim`` is set from ``conditioning`` (``dim``, or 0 for kind ``"none"``). The field
+    defaults are what checkpoints written before a field existed mean (``schedule_shift=0``:
+    the plain schedule), not what a new run uses — new runs get the defaults of
+    :class:`rho_core.config.ModelOptions` through :meth:`ModelOptions.build
+    <rho_core.config.ModelOptions.build>`.
     """
 
     unet: UNetConfig
@@ -113,71 +123,86 @@ class ModelConfig:
         return cls(**d)
 
 
+def build_model_config(
+    options: ModelOptions,
+    spatial_dims: int,
+    channels: int,
+    param_names: Sequence[str],
+    param_low: Sequence[float],
+    param_high: Sequence[float],
+) -> ModelConfig:
+    """The :class:`ModelConfig` of ``options`` for fields of ``spatial_dims`` dims and
+    ``channels`` channels conditioned on ``param_names`` over ``[param_low, param_high]`` (the
+    continuous embedding maps that range to [−1, 1]); no parameters → ``conditioning="none"``."""
+    kind = options.conditioning if list(param_names) else "none"
+    unet = UNetConfig(
+        dims=int(spatial_dims),
+        in_channels=int(channels),
+        **options.unet_options(spatial_dims, channels),
+    )
+    cond = ConditionerConfig(
+        kind=kind,
+        dim=int(options.cond_dim),
+        param_names=tuple(param_names),
+        param_low=tuple(float(v) for v in param_low),
+        param_high=tuple(float(v) for v in param_high),
+        fourier_features=int(options.fourier_features),
+    )
+    return ModelConfig(
+        unet=unet,
+        conditioning=cond,
+        schedule=options.schedule,
+        timesteps=int(options.timesteps),
+        prediction=options.prediction,
+        schedule_shift=options.schedule_shift,
+    )
+
+
+def model_config_for_store(options: ModelOptions, store: str | os.PathLike) -> ModelConfig:
+    """:func:`build_model_config` for the fields, parameter names and ranges of the store at
+    ``store`` (a parameter with a single value gets the range ``[v, v + 1]``)."""
+    from rho_core.data.store import open_store
+
+    s = open_store(store)
+    names = list(s.param_names)
+    ranges = s.param_ranges()
+    low = [float(ranges[n][0]) for n in names]
+    high = [float(ranges[n][1]) for n in names]
+    high = [h if h > lo else lo + 1.0 for lo, h in zip(low, high, strict=True)]
+    return build_model_config(options, s.spatial_dims, int(s.field_shape[0]), names, low, high)
+
+
 def default_model_config(
     spatial_dims: int,
     channels: int,
     param_names: Sequence[str],
     param_low: Sequence[float],
     param_high: Sequence[float],
-    *,
-    conditioning: str = "continuous",
-    cond_dim: int = 128,
-    fourier_features: int = 16,
-    schedule: str = "cosine",
-    timesteps: int = 1000,
-    prediction: str = "x0",
-    schedule_shift: float = -4.0,
-    **unet_overrides,
+    **options,
 ) -> ModelConfig:
-    """A sensible :class:`ModelConfig` for a dataset; ``unet_overrides``: :class:`UNetConfig` keys.
+    """The :class:`ModelConfig` of :class:`rho_core.config.ModelOptions` (``options``: its
+    fields, e.g. ``prediction="eps"``, ``patch_size=1``) for fields of ``spatial_dims`` dims and
+    ``channels`` channels conditioned on ``param_names`` over ``[param_low, param_high]``.
 
-    Defaults: base 32 channels, ``channel_mult=(1, 2, 4)``, one residual block per level,
-    attention at the coarsest level; for 3-D fields ``patch_size=2`` (the U-Net works on 2³
-    patches: for 32³ volumes its levels run at 16³/8³/4³, 6.9 M parameters, ≈ 4 GFLOP per
-    forward of one volume instead of ≈ 32, so 3-D sizes must be divisible by 8). Pass
-    ``patch_size=1`` for the original full-resolution network (``unet.DEFAULT_3D_FULLRES``).
-
-    The schedule is shifted towards noise by default (``schedule_shift=−4``, see
-    :mod:`rho_core.schedules`): with the plain cosine schedule the network reads the field off
-    x_t at nearly every training timestep and never learns to draw it from the condition —
-    measured on 32³ spherical harmonics, l ≤ 6, a patch-4 net, 1000 steps, DPM-Solver++ 20: mean
-    rel_l2 1.00 (Δ = 0), 0.31 (−2), 0.24 (−4), 0.28 (−6); on the 16³, l ≤ 2 quick set after 300
-    steps: 1.18, 0.36, 0.20. ``ModelConfig`` itself defaults to 0, so older checkpoints load
-    unchanged.
-
-    The network predicts x₀ by default (the paper's DDPM predicts ε): measured on a 16³, l ≤ 2
-    spherical-harmonic store after 300 steps, DPM-Solver++ 20 steps, mean Wasserstein score
-    x₀ 0.057, v 0.36, ε 82 — ε-prediction is ill-conditioned at the noisy end of the cosine
-    schedule (x̂₀ = (x_t − σ ε̂)/α with α ≈ 0.007) until it is trained much longer.
+    The defaults and the measurements behind them live in :class:`rho_core.config.ModelOptions`
+    (one home): x₀-prediction, ``schedule_shift=−4``, continuous conditioning, a 32-channel
+    ``(1, 2, 4)`` U-Net, ``patch_size=2`` for 3-D fields (sizes divisible by 8).
     """
-    valid = {f.name for f in dataclasses.fields(UNetConfig)} - {"dims", "in_channels", "cond_dim"}
-    unknown = set(unet_overrides) - valid
+    valid = {f.name for f in dataclasses.fields(ModelOptions)}
+    unknown = set(options) - valid
     if unknown:
-        raise ConfigError(f"unknown UNet options {sorted(unknown)}; valid: {sorted(valid)}")
-    unet_kw: dict = {"channel_mult": (1, 2, 4), "num_res_blocks": 1}
-    unet_kw.update(unet_overrides)
-    if "attention_levels" not in unet_overrides:
-        unet_kw["attention_levels"] = (len(tuple(unet_kw["channel_mult"])) - 1,)
-    unet_kw.setdefault("out_channels", channels)
-    if int(spatial_dims) == 3:
-        unet_kw.setdefault("patch_size", 2)
-    unet = UNetConfig(dims=int(spatial_dims), in_channels=int(channels), **unet_kw)
-    cond = ConditionerConfig(
-        kind=conditioning,
-        dim=int(cond_dim),
-        param_names=tuple(param_names),
-        param_low=tuple(float(v) for v in param_low),
-        param_high=tuple(float(v) for v in param_high),
-        fourier_features=int(fourier_features),
-    )
-    return ModelConfig(
-        unet=unet,
-        conditioning=cond,
-        schedule=schedule,
-        timesteps=timesteps,
-        prediction=prediction,
-        schedule_shift=schedule_shift,
-    )
+        raise ConfigError(
+            f"unknown UNet options {sorted(unknown)} (model options); valid: {sorted(valid)}"
+        )
+    opts = resolve_section("model", options)
+    return build_model_config(opts, spatial_dims, channels, param_names, param_low, param_high)
+
+
+def _time_tensor(t, x_t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 1-D tensor on ``x_t``'s device: int64 for integer timesteps, float64 for
+    fractional ones (``t`` in [0, T−1], interpolated in log-SNR by the schedule)."""
+    t = torch.as_tensor(t, device=x_t.device).reshape(-1)
+    return t.to(torch.float64) if t.is_floating_point() else t.to(torch.int64)
 
 
 class DiffusionModel(nn.Module):
@@ -238,8 +263,11 @@ class DiffusionModel(nn.Module):
         params: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Raw network output ``(B, C, *spatial)`` (ε, x₀ or v per ``cfg.prediction``)."""
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).to(torch.int64)
+        """Raw network output ``(B, C, *spatial)`` (ε, x₀ or v per ``cfg.prediction``).
+
+        ``t`` may be fractional (a float tensor in [0, T−1], see :func:`_time_tensor`).
+        """
+        t = _time_tensor(t, x_t)
         if t.shape[0] == 1 and x_t.shape[0] != 1:
             t = t.expand(x_t.shape[0])
         return self.net(x_t, t, self.embed(params, x_t.shape[0], drop))
@@ -257,10 +285,18 @@ class DiffusionModel(nn.Module):
         guidance can evaluate the conditional and unconditional halves in one batched call
         (``denoiser.accepts_drop`` tells :func:`rho_core.samplers.guided_eps` it may).
         """
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).to(torch.int64)
+        t = _time_tensor(t, x_t)
         if t.shape[0] == 1 and x_t.shape[0] != 1:
             t = t.expand(x_t.shape[0])
         out = self(x_t, t, params, drop).to(x_t.dtype)
+        if t.is_floating_point():  # fractional t: ᾱ from the schedule's log-SNR interpolation
+            abar = append_dims(self.schedule.alpha_bar_at(t), x_t.ndim)
+            alpha, sigma = abar.sqrt().to(x_t.dtype), (1.0 - abar).sqrt().to(x_t.dtype)
+            if self.prediction == "x0":
+                return ((x_t - alpha * out) / sigma).to(x_t.dtype)
+            if self.prediction == "v":
+                return (sigma * x_t + alpha * out).to(x_t.dtype)
+            return out
         return eps_from_output(self.prediction, self.schedule, x_t, t, out).to(x_t.dtype)
 
     denoiser.accepts_drop = True  # type: ignore[attr-defined]
