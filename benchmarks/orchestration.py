@@ -77,12 +77,7 @@ def plain(params_json: str) -> float:
         trained["checkpoint"],
         store,
         str(Path(run_dir) / "eval" / "samples.npz"),
-        e.n_conditions,
-        e.sampler,
-        e.steps,
-        e.guidance,
-        e.seed,
-        clip_x0=e.clip_x0,
+        config=e.to_config().to_dict(),
     )
     scores = _timed(work, sampling.evaluate_samples.fn, samples)
     figs = _timed(

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import tempfile
@@ -57,10 +56,6 @@ CURVE_STEPS = "10,20,50,100,1000"
 # issue 7's targets for Y_5^2 and the mean over all conditions, with ≤ 50 sampler steps
 TARGET_REL_L2 = 0.05
 TARGET_WASSERSTEIN = 0.005
-
-
-class _Stop(Exception):
-    """Raised from the training callback when the wall-time budget is spent."""
 
 
 def log(msg: str) -> None:
@@ -224,88 +219,66 @@ def noisy_end_probe(ckpt: str, store_path: Path, t_values=(None, 900, 700)) -> d
 # training
 # ---------------------------------------------------------------------------------------------
 def resolved_config(config: str | None, sets: list[str], out: Path) -> str | None:
-    """``config`` with ``--set section.key=value`` overrides (YAML values) applied, as a file."""
+    """``config`` with ``--set section.key=value`` overrides (YAML values) applied and checked by
+    :func:`rho_core.config.resolve_config` (an unknown key names itself), as a file."""
     import yaml
+
+    from rho_core.config import resolve_config
 
     if not sets:
         return config
-    d = yaml.safe_load(Path(config).read_text()) if config else {}
-    d = d or {}
+    over = {}
     for item in sets:
         key, sep, value = item.partition("=")
         section, dot, name = key.partition(".")
-        if not (sep and dot and section in ("model", "train") and name):
+        if not (sep and dot and section in ("model", "train", "evaluate") and name):
             raise SystemExit(f"--set wants model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
-        d.setdefault(section, {})[name] = yaml.safe_load(value)
+        over[key] = yaml.safe_load(value)
+    cfg = resolve_config(config, over).to_dict()
+    cfg.pop("data", None)
     path = out / "recipe.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return str(path)
 
 
 def train_recipe(args, store: Path, run_dir: Path) -> dict:
-    """Train ``args.config`` on ``store`` within ``args.max_minutes``; returns a summary dict."""
-    from rho_cli.train import build_configs
-    from rho_core.checkpoint import latest_valid_checkpoint
-    from rho_core.data.dataset import StoreDataset
+    """Train ``args.config`` on ``store`` within the budget (``--max-minutes``, else the recipe's
+    ``train.max_minutes``) through the one budgeted entry, :func:`rho_core.run.train_budgeted`
+    (a short calibration run plans the steps so the learning-rate schedule ends; a clean stop
+    with a checkpoint guards the budget); returns a summary dict."""
     from rho_core.model import DiffusionModel
-    from rho_core.training import train
+    from rho_core.run import resolve_for_store, train_budgeted
 
-    budget = args.max_minutes * 60.0 if args.max_minutes else math.inf
-    over = {"batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}
-    over = {k: v for k, v in over.items() if v is not None}
-    mcfg, tcfg = build_configs(str(store), args.config, over)
-    steps = args.steps or tcfg.steps
-    t0 = time.perf_counter()
-    calib_s = None
-    if math.isfinite(budget) and steps > 12:
-        # calibration: 6 steps in a scratch directory; the first steps are slow (allocator and
-        # oneDNN warm-up): the step time is the median of steps 3-6, and the plan keeps 7 % in
-        # reserve (runs measured 3-10 % slower than the fastest calibration step, which cut
-        # the learning-rate schedule; the hard stop below still guards the budget)
-        times: list[float] = []
-        with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-            mc, tc = build_configs(str(store), args.config, {**over, "steps": 6})
-            train(mc, tc, StoreDataset(str(store)), tmp, resume=False,
-                  callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
-        calib_s = sorted(times[2:])[len(times[2:]) // 2]
-        log("  calibration step times " + " ".join(f"{t:.2f}" for t in times) + " s")
-        left = budget - (time.perf_counter() - t0) - 15.0  # model build, final checkpoint
-        steps = max(1, min(steps, int(0.93 * left / calib_s)))
-    mcfg, tcfg = build_configs(
-        str(store),
-        args.config,
-        {**over, "steps": steps, "checkpoint_every": 0, "checkpoint_every_seconds": 120.0},
-    )
+    over = {"train.batch_size": args.batch_size, "train.lr": args.lr,
+            "train.precision": args.precision, "train.steps": args.steps,
+            "train.checkpoint_every": 0, "train.checkpoint_every_seconds": 120.0}  # fmt: skip
+    mcfg, cfg = resolve_for_store(store, args.config, over)
+    tcfg = cfg.train
+    minutes = args.max_minutes if args.max_minutes is not None else tcfg.max_minutes
     losses: list[float] = []
     t_train = time.perf_counter()
 
     def callback(step: int, m: dict) -> None:
         losses.append(m["loss"])
-        if step % 100 == 0 or step == steps:
-            dt = time.perf_counter() - t_train
-            log(f"  step {step}/{steps} loss {m['loss']:.4f} ({dt:.0f} s)")
-        if time.perf_counter() - t0 > budget + 30.0 and step < steps:
-            raise _Stop
+        if step % 100 == 0:
+            log(f"  step {step} loss {m['loss']:.4f} ({time.perf_counter() - t_train:.0f} s)")
 
-    stopped = False
-    try:
-        res = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback, resume=False)
-        ckpt = res.checkpoint
-    except _Stop:
-        stopped = True
-        ckpt = latest_valid_checkpoint(run_dir)
+    res = train_budgeted(store, run_dir, mcfg, tcfg, minutes, scratch_parent=args.out,
+                         callback=callback)  # fmt: skip
+    if res.get("calibration_step_s"):
+        log(f"  calibration {res['calibration_step_s']:.2f} s/step -> {res['planned_steps']} steps")
     tail = losses[-max(1, len(losses) // 10) :]
     n_params = sum(p.numel() for p in DiffusionModel(mcfg).parameters())
     return {
         "config": args.config,
         "model_config": mcfg.to_dict(),
         "parameters": n_params,
-        "planned_steps": steps,
+        "planned_steps": res["planned_steps"],
         "steps_done": len(losses),
-        "stopped_by_budget": stopped,
-        "checkpoint": str(ckpt) if ckpt else None,
-        "calibration_step_s": calib_s,
-        "wall_s": time.perf_counter() - t0,
+        "stopped_by_budget": bool(res.get("stopped_by_budget")),
+        "checkpoint": res.get("checkpoint"),
+        "calibration_step_s": res.get("calibration_step_s"),
+        "wall_s": res["wall_s"],
         "final_loss": losses[-1] if losses else None,
         "loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
         "batch_size": tcfg.batch_size,
@@ -323,7 +296,7 @@ def score(ckpt: str, store: Path, sampler: str, steps: int, guidance: float) -> 
 
     t1 = time.perf_counter()
     r = evaluate(ckpt, store, sampler=sampler, steps=steps, guidance=guidance, seed=0,
-                 max_conditions=None, batch_size=8)  # fmt: skip
+                 max_conditions=0, batch_size=8, device="cpu")  # fmt: skip
     r["wall_s"] = time.perf_counter() - t1
     r["rel_l2_max"] = max(v["rel_l2"] for v in r["per_condition"].values())
     r["wasserstein_max"] = max(v["wasserstein"] for v in r["per_condition"].values())

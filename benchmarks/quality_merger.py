@@ -14,8 +14,8 @@ other parameters fixed) and the interpolation test the paper's hash embedding ca
    out, all strictly inside the training time range;
 3. a minmax normalisation fitted on the training store only;
 4. the same model trained twice on the training frames, once with ``continuous`` and once with
-   ``hash`` conditioning (``rho_cli.train.build_configs`` with a generated YAML file;
-   ``rho_core.training.train``), each within ``--max-minutes``: one 6-step calibration run
+   ``hash`` conditioning (``rho_core.run.resolve_for_store`` on a generated YAML file;
+   ``rho_core.run.train_budgeted``), each within ``--max-minutes``: one 6-step calibration run
    sizes both runs to the same number of steps, so the learning-rate schedule ends and the two
    embeddings get equal training (a hard stop 30 s past the budget guards it; ``--max-minutes 0
    --steps N`` trains exactly N steps). The U-Net (32/64/128 channels, attention at the coarsest
@@ -59,10 +59,6 @@ import numpy as np
 
 SAMPLER, SAMPLER_STEPS = "dpmpp", 20
 CONDITIONINGS = ("continuous", "hash")
-
-
-class _Stop(Exception):
-    """Raised from the training callback when the wall-time budget is spent."""
 
 
 def _log(msg: str) -> None:
@@ -187,45 +183,36 @@ def write_config(path: Path, conditioning: str, args: argparse.Namespace) -> Pat
     return path
 
 
-def calibrate_step_s(store: Path, config: Path, scratch_parent: Path) -> float:
-    """Fastest of steps 3-6 of a 6-step scratch run [s] (the first steps warm up allocators)."""
-    from rho_cli.train import build_configs
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.training import train
-
-    times: list[float] = []
-    with tempfile.TemporaryDirectory(dir=scratch_parent) as tmp:
-        mcfg, tcfg = build_configs(str(store), str(config), {"steps": 6, "warmup_steps": 1})
-        train(mcfg, tcfg, StoreDataset(str(store)), tmp, resume=False,
-              callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
-    return min(times[2:])
-
-
 def plan_steps(store: Path, config: Path, scratch: Path, max_steps: int, minutes: float):
     """``(steps, step_s)``: optimizer steps that fit ``minutes`` (``max_steps`` without a budget,
-    then ``step_s`` is None). Measured once and used for every model, so all get the same steps."""
+    then ``step_s`` is None). Measured once (:func:`rho_core.run.plan_steps`) and used for every
+    model, so all get the same steps."""
+    import dataclasses
+
+    from rho_core.run import plan_steps as plan
+    from rho_core.run import resolve_for_store
+
     if not minutes:
         return max_steps, None
-    step_s = calibrate_step_s(store, config, scratch)
-    steps = max(1, min(max_steps, int(0.97 * (minutes * 60.0 - 15.0) / step_s)))
+    mcfg, cfg = resolve_for_store(store, config)
+    steps, step_s = plan(store, mcfg, dataclasses.replace(cfg.train, steps=max_steps), minutes,
+                         scratch)  # fmt: skip
     _log(f"calibration {step_s:.3f} s/step -> {steps} steps per model")
     return steps, step_s
 
 
 def train_model(store: Path, config: Path, run_dir: Path, steps: int, minutes: float) -> dict:
-    """Train one model for ``steps`` steps, stopped (at its newest checkpoint) when it runs 30 s
-    past ``minutes`` of wall time (0: no limit); a summary dict."""
-    from rho_cli.train import build_configs
-    from rho_core.checkpoint import latest_valid_checkpoint
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.training import train
+    """Train one model for ``steps`` steps through :func:`rho_core.run.train_budgeted` (no
+    re-planning: every model gets the same steps), stopped cleanly with a checkpoint when it
+    runs 30 s past ``minutes`` of wall time (0: no limit); a summary dict."""
+    from rho_core.model import DiffusionModel
+    from rho_core.run import resolve_for_store, train_budgeted
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    budget = minutes * 60.0 if minutes else math.inf
-    mcfg, tcfg = build_configs(str(store), str(config), {"steps": steps})
+    mcfg, cfg = resolve_for_store(store, config, {"train.steps": steps})
+    tcfg = cfg.train
     losses: list[float] = []
     t_loop = time.perf_counter()
 
@@ -235,30 +222,18 @@ def train_model(store: Path, config: Path, run_dir: Path, steps: int, minutes: f
             _log(
                 f"  step {step}/{steps} loss {m['loss']:.4f} ({time.perf_counter() - t_loop:.0f} s)"
             )
-        if time.perf_counter() - t0 > budget + 30.0 and step < steps:
-            raise _Stop
 
-    stopped = False
-    try:
-        ckpt = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback,
-                     resume=False).checkpoint  # fmt: skip
-    except _Stop:
-        stopped, ckpt = True, latest_valid_checkpoint(run_dir)
+    res = train_budgeted(store, run_dir, mcfg, tcfg, minutes or 0.0, plan=False,
+                         callback=callback)  # fmt: skip
     tail = losses[-max(1, len(losses) // 10) :]
-    n_params = None
-    try:
-        from rho_core.model import DiffusionModel
-
-        n_params = sum(p.numel() for p in DiffusionModel(mcfg).parameters())
-    except Exception:  # noqa: BLE001 - informative only
-        pass
+    n_params = sum(p.numel() for p in DiffusionModel(mcfg).parameters())
     return {
         "conditioning": mcfg.conditioning.kind,
-        "checkpoint": str(ckpt) if ckpt else None,
+        "checkpoint": res.get("checkpoint"),
         "planned_steps": steps,
         "steps_done": len(losses),
-        "stopped_by_budget": stopped,
-        "wall_s": time.perf_counter() - t0,
+        "stopped_by_budget": bool(res.get("stopped_by_budget")),
+        "wall_s": res["wall_s"],
         "first_loss": losses[0] if losses else None,
         "final_loss": losses[-1] if losses else None,
         "loss_last10pct_mean": float(np.mean(tail)) if losses else None,

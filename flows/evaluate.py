@@ -27,7 +27,7 @@ def evaluate(
         checkpoint: Checkpoint file or run directory.
         store: Store holding the ground truth.
         evaluation: Sampler and scoring settings.
-        out_dir: Output folder; default <run>/eval.
+        out_dir: Output folder; default RUN_DIR/eval.
         history: Training history.json for the loss figure.
     """
     from rho_core.errors import CheckpointError
@@ -39,15 +39,7 @@ def evaluate(
     run = ck if ck.is_dir() else ck.parent.parent
     out = Path(out_dir) if out_dir else run / "eval"
     samples = sample_conditions(
-        checkpoint,
-        store,
-        str(out / "samples.npz"),
-        evaluation.n_conditions,
-        evaluation.sampler,
-        evaluation.steps,
-        evaluation.guidance,
-        evaluation.seed,
-        clip_x0=evaluation.clip_x0,
+        checkpoint, store, str(out / "samples.npz"), config=evaluation.to_config().to_dict()
     )
     scores = evaluate_samples(samples)
     figures = make_figures(samples, history, str(out / "figures"))

@@ -1,26 +1,106 @@
 """Typed flow parameters: pydantic models whose fields carry defaults and descriptions.
 
 The Prefect UI renders these as forms; the CLI builds them from YAML (``rho pipeline --config``).
-Two presets for the end-to-end pipeline: :func:`quick_preset` (the README's job: 16³ volumes,
-l ≤ 2, a small 3-D U-Net, a few hundred steps — minutes on 2 CPU cores) and the defaults of
-:class:`PipelineParams` (the paper-sized experiment: 32³, l ≤ 6). :func:`resolve` merges the
-fields a caller set explicitly over a preset, so ``quick=True`` plus ``{"train": {"steps": 5}}``
-means "the quick preset, but 5 steps".
+The model, training and evaluation forms are *derived* from the dataclasses of
+:mod:`rho_core.config` (:func:`form_model`): same fields, same defaults, same help, same checks —
+a new option added there appears here without an edit.
+
+The end-to-end pipeline takes a ``dataset`` and starts from that dataset's preset
+(:func:`preset_params`): for 32³ spherical harmonics the best measured recipe
+(``configs/quality/sh32-refine.yaml``), or with ``quick`` a minutes-on-a-CPU version.
+:func:`resolve` puts the fields a caller changed over that preset; a field left at the value the
+form shows by default (:class:`PipelineParams` defaults) does not override the preset, because
+the Prefect UI submits every field. The flow logs and returns the parameters that ran.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from tasks.paths import data_dir
+from rho_core.config import (
+    ALIASES,
+    EvalConfig,
+    ModelOptions,
+    TrainConfig,
+    load_config_file,
+    resolve_section,
+)
+from rho_core.errors import ConfigError
+from tasks.paths import REPO_ROOT, data_dir
+
+Normalization = Literal["minmax", "standard", "asinh", "log"]
+Dataset = Literal[
+    "spherical_harmonics", "hydrogen", "galaxy_merger", "bonsai", "gaussian_random_field"
+]
+DATASETS: tuple[str, ...] = typing.get_args(Dataset)
+#: The best measured recipe of the 32³ spherical harmonics (docs/results.md, section 3a).
+DEFAULT_RECIPE = REPO_ROOT / "configs" / "quality" / "sh32-refine.yaml"
 
 
 class _Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# ------------------------------------------------------------------ forms from rho_core.config
+class _Section(_Params):
+    """A form derived from a :mod:`rho_core.config` dataclass; validated by it as well."""
+
+    section: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for old, convert in ALIASES.get(cls.section, {}).items():
+                if old in data:
+                    data.update(convert(data.pop(old)))
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        try:
+            resolve_section(self.section, self.model_dump())
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def to_config(self):
+        """The :mod:`rho_core.config` dataclass of these values."""
+        return resolve_section(self.section, self.model_dump())
+
+
+def form_model(cls: type, name: str, section: str, doc: str, **extra: Any) -> type[_Section]:
+    """A pydantic model with the fields, defaults and help of the dataclass ``cls`` (plus
+    ``extra`` fields ``name=(type, Field(...))``)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        help_text = str(f.metadata.get("help", ""))
+        fields[f.name] = (hints[f.name], Field(f.default, description=help_text))
+    fields.update(extra)
+    model = create_model(name, __base__=_Section, __module__=__name__, __doc__=doc, **fields)
+    model.section = section
+    return model
+
+
+ModelParams = form_model(ModelOptions, "ModelParams", "model", "Network and diffusion settings.")
+TrainParams = form_model(
+    TrainConfig,
+    "TrainParams",
+    "train",
+    "Optimisation settings (rho_core.config.TrainConfig).",
+)
+EvalParams = form_model(EvalConfig, "EvalParams", "evaluate", "Sampling and scoring.")
+
+
+# ------------------------------------------------------------------------------------ datasets
 class SphericalHarmonicsParams(_Params):
     """Spherical-harmonic voxel volumes (the paper's 3-D experiment)."""
 
@@ -31,9 +111,9 @@ class SphericalHarmonicsParams(_Params):
     )
     store: str | None = Field(
         None,
-        description="Output Zarr store; default data/stores/sh-<size>-l<l_max>-<convention>.zarr.",
+        description="Output Zarr store; default data/stores/sh-SIZE-lLMAX-CONVENTION.zarr.",
     )
-    normalization: Literal["minmax", "standard", "asinh"] = Field(
+    normalization: Normalization = Field(
         "minmax", description="Transform fitted on the store that maps fields to about [-1, 1]."
     )
     workers: int = Field(1, ge=1, le=64, description="Dask workers for generation.")
@@ -42,6 +122,24 @@ class SphericalHarmonicsParams(_Params):
         if self.store:
             return self.store
         return str(data_dir() / "stores" / f"sh-{self.size}-l{self.l_max}-{self.convention}.zarr")
+
+
+class HydrogenParams(_Params):
+    """Hydrogen orbital densities |ψ_nlm|² on a voxel grid (deterministic, one per (n, l, m))."""
+
+    size: int = Field(32, ge=4, le=256, description="Grid points per axis (volumes are size³).")
+    n_max: int = Field(3, ge=1, le=8, description="Highest principal quantum number n.")
+    store: str | None = Field(
+        None, description="Output Zarr store; default data/stores/hydrogen-SIZE-nNMAX.zarr."
+    )
+    normalization: Normalization = Field(
+        "asinh", description="Transform fitted on the store (densities span decades: asinh/log)."
+    )
+
+    def store_path(self) -> str:
+        if self.store:
+            return self.store
+        return str(data_dir() / "stores" / f"hydrogen-{self.size}-n{self.n_max}.zarr")
 
 
 class GalaxyMergerParams(_Params):
@@ -55,7 +153,7 @@ class GalaxyMergerParams(_Params):
     pericenters: list[float] = Field([5.0], description="Pericentre distances [kpc] on the grid.")
     t_end: float = Field(100.0, gt=0, description="End time (units of 9.78 Myr).")
     snap_every: float = Field(2.0, gt=0, description="Time between snapshots.")
-    normalization: Literal["minmax", "standard", "asinh"] = Field("minmax")
+    normalization: Normalization = Field("minmax")
 
 
 class IngestBonsaiParams(_Params):
@@ -67,96 +165,61 @@ class IngestBonsaiParams(_Params):
     params_file: str | None = Field(
         None, description="YAML/JSON with each snapshot's physical parameters."
     )
-    normalization: Literal["minmax", "standard", "asinh"] = Field("asinh")
+    normalization: Normalization = Field("asinh")
 
 
-class ModelParams(_Params):
-    """Network and diffusion settings."""
+class RandomFieldParams(_Params):
+    """Gaussian (or log-normal) random fields with power spectrum A·|κ|^n: a stochastic set
+    whose true distribution is known (scored as distributions)."""
 
-    base_channels: int = Field(32, ge=4, description="U-Net channels at the finest level.")
-    channel_mult: list[int] = Field([1, 2, 4], description="Channel multiplier per level.")
-    num_res_blocks: int = Field(1, ge=1, le=4)
-    attention: bool = Field(True, description="Self-attention at the coarsest level.")
-    conditioning: Literal["hash", "continuous"] = Field(
-        "hash", description="'hash' (the paper's SHA-512 embedding) or 'continuous'."
+    size: int = Field(64, ge=4, le=512, description="Points per axis N.")
+    dims: int = Field(2, ge=1, le=3, description="Spatial dimensions D.")
+    amplitudes: list[float] = Field([0.5, 1.0, 2.0], description="Amplitudes A of the grid.")
+    spectral_indices: list[float] = Field(
+        [-1.0, -1.5, -2.0, -2.5], description="Spectral indices n of the grid."
     )
-    cond_dim: int = Field(128, ge=8)
-    schedule: Literal["linear", "cosine", "sigmoid"] = Field("cosine")
-    timesteps: int = Field(1000, ge=10, le=10000)
-    prediction: Literal["eps", "x0", "v"] = Field(
-        "x0",
-        description="What the network predicts: 'x0' (default; far better-conditioned on short "
-        "CPU budgets), 'eps' (the paper's DDPM) or 'v'.",
-    )
-    schedule_shift: float = Field(
-        -4.0,
-        ge=-10.0,
-        le=0.0,
-        description="Log-SNR shift of the schedule's noisy end (0: the plain schedule). -4 makes "
-        "the condition, not the noise, decide which field is drawn (docs/results.md).",
-    )
+    realizations: int = Field(128, ge=1, description="Realisations per (A, n) pair.")
+    seed: int = Field(1, description="Seed of the white noise.")
+    lognormal: bool = Field(False, description="Log-normal fields instead of Gaussian ones.")
+    store: str | None = Field(None, description="Output store; default under data/stores.")
+    normalization: Normalization = Field("standard")
+    workers: int = Field(1, ge=1, le=64, description="Dask workers for generation.")
+
+    def store_path(self) -> str:
+        if self.store:
+            return self.store
+        ln = "-lognormal" if self.lognormal else ""
+        return str(
+            data_dir() / "stores" / f"grf-{self.size}-d{self.dims}-k{self.realizations}"
+            f"-s{self.seed}{ln}.zarr"
+        )
 
 
-class TrainParams(_Params):
-    """Optimisation settings (see rho_core.training.TrainConfig for the full set)."""
-
-    steps: int = Field(20000, ge=1, description="Optimizer steps.")
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    warmup_steps: int = Field(200, ge=0)
-    ema_half_life_samples: float = Field(5000.0, gt=0, description="EMA half-life in samples seen.")
-    cond_drop_prob: float = Field(0.1, ge=0, lt=1, description="Classifier-free guidance drop.")
-    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32")
-    device: str = Field("auto", description="auto | cpu | cuda | xpu | mps")
-    seed: int = Field(0)
-    log_every: int = Field(50, ge=1, description="Steps between progress lines / curve points.")
-    nproc: int = Field(1, ge=1, le=64, description="Processes (torchrun) for data-parallel runs.")
+# ------------------------------------------------------------------------------------ pipeline
+def _recipe(path: Path) -> dict[str, Any]:
+    d = load_config_file(path)
+    return {k: dict(d.get(k) or {}) for k in ("model", "train", "evaluate") if d.get(k)}
 
 
-class EvalParams(_Params):
-    """Sampling and scoring."""
+@cache
+def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
+    """Per (dataset, quick): the pipeline sections that differ from the form's defaults' base.
 
-    sampler: Literal["ddpm", "ddim", "dpmpp"] = Field("ddim")
-    steps: int = Field(50, ge=1, description="Sampler steps.")
-    n_conditions: int = Field(6, ge=1, description="Conditions from the store to score and plot.")
-    guidance: float = Field(1.0, ge=0, description="Classifier-free guidance scale.")
-    clip_x0: float | None = Field(
-        1.0,
-        gt=0,
-        description=(
-            "Clip the predicted clean field to ±clip_x0 (normalised space) at every sampler "
-            "step; 1 matches the minmax normalisation, whose data lie in [-1, 1]. null: no "
-            "clipping (use it with unbounded transforms such as standard/asinh)."
-        ),
-    )
-    seed: int = Field(1)
-
-
-class PipelineParams(_Params):
-    """End to end: data → normalisation → training → sampling + scores → figures → MLflow."""
-
-    data: SphericalHarmonicsParams = Field(default_factory=SphericalHarmonicsParams)
-    model: ModelParams = Field(default_factory=ModelParams)
-    train: TrainParams = Field(default_factory=TrainParams)
-    evaluate: EvalParams = Field(default_factory=EvalParams)
-    run_name: str | None = Field(None, description="MLflow run name; default a timestamp.")
-    runs_dir: str | None = Field(None, description="Training runs folder; default data/runs.")
-    register_model: bool = Field(True, description="Register the model and maybe move 'champion'.")
-
-
-_QUICK: dict[str, Any] = {
-    "data": {"size": 16, "l_max": 2},
-    "model": {
+    Full runs use the best measured recipe of the dataset (a ``configs/`` file); quick runs are
+    minutes on 2 CPU cores.
+    """
+    sh32 = _recipe(DEFAULT_RECIPE)
+    grf_recipe = REPO_ROOT / "configs" / "quality" / "grf64.yaml"
+    grf = _recipe(grf_recipe) if grf_recipe.is_file() else {}
+    tiny_model = {
         "base_channels": 16,
         "channel_mult": [1, 2],
-        "attention": False,
+        "attention_levels": [],
         "cond_dim": 64,
-        # x0-prediction: on this tiny set it reaches W1 ≈ 0.02 in 300 steps where ε-prediction
-        # stays near 0.15-0.25 (an ε-model's x̂₀ = (x_t − σ ε̂)/α amplifies its errors at the
-        # noisiest steps).
-        "prediction": "x0",
-    },
-    "train": {
+        "patch_size": None,
+        "refine_channels": 0,
+    }
+    quick_train = {
         "steps": 300,
         "batch_size": 4,
         "lr": 2e-3,
@@ -164,9 +227,34 @@ _QUICK: dict[str, Any] = {
         "ema_half_life_samples": 400.0,
         "cond_drop_prob": 0.0,
         "log_every": 25,
-    },
-    "evaluate": {"sampler": "ddim", "steps": 20, "n_conditions": 4},
-}
+        "checkpoint_every": 0,  # only at the end: a quick run should not spend time saving
+        "max_minutes": 0.0,
+    }
+    quick_eval = {"sampler": "ddim", "steps": 20, "max_conditions": 4}
+    plain_2d = {"patch_size": None, "refine_channels": 0}
+    quick = {"model": tiny_model, "train": quick_train, "evaluate": quick_eval}
+    return {
+        ("spherical_harmonics", False): sh32,
+        # x0-prediction: on the tiny set it reaches W1 ≈ 0.02 in 300 steps where ε-prediction
+        # stays near 0.15-0.25 (an ε-model's x̂₀ = (x_t − σ ε̂)/α amplifies its errors).
+        ("spherical_harmonics", True): {"data": {"size": 16, "l_max": 2}, **quick},
+        ("hydrogen", False): {**sh32, "hydrogen": {"size": 32, "n_max": 3}},
+        ("hydrogen", True): {"hydrogen": {"size": 16, "n_max": 2}, **quick},
+        # 2-D images: not measured yet; the plain model defaults, not the 3-D patch-4 recipe
+        ("galaxy_merger", False): {"model": plain_2d, "train": {"steps": 20000, "batch_size": 16}},
+        ("galaxy_merger", True): {
+            "galaxy_merger": {"image_size": 32, "n_particles": 500, "t_end": 20.0},
+            **quick,
+        },
+        ("bonsai", False): {"model": plain_2d, "train": {"steps": 20000, "batch_size": 16}},
+        ("bonsai", True): quick,
+        ("gaussian_random_field", False): grf,
+        ("gaussian_random_field", True): {
+            "random_field": {"size": 16, "realizations": 8, "amplitudes": [1.0]},
+            **quick,
+            "evaluate": {"sampler": "ddim", "steps": 20, "max_conditions": 4},
+        },
+    }
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -177,25 +265,99 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def quick_preset() -> PipelineParams:
+def _changed(values: dict, reference: dict) -> dict:
+    """The leaves of ``values`` that differ from ``reference`` (nested dicts compared by key)."""
+    out = {}
+    for k, v in values.items():
+        ref = reference.get(k, object())
+        if isinstance(v, dict) and isinstance(ref, dict):
+            sub = _changed(v, ref)
+            if sub:
+                out[k] = sub
+        elif v != ref:
+            out[k] = v
+    return out
+
+
+class PipelineParams(_Params):
+    """End to end: data → normalisation → training → sampling + scores → figures → MLflow.
+
+    The model, train and evaluate defaults shown are those of the default dataset's full run
+    (the sh32-refine recipe); another dataset or quick starts from its own preset, and the
+    fields you change win.
+    """
+
+    dataset: Dataset = Field(
+        "spherical_harmonics",
+        description="Which data to generate and train on; its own section below sets it up.",
+    )
+    data: SphericalHarmonicsParams = Field(
+        default_factory=SphericalHarmonicsParams,
+        description="dataset spherical_harmonics: the volumes.",
+    )
+    hydrogen: HydrogenParams = Field(
+        default_factory=HydrogenParams, description="dataset hydrogen: the orbitals."
+    )
+    galaxy_merger: GalaxyMergerParams = Field(
+        default_factory=GalaxyMergerParams,
+        description="dataset galaxy_merger: the built-in merger simulations.",
+    )
+    bonsai: IngestBonsaiParams | None = Field(
+        None, description="dataset bonsai: existing Bonsai snapshots to ingest (required there)."
+    )
+    random_field: RandomFieldParams = Field(
+        default_factory=RandomFieldParams,
+        description="dataset gaussian_random_field: the random-field grid.",
+    )
+    model: ModelParams = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ModelParams.model_validate(_presets()[_DEFAULT]["model"])
+    )
+    train: TrainParams = Field(  # type: ignore[valid-type]
+        default_factory=lambda: TrainParams.model_validate(_presets()[_DEFAULT]["train"])
+    )
+    evaluate: EvalParams = Field(default_factory=EvalParams)  # type: ignore[valid-type]
+    run_name: str | None = Field(None, description="MLflow run name; default a timestamp.")
+    runs_dir: str | None = Field(None, description="Training runs folder; default data/runs.")
+    register_model: bool = Field(True, description="Register the model and maybe move 'champion'.")
+
+    @model_validator(mode="after")
+    def _bonsai_needs_snapshots(self):
+        if self.dataset == "bonsai" and self.bonsai is None:
+            raise ValueError("dataset bonsai needs the bonsai section (snapshots and store)")
+        return self
+
+
+_DEFAULT = ("spherical_harmonics", False)
+
+
+def preset_params(dataset: str = "spherical_harmonics", quick: bool = False) -> PipelineParams:
+    """The parameters a pipeline run of ``dataset`` (quick or full) uses when nothing is changed
+    (e.g. to prefill a deployment's form with the values that will run)."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    base = _deep_merge(
+        {k: v for k, v in _presets()[_DEFAULT].items()}, {"dataset": dataset}
+    )  # the default recipe's values are the form's defaults
+    return PipelineParams.model_validate(_deep_merge(base, _presets()[(dataset, bool(quick))]))
+
+
+def quick_preset(dataset: str = "spherical_harmonics") -> PipelineParams:
     """The README's quick job (≤ 5 min on 2 CPU cores)."""
-    return PipelineParams.model_validate(_QUICK)
+    return preset_params(dataset, quick=True)
 
 
 def resolve(params: PipelineParams | dict | None, quick: bool) -> PipelineParams:
-    """Fields set explicitly in ``params`` over the quick preset (``quick``) or the defaults.
+    """The dataset's preset (``quick`` or full) with the fields ``params`` changed put over it.
 
-    With ``quick``, a field whose value equals the plain default does not override the preset:
-    the Prefect UI's form submits every field, defaults included, and would otherwise silently
-    replace the whole preset by the paper-sized defaults.
+    A field counts as changed when it was set and differs from the form's default
+    (:class:`PipelineParams` ``()``): the Prefect UI submits every field, and would otherwise
+    silently replace the whole preset.
     """
     if isinstance(params, dict):
         params = PipelineParams.model_validate(params)
     if params is None:
-        over = {}
-    elif quick:
-        over = params.model_dump(exclude_unset=True, exclude_defaults=True)
-    else:
-        over = params.model_dump(exclude_unset=True)
-    base = _QUICK if quick else {}
+        return preset_params("spherical_harmonics", quick)
+    defaults = PipelineParams().model_dump(mode="json")
+    over = _changed(params.model_dump(mode="json", exclude_unset=True), defaults)
+    base = preset_params(params.dataset, quick).model_dump(mode="json")
     return PipelineParams.model_validate(_deep_merge(base, over))

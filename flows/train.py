@@ -15,18 +15,15 @@ from tasks.training import build_model_config, train_model
 
 
 def new_run_dir(kind: str, runs_dir: str | None = None) -> str:
-    """``<runs_dir or data/runs>/<kind>-<UTC timestamp>``."""
+    """``RUNS_DIR/KIND-TIMESTAMP`` (``RUNS_DIR``: ``runs_dir`` or ``data/runs``; UTC time)."""
     root = Path(runs_dir) if runs_dir else data_dir() / "runs"
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     return str(root / f"{kind}-{stamp}")
 
 
 def training_config(training: TrainParams) -> dict[str, Any]:
-    """The :class:`rho_core.training.TrainConfig` keys from the flow's training parameters."""
-    d = training.model_dump()
-    d.pop("nproc")
-    d["checkpoint_every"] = 0  # only at the end: a quick run should not spend time saving
-    return d
+    """The :class:`rho_core.config.TrainConfig` (plain dict) of the flow's training form."""
+    return training.to_config().to_dict()
 
 
 @flow(name="train", log_prints=True)
@@ -42,7 +39,7 @@ def train(
         store: Zarr store to train on (with a normalisation).
         model: Network and diffusion settings.
         training: Optimisation settings.
-        run_dir: Run folder; default data/runs/<kind>-<time>.
+        run_dir: Run folder; default data/runs/KIND-TIME.
     """
     from rho_core.data.store import open_store
 
@@ -50,6 +47,6 @@ def train(
     kind = open_store(store).kind
     run_dir = run_dir or new_run_dir(kind)
     model_cfg = build_model_config(store, model.model_dump())
-    summary = train_model(store, run_dir, model_cfg, training_config(training), training.nproc)
+    summary = train_model(store, run_dir, model_cfg, training_config(training))
     summary["model_config"] = model_cfg
     return summary

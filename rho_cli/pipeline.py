@@ -28,29 +28,50 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="YAML",
         help="pipeline parameters (sections data/model/train/evaluate) over the preset",
     )
+    p.add_argument(
+        "--dataset",
+        choices=(
+            "spherical_harmonics", "hydrogen", "galaxy_merger", "bonsai", "gaussian_random_field"
+        ),
+        help="which data to generate and train on (default spherical_harmonics)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, help="training steps (overrides the preset/config)")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="training wall-time budget; stops cleanly with a checkpoint (0: none)",
+    )
     p.add_argument("--run-name", help="MLflow run name")
     p.set_defaults(func=_run)
 
 
-def load_params(path: str | None, steps: int | None, run_name: str | None) -> dict:
-    """Parameters from a YAML file plus command-line overrides (a plain dict)."""
-    from rho_core.errors import ConfigError
+def load_params(
+    path: str | None,
+    steps: int | None,
+    run_name: str | None,
+    max_minutes: float | None = None,
+    dataset: str | None = None,
+) -> dict:
+    """Parameters from a config file (the sections of :mod:`rho_core.config` plus the
+    pipeline's own: ``dataset``, ``hydrogen``, ``galaxy_merger``, ...) and command-line
+    overrides, as a plain dict. The model/train/evaluate sections are checked by
+    :func:`rho_core.config.resolve_config` (a bad key names itself)."""
+    from rho_core.config import load_config_file, resolve_config
 
-    d: dict = {}
-    if path:
-        import yaml
-
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            d = yaml.safe_load(open(path)) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(d, dict):
-            raise ConfigError(f"config file {path} must hold a mapping (data/model/train/...)")
+    d: dict = dict(load_config_file(path)) if path else {}
+    sections = {k: d[k] for k in ("model", "train", "evaluate") if k in d}
+    # The one check of model/train/evaluate keys; a section the file has is read as `rho train`
+    # reads it (keys it leaves out take the rho_core.config defaults, not the preset's values),
+    # so `rho pipeline --config F` trains the model `rho train --config F` trains.
+    full = resolve_config(sections).to_dict()
+    for k in sections:
+        d[k] = full[k]
     if steps is not None:
         d.setdefault("train", {})["steps"] = steps
+    if max_minutes is not None:
+        d.setdefault("train", {})["max_minutes"] = max_minutes
+    if dataset:
+        d["dataset"] = dataset
     if run_name:
         d["run_name"] = run_name
     return d
@@ -71,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from rho_core.errors import ConfigError
 
-    raw = load_params(args.config, args.steps, args.run_name)
+    raw = load_params(args.config, args.steps, args.run_name, args.max_minutes, args.dataset)
     from flows.params import PipelineParams
 
     try:

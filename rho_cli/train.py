@@ -1,33 +1,24 @@
 """`rho train`: train a conditional diffusion model on a store.
 
-``rho train --data STORE --out RUN_DIR [--config FILE.yaml] [--steps N] [--nproc N] ...``
+``rho train --data STORE --out RUN_DIR [--config FILE.yaml] [--steps N] [--max-minutes M]
+[--nproc N]``
 
-The YAML file may hold a ``train:`` section (:class:`rho_core.training.TrainConfig` keys) and a
-``model:`` section (``conditioning``, ``cond_dim``, ``fourier_features``, ``schedule``,
-``timesteps``, ``prediction`` and :class:`rho_core.unet.UNetConfig` keys such as
-``base_channels``, ``channel_mult``, ``num_res_blocks``, ``attention_levels``); a file without
-sections is read as train keys. Command-line options override the file. Training resumes from
-the newest valid checkpoint in RUN_DIR unless ``--no-resume``.
-
-The single-process path is :func:`train_single_process` (also what each torchrun rank runs).
+The YAML file is read by :func:`rho_core.config.resolve_config` — the same file ``rho pipeline
+--config`` and the benchmarks take: a ``model:`` section (:class:`rho_core.config.ModelOptions`),
+a ``train:`` section (:class:`rho_core.config.TrainConfig`), optionally ``evaluate:`` and
+``data:`` (used by the pipeline; here the store is ``--data``); a file without sections is read
+as train keys. Command-line options override the file. Training resumes from the newest valid
+checkpoint in RUN_DIR unless ``--no-resume`` (only on the same store: ``--force-resume`` to
+continue on other data). The run folder layout is
+:mod:`rho_core.run` (config.json, train_log.jsonl, history.json, result.json, checkpoints/).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
-from pathlib import Path
 from typing import Any
-
-MODEL_KEYS = (
-    "conditioning",
-    "cond_dim",
-    "fourier_features",
-    "schedule",
-    "timesteps",
-    "prediction",
-)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,13 +38,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed of weights, data order and noise")
     p.add_argument("--checkpoint-every", type=int, help="checkpoint every N steps")
     p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="wall-time budget: stop cleanly with a final checkpoint after M minutes",
+    )
+    p.add_argument(
         "--conditioning", choices=("continuous", "hash", "none"), help="condition embedding"
     )
     p.add_argument(
         "--no-resume", action="store_true", help="start fresh (refused if RUN_DIR has checkpoints)"
     )
     p.add_argument(
-        "--nproc", type=int, default=1, help="processes (torchrun, single node); default 1"
+        "--force-resume",
+        action="store_true",
+        help="resume even if --data differs from the store the checkpoints were trained on "
+        "(refused by default: path, kind, shapes, content fingerprint, normalisation)",
+    )
+    p.add_argument(
+        "--nproc", type=int, help="processes (torchrun, single node); default train.nproc (1)"
     )
     # Multi-process / multi-node options (rho_core.train_worker, docs/scaling.md).
     dist_opts = p.add_argument_group("distributed (torchrun; see docs/scaling.md)")
@@ -82,156 +84,80 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_configs(
     data: str, config: str | None = None, overrides: dict[str, Any] | None = None
 ) -> tuple[Any, Any]:
-    """``(ModelConfig, TrainConfig)`` for a store, a YAML file and command-line overrides.
+    """``(ModelConfig, TrainConfig)`` for a store, a config file and flat overrides (train keys
+    and model keys such as ``conditioning``); :func:`rho_core.run.resolve_for_store`."""
+    from rho_core.config import flat_overrides
+    from rho_core.run import resolve_for_store
 
-    ``overrides`` may hold train keys and ``conditioning``. Unknown keys → ConfigError.
-    """
-    from rho_core.data.store import open_store
-    from rho_core.errors import ConfigError
-    from rho_core.model import default_model_config
-    from rho_core.training import load_config_file, resolve_train_config
-
-    overrides = dict(overrides or {})
-    file_cfg = load_config_file(config) if config else {}
-    if "train" in file_cfg or "model" in file_cfg:
-        extra = sorted(set(file_cfg) - {"train", "model"})
-        if extra:
-            raise ConfigError(f"config file sections {extra} unknown; use 'train:' and 'model:'")
-        train_d, model_d = dict(file_cfg.get("train") or {}), dict(file_cfg.get("model") or {})
-    else:
-        train_d, model_d = file_cfg, {}
-    if overrides.get("conditioning"):
-        model_d["conditioning"] = overrides.pop("conditioning")
-    overrides.pop("conditioning", None)
-    tcfg = resolve_train_config(train_d, **overrides)
-
-    store = open_store(data)
-    names = list(store.param_names)
-    ranges = store.param_ranges()
-    low = [ranges[n][0] for n in names]
-    high = [ranges[n][1] if ranges[n][1] > ranges[n][0] else ranges[n][0] + 1.0 for n in names]
-    if not names and model_d.get("conditioning", "continuous") != "none":
-        model_d["conditioning"] = "none"
-    kw = {k: v for k, v in model_d.items()}
-    for key in ("channel_mult", "attention_levels"):
-        if key in kw:
-            kw[key] = tuple(kw[key])
-    return (
-        default_model_config(store.spatial_dims, store.field_shape[0], names, low, high, **kw),
-        tcfg,
-    )
+    model_cfg, cfg = resolve_for_store(data, config, flat_overrides(overrides))
+    return model_cfg, cfg.train
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "precision": args.precision,
-        "device": args.device,
-        "seed": args.seed,
-        "checkpoint_every": args.checkpoint_every,
-        "conditioning": args.conditioning,
+        "train.steps": args.steps,
+        "train.batch_size": args.batch_size,
+        "train.lr": args.lr,
+        "train.precision": args.precision,
+        "train.device": args.device,
+        "train.seed": args.seed,
+        "train.checkpoint_every": args.checkpoint_every,
+        "train.max_minutes": args.max_minutes,
+        "train.nproc": args.nproc,
+        "model.conditioning": args.conditioning,
     }
-
-
-def train_single_process(args: argparse.Namespace, progress: bool = True):
-    """Train in this process (or as one rank of an initialised process group).
-
-    Returns the :class:`rho_core.training.TrainResult`.
-    """
-    from tqdm import tqdm
-
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.training import train
-
-    model_cfg, train_cfg = build_configs(args.data, args.config, _overrides(args))
-    dataset = StoreDataset(args.data)
-    if dataset.normalizer.transform == "identity":
-        logging.getLogger(__name__).warning(
-            "store %s has no normalisation: training on the raw field values (fit one with "
-            "'rho normalize %s --transform minmax|asinh|log')",
-            args.data,
-            args.data,
-        )
-    bar = None
-    if progress:
-        bar = tqdm(total=train_cfg.steps, desc="train", unit="step", file=sys.stderr)
-
-    def callback(step: int, metrics: dict) -> None:
-        if bar is not None:
-            if bar.n == 0 and step > 1:
-                bar.update(step - 1)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-
-    try:
-        return train(
-            model_cfg, train_cfg, dataset, args.out, callback=callback, resume=not args.no_resume
-        )
-    finally:
-        if bar is not None:
-            bar.close()
 
 
 def _run(args: argparse.Namespace) -> int:
     from rho_core.errors import ConfigError
+    from rho_core.run import resolve_for_store, train_run
 
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be ≥ 1, got {args.nproc}")
-    if _distributed_requested(args):
-        return _run_distributed(args)
-    res = train_single_process(args, progress=not args.quiet)
-    ckpt = res.checkpoint
-    loss = "n/a" if res.final_loss is None else f"{res.final_loss:.5f}"
-    where = ckpt if ckpt else Path(args.out) / "checkpoints"
-    print(f"trained to step {res.step} (loss {loss}); checkpoint {where}", file=sys.stderr)
-    return 0
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out} is an existing file; give a run directory")
+    if args.force_resume:  # read by rho_core.training.train, also in torchrun workers
+        from rho_core.checkpoint import FORCE_RESUME_ENV
 
-
-def _distributed_requested(args: argparse.Namespace) -> bool:
-    return bool(
-        (args.nproc or 1) > 1
-        or getattr(args, "nnodes", 1) > 1
-        or getattr(args, "max_restarts", 0) > 0
-        or getattr(args, "rdzv_endpoint", None)
-    )
-
-
-def _run_distributed(args: argparse.Namespace) -> int:
-    """``--nproc N`` (and the multi-node options): the same configs, trained by torchrun workers
-    (:func:`rho_core.train_worker.train_distributed`); their output is streamed to stderr."""
-    from rho_core.train_worker import train_distributed
-
-    model_cfg, train_cfg = build_configs(args.data, args.config, _overrides(args))
+        os.environ[FORCE_RESUME_ENV] = "1"
+    model_cfg, cfg = resolve_for_store(args.data, args.config, _overrides(args))
+    dist = {
+        "nnodes": args.nnodes,
+        "node_rank": args.node_rank,
+        "rdzv_endpoint": args.rdzv_endpoint,
+        "rdzv_id": args.rdzv_id,
+        "max_restarts": args.max_restarts,
+        "backend": None if args.backend == "auto" else args.backend,
+    }
 
     def emit(line: str) -> None:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    res = train_distributed(
-        model_cfg,
-        train_cfg,
+    res = train_run(
         args.data,
         args.out,
-        nproc=args.nproc,
-        nnodes=args.nnodes,
-        node_rank=args.node_rank,
-        rdzv_endpoint=args.rdzv_endpoint,
-        rdzv_id=args.rdzv_id,
-        max_restarts=args.max_restarts,
-        backend=None if args.backend == "auto" else args.backend,
-        log_callback=emit,
+        model_cfg,
+        cfg.train,
         resume=not args.no_resume,
+        progress=not args.quiet,
+        log_callback=emit,
+        **dist,
     )
     if res is None:  # a node without global rank 0
         print("this node's workers finished; node 0 holds the result", file=sys.stderr)
         return 0
     loss = "n/a" if res.get("final_loss") is None else f"{res['final_loss']:.5f}"
-    print(
-        f"trained to step {res['step']} (loss {loss}) on {res['world_size']} process(es), global "
-        f"batch {res['global_batch']}, {res['restart_count']} restart(s); checkpoint "
-        f"{res.get('checkpoint')}",
-        file=sys.stderr,
-    )
+    budget = ", stopped by --max-minutes" if res.get("stopped_by_budget") else ""
+    where = res.get("checkpoint") or f"{args.out}/checkpoints"
+    if res.get("world_size", 1) > 1 or res.get("restart_count"):
+        print(
+            f"trained to step {res['step']} (loss {loss}{budget}) on {res['world_size']} "
+            f"process(es), global batch {res['global_batch']}, {res['restart_count']} "
+            f"restart(s); checkpoint {where}",
+            file=sys.stderr,
+        )
+    else:
+        print(f"trained to step {res['step']} (loss {loss}{budget}); checkpoint {where}",
+              file=sys.stderr)  # fmt: skip
     return 0

@@ -22,19 +22,15 @@ DDP all-reduces (sums, then divides by ``W``) the per-rank gradients ``g_r = ∇
 ``ḡ = (1/W) Σ_r g_r = ∇ (1/(bW)) Σ_{all i} ℓ_i`` — the single-process gradient of the same ``B``
 samples. This is why a ``W``-rank run matches a one-rank run with the same global batch.
 
-How the training loop uses this module (``rho_core/training.py``)::
-
-    ctx = distributed.current()            # DistContext; world_size 1 when not under torchrun
-    if ctx.is_distributed:
-        model = DistributedDataParallel(model, device_ids=ctx.ddp_device_ids())
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                                     shuffle=True, seed=seed, drop_last=True)
-        sampler.set_epoch(epoch)           # every epoch: a new shuffle, the same on all ranks
-    torch.manual_seed(distributed.rank_seed(seed, ctx.rank))   # noise/timesteps differ per rank
-    step = distributed.broadcast_object(resumed_step)          # all ranks agree on the step
-    loss_for_log = distributed.all_reduce_scalar(loss.item(), op="mean")
-    if distributed.is_main(): save checkpoint / EMA / MLflow / progress
-    distributed.barrier()                  # e.g. after rank 0 wrote a checkpoint
+Who uses what: the worker entry (``rho_core/train_worker.py``) calls :func:`init_distributed`
+before training, :func:`barrier` after rank 0 wrote ``result.json`` and :func:`shutdown` at the
+end; the parent (``rho_core/run.py``) checks the device/backend pair with :func:`select_backend`
+before launching. The training loop (``rho_core/training.py``) itself talks to
+``torch.distributed`` directly: DistributedDataParallel, one all-reduce per step (loss, bad-data
+flag, budget stop) and a broadcast of the resume step; its global batch is ``b · W · A`` and its
+per-step randomness comes from ``(seed, step)``, identical on every rank. :func:`rank_seed`,
+:func:`all_reduce_scalar`, :func:`broadcast_object` and :func:`all_gather_object` serve worker
+programs such as ``benchmarks/ddp.py``.
 
 The worker entry point (``rho_core/train_worker.py``) calls :func:`init_distributed` before
 ``train`` and :func:`shutdown` after it, so ``train`` itself never creates a process group.
@@ -306,9 +302,10 @@ def init_distributed(
     if timeout_s is None:
         timeout_s = float(os.environ.get("RHO_DIST_TIMEOUT_S", "600"))
     raw_env = os.environ if environ is None else environ
-    if raw_env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and int(
-        raw_env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0
-    ) > 0:
+    if (
+        raw_env.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and int(raw_env.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0
+    ):
         log.warning(
             "torchrun shares its rendezvous store with the workers and --max-restarts > 0: a "
             "restarted group may read stale peer addresses and hang; launch with "
@@ -341,7 +338,13 @@ def init_distributed(
     )
     log.info(
         "process group ready: rank %d/%d (local %d, node %d, restart %d), backend %s, device %s",
-        env.rank, env.world_size, env.local_rank, env.node_rank, env.restart_count, name, local_dev,
+        env.rank,
+        env.world_size,
+        env.local_rank,
+        env.node_rank,
+        env.restart_count,
+        name,
+        local_dev,
     )
     return _CONTEXT
 
@@ -401,14 +404,6 @@ def get_rank() -> int:
     return env.rank if env else 0
 
 
-def get_world_size() -> int:
-    """Number of ranks: from the process group, else ``WORLD_SIZE``, else 1."""
-    if _group_ready():
-        return dist.get_world_size()
-    env = read_torchrun_env()
-    return env.world_size if env else 1
-
-
 def is_main() -> bool:
     """True on global rank 0 (also for a plain single process)."""
     return get_rank() == 0
@@ -437,19 +432,6 @@ def rank_seed(seed: int, rank: int | None = None) -> int:
     r = get_rank() if rank is None else rank
     state = np.random.SeedSequence([int(seed), int(r)]).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
-
-
-def global_batch_size(
-    per_rank_batch: int, world_size: int | None = None, grad_accum: int = 1
-) -> int:
-    """``B = b · W · A``: samples per optimiser step over all ranks and accumulation steps."""
-    w = get_world_size() if world_size is None else world_size
-    if per_rank_batch < 1 or w < 1 or grad_accum < 1:
-        raise ConfigError(
-            f"batch size ({per_rank_batch}), world size ({w}) and gradient accumulation "
-            f"({grad_accum}) must all be ≥ 1"
-        )
-    return per_rank_batch * w * grad_accum
 
 
 def _comm_device() -> torch.device:

@@ -13,8 +13,11 @@ that condition:
   units) among all evaluated conditions is their own: 1 when the condition steers every sample to
   its own field, about 1/n when the condition is ignored (see :func:`condition_accuracy`).
 
-Both are pure functions of their inputs (a checkpoint, a store path, a seed) apart from reading
-files, so the CLI and the Prefect tasks share them.
+One implementation for every caller: ``rho evaluate``, the Prefect tasks (``tasks/sampling.py``:
+:func:`draw_for_scoring` in the sample task, :func:`score_draws` in the score task) and the
+benchmarks. Same seeding (batch ``k`` seeded ``seed + k``), condition accuracy, no clipping of
+x̂₀ unless asked (``clip_x0``); the score set follows the store's kind (:func:`score_set`) and
+the output names it (``score_set``, ``leading``). Settings: :class:`rho_core.config.EvalConfig`.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ from rho_core.errors import ConfigError, DataError
 __all__ = [
     "generate",
     "evaluate",
+    "draw_for_scoring",
+    "score_draws",
+    "save_draws",
+    "load_draws",
+    "score_set",
     "condition_label",
     "distinct_conditions",
     "condition_accuracy",
@@ -100,6 +108,8 @@ def generate(
     physical: bool = True,
     progress: Callable[[int], None] | None = None,
     precision: str = "fp32",
+    clip_x0: float | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw samples from a :class:`rho_core.checkpoint.LoadedModel`.
 
@@ -115,6 +125,10 @@ def generate(
         progress: called with the number of denoiser steps done (for progress bars).
         precision: ``"fp32"`` or ``"bf16"``: autocast of the network (the sampler's state and
             arithmetic stay float32); see :mod:`rho_core.devices`.
+        clip_x0: clip the sampler's x̂₀ to ±clip_x0 (normalised space) at every step; ``None``
+            (default): no clipping — fields are not images (style.md, habit 6).
+        on_step: ``on_step(first_row, info)`` after every sampler step of the batch starting at
+            row ``first_row`` (``info`` as the sampler's callback: ``i``, ``t``, ``x_t``, ...).
 
     Returns:
         ``(fields (n, C, *spatial) float32, params (n, P) float64)``.
@@ -143,9 +157,11 @@ def generate(
         cond = rows.to(device) if model.conditioner is not None else None
         gen = torch.Generator().manual_seed(int(seed) + k)
 
-        def cb(info: dict) -> None:
+        def cb(info: dict, first: int = start) -> None:
             if progress is not None:
                 progress(1)
+            if on_step is not None:
+                on_step(first, info)
 
         with torch.inference_mode():
             x = sample(
@@ -160,6 +176,7 @@ def generate(
                 generator=gen,
                 callback=cb,
                 device=device,
+                clip_x0=clip_x0,
             )
         x = x.float().cpu().numpy()
         if physical and loaded.normalizer is not None:
@@ -198,36 +215,66 @@ def distinct_conditions(params: np.ndarray, max_conditions: int | None = None) -
     return first.astype(np.int64)
 
 
-def evaluate(
+#: Diffusion steps at which :func:`draw_for_scoring` records x_t for the Fig. 1 grid.
+GRID_TIMES = (900, 800, 700, 600, 500, 400, 300, 200, 100, 0)
+
+#: Score set per store kind (design.md, Metrics): deterministic sets lead with rel_l2 and
+#: condition accuracy; stochastic sets with distribution scores; spectra with line recovery.
+SCORE_SETS: dict[str, str] = {
+    "gaussian_random_field": "distribution",
+    "rotational_spectrum": "lines",
+}
+LEADING: dict[str, tuple[str, ...]] = {
+    "deterministic": ("rel_l2_mean", "condition_accuracy", "wasserstein_mean"),
+    "distribution": ("power_spectrum_mean", "wasserstein_mean"),
+    "lines": ("rel_l2_mean", "wasserstein_mean"),
+}
+
+
+def score_set(kind: str | None) -> str:
+    """The score set of a store ``kind``: ``deterministic``, ``distribution`` or ``lines``."""
+    return SCORE_SETS.get(str(kind), "deterministic")
+
+
+def _frame_rows(times_seen: Sequence[int], targets: Sequence[int]) -> dict[int, int]:
+    """Map each target time to the index of the recorded step whose t is nearest to it."""
+    seen = np.asarray(times_seen)
+    return {int(t): int(np.argmin(np.abs(seen - t))) for t in targets}
+
+
+def draw_for_scoring(
     checkpoint: str | os.PathLike,
     store: str | os.PathLike,
+    config: Any = None,
     *,
-    sampler: str = "ddim",
-    steps: int = 50,
-    guidance: float = 1.0,
-    seed: int = 0,
-    max_conditions: int | None = 16,
-    batch_size: int = 16,
-    device: str = "auto",
+    frame_times: Sequence[int] | None = None,
     progress: Callable[[int], None] | None = None,
-    precision: str = "fp32",
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Score a checkpoint on a store's conditions; returns a JSON-serialisable dict.
+    """Generate one sample per chosen condition of ``store``; return every array scoring needs.
 
-    Returns:
-        ``{"per_condition": {label: {"wasserstein", "rel_l2", "power_spectrum"?}},
-        "wasserstein_mean", "rel_l2_mean", ("power_spectrum_mean"), ("condition_accuracy"),
-        "n_conditions",
-        "sampler", "steps", "guidance", "seed", "checkpoint", "store", "step"}``.
+    ``config``: a :class:`rho_core.config.EvalConfig` (or dict), ``overrides`` its keys.
+    Conditions: :func:`distinct_conditions` (at most ``max_conditions``, evenly spaced);
+    sampling: :func:`generate` (batch ``k`` seeded ``seed + k``; clipping only if asked).
+
+    Returns a dict of ``generated`` / ``generated_norm`` / ``true`` / ``true_norm``
+    ``(K, C, *spatial)`` float32 (physical and normalised), ``params (K, P)`` float64,
+    ``param_names``, ``indices (K,)``, ``kind``, ``config`` (the resolved dict), ``step``,
+    ``checkpoint``, ``store`` and, with ``frame_times``, ``frames (R, K, C, *spatial)`` (x_t in
+    the normalised space at the recorded steps; the last row is the sample) and ``frame_times``.
 
     Raises:
         ConfigError: the store's parameters or field shape differ from the model's.
     """
-    from rho_core import metrics
     from rho_core.checkpoint import load_for_sampling
+    from rho_core.config import EvalConfig, resolve_section
     from rho_core.data.store import open_store
 
-    loaded = load_for_sampling(checkpoint, device)
+    base = config.to_dict() if isinstance(config, EvalConfig) else dict(config or {})
+    if "max_conditions" in overrides and overrides["max_conditions"] is None:
+        overrides["max_conditions"] = 0  # an explicit None: all conditions
+    cfg = resolve_section("evaluate", base, overrides)
+    loaded = load_for_sampling(checkpoint, cfg.device)
     s = open_store(store)
     names = tuple(s.param_names)
     if loaded.model_config.conditioning.kind != "none" and names != tuple(loaded.param_names):
@@ -240,29 +287,120 @@ def evaluate(
             f"store {store} holds fields of shape {tuple(s.field_shape)}; the model generates "
             f"{tuple(loaded.field_shape)}"
         )
-    idx = distinct_conditions(s.params, max_conditions)
+    idx = distinct_conditions(np.asarray(s.params), cfg.max_conditions or None)
     if idx.size == 0:
         raise DataError(f"store {store} holds no samples to evaluate against")
     true, params = s.read_batch(idx)
     true = np.asarray(true, dtype=np.float32)
+    params = np.asarray(params, dtype=np.float64)
+
+    record: dict[int, list] = {}  # batch start -> [(t, x_t)]
+
+    def on_step(first: int, info: dict) -> None:
+        t = info["t"]
+        t = int(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else int(t)
+        record.setdefault(first, []).append((t, info["x_t"].detach().float().cpu().numpy()))
+
     gen_norm, _ = generate(
         loaded,
         params,
-        sampler=sampler,
-        steps=steps,
-        guidance=guidance,
-        seed=seed,
-        batch_size=batch_size,
+        sampler=cfg.sampler,
+        steps=cfg.steps,
+        guidance=cfg.guidance,
+        eta=cfg.eta,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
         physical=False,
         progress=progress,
-        precision=precision,
+        precision=cfg.precision,
+        clip_x0=cfg.clip_x0,
+        on_step=on_step if frame_times else None,
     )
     norm = loaded.normalizer
     gen_phys = gen_norm if norm is None else np.asarray(norm.inverse(gen_norm), np.float32)
     true_norm = true if norm is None else np.asarray(norm.forward(true), np.float32)
+    out: dict[str, Any] = {
+        "generated": np.asarray(gen_phys, np.float32),
+        "generated_norm": np.asarray(gen_norm, np.float32),
+        "true": true,
+        "true_norm": np.asarray(true_norm, np.float32),
+        "params": params,
+        "param_names": list(names),
+        "indices": idx,
+        "kind": s.kind,
+        "config": cfg.to_dict(),
+        "step": loaded.step,
+        "checkpoint": str(loaded.path),
+        "store": str(store),
+    }
+    if frame_times:
+        targets = [t for t in frame_times if t > 0]
+        rows, times = [], []
+        starts = sorted(record)
+        seen = [t for t, _ in record[starts[0]]] if starts else []
+        picks = _frame_rows(seen, targets) if seen else {}
+        for t in targets:
+            if t in picks:
+                j = picks[t]
+                rows.append(np.concatenate([record[b][j][1] for b in starts], axis=0))
+                times.append(t)
+        rows.append(out["generated_norm"])  # t = 0: the final sample
+        times.append(0)
+        out["frames"] = np.stack(rows).astype(np.float32)
+        out["frame_times"] = np.asarray(times, dtype=np.int64)
+    return out
+
+
+def save_draws(draws: Mapping[str, Any], path: str | os.PathLike) -> str:
+    """Write :func:`draw_for_scoring`'s arrays to a ``.npz`` (what ``tasks.sampling`` hands on)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v for k, v in draws.items() if isinstance(v, np.ndarray)}
+    meta = {k: v for k, v in draws.items() if not isinstance(v, np.ndarray)}
+    np.savez_compressed(
+        p,
+        **arrays,
+        param_names=np.asarray(list(draws["param_names"])),
+        meta=np.asarray(json.dumps(meta, default=str)),
+    )
+    return str(p)
+
+
+def load_draws(path: str | os.PathLike) -> dict[str, Any]:
+    """The inverse of :func:`save_draws`."""
+    import json
+
+    with np.load(path) as z:
+        out = {k: z[k] for k in z.files if k not in ("meta", "param_names")}
+        out["param_names"] = [str(n) for n in z["param_names"]]
+        if "meta" in z.files:
+            meta = json.loads(str(z["meta"]))
+            meta.pop("param_names", None)
+            out.update(meta)
+    return out
+
+
+def score_draws(draws: Mapping[str, Any]) -> dict[str, Any]:
+    """Scores of :func:`draw_for_scoring`'s output; the set is chosen by the store's kind.
+
+    Always, per condition: ``wasserstein`` (normalised space), ``rel_l2`` (physical units) and
+    ``power_spectrum`` (when it applies); over conditions their means and, for n ≥ 2,
+    ``condition_accuracy``. ``score_set`` says which set leads (``leading``): ``deterministic``
+    (rel_l2 + accuracy), ``distribution`` (random fields: the distribution scores of
+    ``rho_core.field_stats`` when available) or ``lines`` (spectra).
+    """
+    from rho_core import metrics
+
+    gen_norm, true_norm = draws["generated_norm"], draws["true_norm"]
+    gen_phys, true = draws["generated"], draws["true"]
+    names = list(draws["param_names"])
+    params = np.asarray(draws["params"])
     spectrum = getattr(metrics, "power_spectrum_error", None)
     per: dict[str, dict[str, float]] = {}
-    for k in range(len(idx)):
+    for k in range(len(gen_norm)):
         scores = {
             "wasserstein": float(metrics.wasserstein(gen_norm[k], true_norm[k])),
             "rel_l2": float(metrics.rel_l2(gen_phys[k], true[k])),
@@ -285,18 +423,77 @@ def evaluate(
     }
     if any("power_spectrum" in v for v in per.values()):
         out["power_spectrum_mean"] = mean("power_spectrum")
-    if len(idx) >= 2:
+    if len(per) >= 2:
         out["condition_accuracy"] = condition_accuracy(gen_phys, true)
+    kind = draws.get("kind")
+    which = score_set(kind)
+    out.update(_kind_scores(which, draws))
+    out["score_set"] = which
+    out["leading"] = [k for k in LEADING.get(which, ()) if out.get(k) is not None]
+    out["n_conditions"] = len(per)
+    return out
+
+
+def _kind_scores(which: str, draws: Mapping[str, Any]) -> dict[str, Any]:
+    """Extra scores of the stochastic and spectral sets, from their modules when they exist."""
+    # --- gaussian_random_field hook (distribution scores; rho_core.field_stats) ---
+    if which == "distribution":
+        try:
+            from rho_core import field_stats
+        except ImportError:
+            return {"score_note": "distribution scores need rho_core.field_stats"}
+        fn = getattr(field_stats, "evaluation_scores", None)
+        if fn is None:
+            return {"score_note": "rho_core.field_stats has no evaluation_scores(draws)"}
+        return dict(fn(draws))
+    # --- end gaussian_random_field hook ---
+    if which == "lines":
+        try:
+            from rho_core import spectra_scores
+        except ImportError:
+            return {"score_note": "line scores need rho_core.spectra_scores"}
+        fn = getattr(spectra_scores, "evaluation_scores", None)
+        return dict(fn(draws)) if fn is not None else {}
+    return {}
+
+
+def evaluate(
+    checkpoint: str | os.PathLike,
+    store: str | os.PathLike,
+    config: Any = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Score a checkpoint on a store's conditions; returns a JSON-serialisable dict.
+
+    ``config``: :class:`rho_core.config.EvalConfig` (or its dict); keyword ``overrides`` its
+    keys (``sampler``, ``steps``, ``guidance``, ``seed``, ``max_conditions``, ``batch_size``,
+    ``device``, ``precision``, ``clip_x0``, ``eta``). :func:`draw_for_scoring` then
+    :func:`score_draws` — the same two functions the Prefect tasks run.
+
+    Returns:
+        ``{"per_condition": {label: {"wasserstein", "rel_l2", "power_spectrum"?}},
+        "wasserstein_mean", "rel_l2_mean", ("power_spectrum_mean"), ("condition_accuracy"),
+        "score_set", "leading", "n_conditions", "sampler", "steps", "guidance", "seed",
+        "clip_x0", "checkpoint", "store", "step"}``.
+
+    Raises:
+        ConfigError: the store's parameters or field shape differ from the model's.
+    """
+    draws = draw_for_scoring(checkpoint, store, config, progress=progress, **overrides)
+    out = score_draws(draws)
+    cfg = draws["config"]
     out.update(
         {
-            "n_conditions": len(per),
-            "sampler": sampler,
-            "steps": int(steps),
-            "guidance": float(guidance),
-            "seed": int(seed),
-            "checkpoint": str(loaded.path),
-            "store": str(store),
-            "step": loaded.step,
+            "sampler": cfg["sampler"],
+            "steps": int(cfg["steps"]),
+            "guidance": float(cfg["guidance"]),
+            "seed": int(cfg["seed"]),
+            "clip_x0": cfg["clip_x0"],
+            "checkpoint": draws["checkpoint"],
+            "store": draws["store"],
+            "step": draws["step"],
         }
     )
     return out

@@ -32,7 +32,6 @@ checkpoints and ``config.json``, logs and calls the callback.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -56,8 +55,8 @@ from rho_core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from rho_core.config import SECTIONS, TrainConfig, load_config_file, resolve_section
 from rho_core.devices import (
-    PRECISIONS,
     autocast,
     autocast_dtype,
     maybe_import_ipex,
@@ -65,11 +64,12 @@ from rho_core.devices import (
 )
 from rho_core.ema import EMA
 from rho_core.errors import ConfigError, DataError
-from rho_core.model import WEIGHTINGS, DiffusionModel, ModelConfig
+from rho_core.model import DiffusionModel, ModelConfig
 
 __all__ = [
     "TrainConfig",
     "TrainResult",
+    "load_config_file",
     "train",
     "resolve_train_config",
     "lr_at",
@@ -83,106 +83,15 @@ FUSED_ADAM_DEVICES = frozenset({"cpu", "cuda", "xpu", "mps"})
 """Device types whose AdamW runs the fused kernel (torch ≥ 2.4 has one for each)."""
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training hyper-parameters (all plain values; written to ``RUN_DIR/config.json``).
-
-    Attributes:
-        steps: total optimizer steps.
-        batch_size: samples per rank per micro-step; global batch =
-            ``batch_size × world_size × grad_accum``.
-        lr: peak learning rate (AdamW). warmup_steps: linear warm-up length.
-        min_lr_ratio: the cosine decays to ``lr × min_lr_ratio`` at the last step.
-        weight_decay: AdamW decoupled weight decay. adam_beta1/adam_beta2: AdamW betas.
-        grad_clip: max global gradient 2-norm (0 disables clipping; the norm is still reported).
-        ema_half_life_samples: EMA half-life in samples (see :mod:`rho_core.ema`).
-        ema_rampup_ratio: EMA half-life ≤ this × samples seen (``None``: no ramp-up).
-        grad_accum: micro-steps per optimizer step.
-        precision: ``fp32``, ``bf16`` (autocast on CPU/XPU/CUDA) or ``fp16`` (CUDA/XPU,
-            with a gradient scaler).
-        compile: run the network through ``torch.compile``.
-        cond_drop_prob: classifier-free guidance: probability of dropping the condition.
-        weighting / min_snr_gamma: loss weighting ``uniform`` or ``min_snr`` with γ.
-        seed: seeds the initial weights, data order and noise.
-        checkpoint_every: checkpoint every this many steps (0: only at the end).
-        checkpoint_every_seconds: also checkpoint when this much wall time passed since the
-            last one (0: off).
-        keep_checkpoints: newest checkpoints kept on disk.
-        log_every: a log line every this many steps.
-        device: ``auto``, ``cpu``, ``cuda``, ``xpu`` or ``mps``.
-        num_workers: DataLoader worker processes (0: load in the main process).
-    """
-
-    steps: int = 2000
-    batch_size: int = 8
-    lr: float = 2e-4
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.0
-    weight_decay: float = 0.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    grad_clip: float = 1.0
-    ema_half_life_samples: float = 10_000.0
-    ema_rampup_ratio: float | None = 0.05
-    grad_accum: int = 1
-    precision: str = "fp32"
-    compile: bool = False
-    cond_drop_prob: float = 0.1
-    weighting: str = "uniform"
-    min_snr_gamma: float = 5.0
-    seed: int = 0
-    checkpoint_every: int = 500
-    checkpoint_every_seconds: float = 0.0
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    device: str = "auto"
-    num_workers: int = 0
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ConfigError(msg)
-
-        need(self.steps >= 1, f"steps must be ≥ 1, got {self.steps}")
-        need(self.batch_size >= 1, f"batch_size must be ≥ 1, got {self.batch_size}")
-        need(self.grad_accum >= 1, f"grad_accum must be ≥ 1, got {self.grad_accum}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.warmup_steps >= 0, f"warmup_steps must be ≥ 0, got {self.warmup_steps}")
-        need(
-            0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"
-        )
-        need(self.weight_decay >= 0, "weight_decay must be ≥ 0")
-        need(self.grad_clip >= 0, f"grad_clip must be ≥ 0, got {self.grad_clip}")
-        need(self.ema_half_life_samples > 0, "ema_half_life_samples must be > 0")
-        need(
-            self.ema_rampup_ratio is None or self.ema_rampup_ratio > 0,
-            "ema_rampup_ratio must be > 0 or null",
-        )
-        need(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
-        need(
-            0 <= self.cond_drop_prob < 1, f"cond_drop_prob must be in [0, 1): {self.cond_drop_prob}"
-        )
-        need(self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}")
-        need(self.min_snr_gamma > 0, "min_snr_gamma must be > 0")
-        need(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")
-        need(self.checkpoint_every_seconds >= 0, "checkpoint_every_seconds must be ≥ 0")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints must be ≥ 1")
-        need(self.log_every >= 1, "log_every must be ≥ 1")
-        need(self.num_workers >= 0, "num_workers must be ≥ 0")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
 def resolve_train_config(
     config: TrainConfig | dict | str | os.PathLike | None = None, **overrides: Any
 ) -> TrainConfig:
     """Build a :class:`TrainConfig` from a dict, a YAML/JSON file, or a config, plus overrides.
 
-    A file may hold the train keys at top level or under a ``train:`` section. Unknown keys raise
+    A file may hold the train keys at top level or under a ``train:`` section (the other sections
+    are checked by :func:`rho_core.config.resolve_config`, not here). Unknown keys raise
     :class:`ConfigError` listing the valid ones; ``None`` overrides are ignored.
     """
-    valid = [f.name for f in dataclasses.fields(TrainConfig)]
     if config is None:
         d: dict = {}
     elif isinstance(config, TrainConfig):
@@ -191,44 +100,9 @@ def resolve_train_config(
         d = dict(config)
     else:
         d = load_config_file(config)
-        if "train" in d or "model" in d:
+        if any(k in SECTIONS for k in d):
             d = dict(d.get("train") or {})
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    unknown = sorted(set(d) - set(valid))
-    if unknown:
-        raise ConfigError(f"unknown training config keys {unknown}; valid keys: {', '.join(valid)}")
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
-    for k, v in list(d.items()):
-        t = str(types[k])
-        try:
-            if t == "int":
-                if isinstance(v, float) and not v.is_integer():
-                    raise ValueError
-                d[k] = int(v)
-            elif t == "float" or t.startswith("float"):
-                d[k] = None if v is None else float(v)
-            elif t == "bool":
-                if not isinstance(v, bool):
-                    raise ValueError
-        except (TypeError, ValueError):
-            raise ConfigError(f"training config {k}={v!r} must be of type {t}") from None
-    return TrainConfig(**d)
-
-
-def load_config_file(path: str | os.PathLike) -> dict:
-    """Read a YAML (or JSON) mapping; a missing or malformed file → :class:`ConfigError`."""
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
-    try:
-        d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of keys to values")
-    return d
+    return resolve_section("train", d, overrides)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -551,6 +425,9 @@ def train(
     t_log = time.perf_counter()
     T = model_cfg.timesteps
     params_all = list(model.parameters())
+    budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes > 0 else math.inf
+    stopped = False
+    done = start
     for step in range(start, cfg.steps):
         t_step = time.perf_counter()
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
@@ -588,13 +465,16 @@ def train(
                     loss = per_sample.mean()
                 scaler.scale(loss / a).backward()
             loss_sum += loss.detach().double().cpu()
-        stats = torch.tensor([float(loss_sum) / a, bad_data], dtype=torch.float64)
+        # rank 0's clock decides the budget stop; the all-reduce below tells every rank
+        over = float(is_main and time.perf_counter() - t_loop >= budget_s)
+        stats = torch.tensor([float(loss_sum) / a, bad_data, over], dtype=torch.float64)
         if world > 1:
             comm = stats.to(device) if dist.get_backend() != "gloo" else stats
             dist.all_reduce(comm)
             stats = comm.cpu()
             stats[0] /= world
         step_loss, bad = float(stats[0]), float(stats[1])
+        stopped = float(stats[2]) > 0 and step + 1 < cfg.steps
         if bad > 0:
             raise DataError(
                 f"the training data contains NaN or inf values (step {step + 1}); clean or "
@@ -646,17 +526,28 @@ def train(
                 cfg.checkpoint_every_seconds > 0
                 and time.monotonic() - t_ckpt >= cfg.checkpoint_every_seconds
             )
-            if due or timed or done == cfg.steps:
+            if due or timed or done == cfg.steps or stopped:
                 last_ckpt = checkpoint(done)
                 t_ckpt = time.monotonic()
+        if stopped:
+            if is_main:
+                log.info(
+                    "wall-time budget of %g min spent: stopped at step %d of %d (checkpoint %s)",
+                    cfg.max_minutes,
+                    done,
+                    cfg.steps,
+                    last_ckpt,
+                )
+            break
     elapsed = time.perf_counter() - t_loop
     if is_main and start >= cfg.steps:
         log.info("nothing to do: %s already holds a checkpoint at step %d", out_dir, start)
         found = find_latest_valid(ckpt_dir)
         last_ckpt = None if found is None else found[0]
-    n_run = cfg.steps - start
+    end = done if stopped else max(start, cfg.steps)
+    n_run = end - start
     return TrainResult(
-        step=max(start, cfg.steps),
+        step=end,
         start_step=start,
         losses=losses,
         checkpoint=last_ckpt,
@@ -666,4 +557,5 @@ def train(
         elapsed_s=elapsed,
         samples_per_s=global_batch * max(n_run, 0) / max(elapsed, 1e-9),
         final_loss=losses[-1] if losses else None,
+        extra={"stopped_by_budget": stopped},
     )

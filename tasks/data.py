@@ -205,3 +205,69 @@ def ingest_bonsai(
         raise DataError(f"{len(report.failed)} snapshot(s) could not be ingested: {lines}{more}")
     require_store(store)
     return store
+
+
+@task(
+    name="generate-hydrogen",
+    task_run_name="generate hydrogen size={size} n_max={n_max}",
+    cache_policy=CACHE,
+    persist_result=True,
+)
+def generate_hydrogen(store: str, size: int, n_max: int) -> str:
+    """Write the hydrogen-orbital density store at ``store`` (reused when it matches)."""
+    from rho_core.data.hydrogen import generate_hydrogen as generate
+
+    logger = _logger()
+    if store_ok(store):
+        prov = _provenance(store)
+        if (prov.get("size"), prov.get("n_max")) == (size, n_max):
+            logger.info("store %s already holds these orbitals; reusing it", store)
+            return store
+    logger.info("generating hydrogen orbitals: size %d, n ≤ %d -> %s", size, n_max, store)
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    generate(store, size=size, n_max=n_max, mode="w")
+    require_store(store)
+    return store
+
+
+@task(
+    name="generate-random-fields",
+    task_run_name="generate random fields size={size} dims={dims}",
+    cache_policy=CACHE,
+    persist_result=True,
+)
+def generate_random_fields(store: str, spec: dict[str, Any]) -> str:
+    """Write a Gaussian (or log-normal) random-field store (``rho_core.data.random_fields``).
+
+    ``spec``: ``size``, ``dims``, ``amplitudes``, ``spectral_indices``, ``realizations``, ``seed``,
+    ``lognormal``, ``workers``. A store with the same provenance is reused.
+    """
+    from rho_core.data.random_fields import generate_random_field_store
+
+    logger = _logger()
+    if store_ok(store):
+        prov = _provenance(store)
+        keys = ("size", "dims", "realizations", "seed", "lognormal")
+        same = all(prov.get(k) == spec[k] for k in keys) and all(
+            [float(v) for v in prov.get(k) or []] == [float(v) for v in spec[k]]
+            for k in ("amplitudes", "spectral_indices")
+        )
+        if same:
+            logger.info("store %s already holds these fields; reusing it", store)
+            return store
+    logger.info("generating random fields %s -> %s", spec, store)
+    Path(store).parent.mkdir(parents=True, exist_ok=True)
+    generate_random_field_store(
+        store,
+        size=int(spec["size"]),
+        dims=int(spec["dims"]),
+        amplitudes=[float(a) for a in spec["amplitudes"]],
+        spectral_indices=[float(n) for n in spec["spectral_indices"]],
+        realizations=int(spec["realizations"]),
+        seed=int(spec["seed"]),
+        lognormal=bool(spec["lognormal"]),
+        workers=int(spec.get("workers", 1)) if int(spec.get("workers", 1)) > 1 else 0,
+        mode="w",
+    )
+    require_store(store)
+    return store

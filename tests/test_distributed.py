@@ -82,10 +82,6 @@ def test_single_process_context_and_helpers(monkeypatch):
     assert not dist.is_initialized()
     assert distributed.all_reduce_scalar(2.5) == 2.5
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
-    assert distributed.global_batch_size(4, grad_accum=3) == 12
-    assert distributed.global_batch_size(4, world_size=8, grad_accum=2) == 64
-    with pytest.raises(ConfigError):
-        distributed.global_batch_size(0)
     seeds = {distributed.rank_seed(11, r) for r in range(64)}
     assert len(seeds) == 64 and all(0 <= s < 2**63 for s in seeds)
     assert distributed.rank_seed(11, 3) == distributed.rank_seed(11, 3)

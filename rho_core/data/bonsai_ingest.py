@@ -34,13 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rho_core.data.particles import (
-    _rank_files,
-    group_snapshot_paths,
-    open_snapshot,
-    parse_snapshot_name,
-)
+from rho_core.data.particles import _rank_files, group_snapshot_paths, parse_snapshot_name
 from rho_core.data.render import RenderConfig, auto_fov, render_provenance, render_snapshot
+from rho_core.data.snapshots import open_snapshot
 from rho_core.errors import ConfigError, DataError, RhoError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,9 @@
 
 Every snapshot reader (tipsy V1/V2/standard, per-rank tipsy sets, BonsaiIO) yields
 :class:`ParticleChunk` objects of bounded size, so a consumer (the renderer, the ingester) never
-needs the whole snapshot in memory. :func:`open_snapshot` picks the reader from the file content.
+needs the whole snapshot in memory. :func:`rho_core.data.snapshots.open_snapshot` picks the
+reader from the file content (it lives there so the readers, which build on this module, and
+this module do not import each other).
 
 Units are Bonsai's (G = 1): length 1 kpc, velocity 100 km/s, mass 2.324876e9 Msun,
 time 9.778145 Myr.
@@ -230,50 +232,11 @@ def _rank_files(prefix: Path) -> list[Path]:
     return found
 
 
-def open_snapshot(
-    path: str | Path | Sequence[str | Path],
-    *,
-    quick_ratio: float | None = None,
-    expand_ranks: bool = True,
-) -> Snapshot:
-    """Open any Bonsai snapshot, choosing the reader from the file content.
+def __getattr__(name: str):
+    # Compatibility: ``open_snapshot`` moved to :mod:`rho_core.data.snapshots`, which imports the
+    # format readers; this module is what the readers build on, so it must not import them.
+    if name == "open_snapshot":
+        import importlib
 
-    Args:
-        path: a tipsy file (V1, V2 or standard big-endian), a ``.bonsai`` file, a per-rank set
-            given by its prefix ``<snap>_<time>`` (the files ``<prefix>-0``, ``-1``, ... are
-            opened together) or by any one of its rank files (``expand_ranks``), or a list of
-            rank files.
-        quick_ratio: sampling ratio of a BonsaiIO quick dump (``None``: 0.1 when the name says
-            ``_quick_``, else 1); masses are multiplied by ``1 / quick_ratio``.
-        expand_ranks: a single rank file ``<prefix>-<r>`` opens its whole set.
-
-    Raises:
-        DataError: missing, truncated, inconsistent or non-Bonsai files (the message names the
-            file and the reason).
-    """
-    from rho_core.data import bonsaiio, tipsy
-
-    if not isinstance(path, (str, Path)):
-        files = [Path(p) for p in path]
-        if not files:
-            raise DataError("no snapshot files given")
-        if len(files) == 1:
-            return open_snapshot(files[0], quick_ratio=quick_ratio, expand_ranks=False)
-        return tipsy.TipsySet(files)
-    p = Path(path)
-    if not p.exists():
-        ranks = _rank_files(p)
-        if ranks:
-            return tipsy.TipsySet(ranks)
-        raise DataError(f"{p}: no such snapshot file (nor per-rank files {p.name}-0, -1, ...)")
-    if p.is_dir():
-        raise DataError(f"{p}: is a directory; give snapshot files")
-    if bonsaiio.is_bonsaiio(p):
-        return bonsaiio.BonsaiIOFile(p, quick_ratio=quick_ratio)
-    parsed = parse_snapshot_name(p)
-    if expand_ranks and parsed is not None and parsed.rank is not None:
-        prefix = p.parent / p.name[: p.name.rfind("-")]
-        ranks = _rank_files(prefix)
-        if len(ranks) > 1:
-            return tipsy.TipsySet(ranks)
-    return tipsy.TipsyFile(p)
+        return importlib.import_module("rho_core.data.snapshots").open_snapshot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -305,8 +305,8 @@ def _integrate(x, v, m, ids_v2, dark, config, out_dir, device, progress) -> NBod
 def run_nbody_file(
     ic_path: str | Path, config: NBodyConfig, out_dir: str | Path, progress=None
 ) -> NBodyResult:
-    """Run from any snapshot/IC file readable by :func:`rho_core.data.particles.open_snapshot`."""
-    from rho_core.data.particles import open_snapshot
+    """Run from any snapshot/IC file readable by :func:`rho_core.data.snapshots.open_snapshot`."""
+    from rho_core.data.snapshots import open_snapshot
 
     c = open_snapshot(ic_path).read()
     return run_nbody(
