@@ -199,10 +199,14 @@ def default_model_config(
 
 
 def _time_tensor(t, x_t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a 1-D tensor on ``x_t``'s device: int64 for integer timesteps, float64 for
-    fractional ones (``t`` in [0, T−1], interpolated in log-SNR by the schedule)."""
+    """``t`` as a 1-D tensor on ``x_t``'s device: int64 for integer timesteps (also integral
+    floats: bit-identical to the int64 path), float64 for fractional ones (``t`` in [0, T−1],
+    log-SNR interpolated linearly between steps, :meth:`Schedule.log_snr_at`; the sinusoidal
+    time embedding takes the real t as it is). Used by :mod:`rho_core.likelihood`."""
     t = torch.as_tensor(t, device=x_t.device).reshape(-1)
-    return t.to(torch.float64) if t.is_floating_point() else t.to(torch.int64)
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        return t.to(torch.float64)
+    return t.to(torch.int64)
 
 
 class DiffusionModel(nn.Module):
