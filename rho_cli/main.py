@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "rho_cli.ingest",
     "rho_cli.train",
     "rho_cli.sample",
+    "rho_cli.model",
     "rho_cli.evaluate",
     "rho_cli.info",
     "rho_cli.pipeline",

@@ -1041,3 +1041,62 @@ def _make_tasks():
 #: database or an unreachable tracking server can be transient; a retry of record_run without
 #: ``run_id`` starts a fresh run).
 open_training_run, log_training_run = _make_tasks()
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a registered model safely (no code from the model store is run)
+# --------------------------------------------------------------------------------------------
+def download_bundle(model: str | os.PathLike, dst: str | os.PathLike | None = None) -> Path:
+    """The local bundle folder (``weights.pt`` + ``model.json``) of ``model``.
+
+    ``model``: an MLflow model URI (``models:/rho-<kind>@champion``, ``models:/<name>/<version>``,
+    ``runs:/<run>/model``) resolved against :func:`tracking_uri` — so it works from any folder —
+    or a local folder: a bundle itself or a downloaded pyfunc model (``.../artifacts/bundle``).
+    Only files are fetched; nothing is unpickled or executed.
+    """
+    from rho_core.errors import CheckpointError
+    from rho_core.packaging import META_FILE
+
+    text = str(model)
+    local = Path(text).expanduser()
+    if "://" not in text and not text.startswith(("models:", "runs:")):
+        for candidate in (local, local / "artifacts" / "bundle"):
+            if (candidate / META_FILE).is_file():
+                return candidate
+        raise CheckpointError(
+            f"{model} is neither an MLflow model URI (models:/NAME@ALIAS) nor a model folder "
+            f"with {META_FILE}"
+        )
+    import mlflow.artifacts
+
+    configure()
+    try:
+        root = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=text, dst_path=str(dst) if dst else None
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - MlflowException, missing alias, no such version
+        raise CheckpointError(
+            f"cannot fetch model {text} from {tracking_uri()}: {str(exc).splitlines()[0]} "
+            "(set MLFLOW_TRACKING_URI to the tracking server that holds it)"
+        ) from None
+    for candidate in (root / "artifacts" / "bundle", root):
+        if (candidate / META_FILE).is_file():
+            return candidate
+    raise CheckpointError(
+        f"model {text} is not a ρ-Diffusion bundle model (no artifacts/bundle/{META_FILE}); "
+        "models registered before the pickle-free format must be re-registered"
+    )
+
+
+def load_model(model: str | os.PathLike, device: str = "cpu"):
+    """Load a registered ρ-Diffusion model for sampling: a :class:`rho_core.packaging.Bundle`.
+
+    ``load_model("models:/rho-spherical_harmonics@champion").sample({"l": 5, "m": 2}, n=2)``
+    returns ``(2, C, *spatial)`` fields in physical units. Uses only this package's code and
+    ``torch.load(weights_only=True)``.
+    """
+    from rho_core.packaging import load_bundle
+
+    return load_bundle(download_bundle(model), device=device)

@@ -85,6 +85,19 @@ def test_registered_model_loads_and_samples_in_a_fresh_process(mlflow_uri, tmp_p
     )
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
+    # The CLI helper: same fields from the registry by alias, loaded by this package's code only.
+    from rho_cli.main import main
+
+    npz = tmp_path / "cli.npz"
+    rows = '[{"l": 1, "m": 0}, {"l": 2, "m": -1}]'
+    argv = ["model", "sample", "--model", "models:/rho-unit_test@champion", "--params", rows]
+    assert main([*argv, "--n", "2", "--steps", "3", "--seed", "7", "--out", str(npz)]) == 0
+    z = np.load(npz)
+    np.testing.assert_allclose(z["fields"], ref, rtol=1e-5, atol=1e-6)
+    assert z["params"].tolist() == [[1, 0], [1, 0], [2, -1], [2, -1]]
+    assert main(["model", "sample", "--model", "models:/rho-unit_test@nope", "--params", rows]) == 2
+    assert main([*argv[:-1], '{"l": 1}']) == 2  # a missing parameter: one-line error
+
 
 def test_bundle_round_trip_and_refusals(tmp_path):
     """Physical units via the normaliser, parameter tables by name, and clean refusals of a
