@@ -41,10 +41,12 @@ Diffusion posterior sampling (``method="dps"``; Chung et al. 2023, arXiv:2209.14
     step) and a good point estimate, but it ignores σ_y and the prior's uncertainty, so its
     spread is not the posterior's (measured in ``benchmarks/posterior.py``, docs/posterior.md).
 
-Default settings (``steps=DEFAULT_STEPS`` of the ancestral DDPM sampler on the λ-uniform grid,
-``cg_iters=DEFAULT_CG_ITERS``) reproduce the closed-form posterior of an exact Gaussian prior
-(32 coordinates, prior std 0.05 … 1, a random 8 × 32 operator, σ_y = 0.05) within Monte-Carlo
-error: see ``tests/test_inverse.py`` and docs/posterior.md.
+Default settings: ``steps=DEFAULT_STEPS`` (50) of DPM-Solver++(2M) on the λ-uniform grid and
+``cg_iters=DEFAULT_CG_ITERS`` (8). They reproduce the closed-form posterior of an exact Gaussian
+prior (32 coordinates, prior std 0.05 … 1, a random 8 × 32 operator, σ_y = 0.05) within
+Monte-Carlo error, and the Wiener filter of a 64² Gaussian random field from 2,048 masked pixels
+(tests/test_inverse.py, benchmarks/posterior.py, docs/posterior.md). The ancestral DDPM sampler
+is first order: with the same exact guidance it is 10 % short in std at 50 steps, 2.5 % at 200.
 """
 
 from __future__ import annotations
