@@ -56,13 +56,14 @@ def _on_signal(signum, frame) -> None:  # noqa: ARG001
 
 
 def _run(args: argparse.Namespace) -> int:
-    from deployments import servers
     from rho_core.errors import ConfigError
+
+    if args.no_prefect and args.no_mlflow:  # before importing MLflow (seconds)
+        raise ConfigError("--no-prefect and --no-mlflow leave nothing to start; drop one of them")
+    from deployments import servers
     from tasks import tracking
     from tasks.paths import data_dir
 
-    if args.no_prefect and args.no_mlflow:
-        raise ConfigError("--no-prefect and --no-mlflow leave nothing to start; drop one of them")
     if args.prefect_port == args.mlflow_port and not (args.no_prefect or args.no_mlflow):
         raise ConfigError(
             f"--prefect-port and --mlflow-port are both {args.prefect_port}; give two ports"
