@@ -44,7 +44,7 @@ TARGETS = {"recall": 0.9, "precision": 0.9, "position_error": 1.0, "intensity_er
 UNET_KEYS = {
     "base_channels", "channel_mult", "num_res_blocks", "attention_levels", "num_heads", "dropout",
     "groups", "mid_attention", "patch_size", "coord_channels", "refine_channels",
-    "fourier_channels",
+    "fourier_channels", "learned_positions",
 }  # fmt: skip
 
 

@@ -62,6 +62,11 @@ thousands. With ``F`` octaves the input also gets, per axis with coordinate ``c 
 ``2·F·dims`` channels whose finest period is ``2^{2−F}`` in ``c`` (a binary-like code of the
 position); the default 0 adds nothing (existing networks unchanged).
 
+Learned positions (``learned_positions = n > 0``, fixed grids only). A free embedding of shape
+``(base_channels, (n/p)^dims)``, zero-initialised, is added to the stem's output: the network can
+memorise position-specific structure (the line positions of a known molecule) directly instead of
+composing it from the position code. The input must then have ``n`` points per axis.
+
 Shapes: input ``x (B, C_in, *spatial)`` with ``len(spatial) == dims``, every spatial size divisible
 by ``p · 2^(L−1)``; output ``(B, C_out, *spatial)``.
 """
@@ -116,6 +121,8 @@ class UNetConfig:
             docstring); 0 = none. Needs ``patch_size > 1``.
         fourier_channels: ``F``: octaves of sin/cos position features appended to the input
             (module docstring, "Fourier features of position"); 0 = none.
+        learned_positions: ``n``: grid size per axis of a learned additive position embedding
+            after the stem (module docstring, "Learned positions"); 0 = none.
     """
 
     dims: int = 3
@@ -134,6 +141,7 @@ class UNetConfig:
     coord_channels: bool = False
     refine_channels: int = 0
     fourier_channels: int = 0
+    learned_positions: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/YAML) but store tuples so the config stays hashable.
@@ -180,6 +188,13 @@ class UNetConfig:
         if isinstance(fc, bool) or int(fc) != fc or not 0 <= fc <= 20:
             raise ConfigError(f"fourier_channels must be an integer in [0, 20], got {fc!r}")
         object.__setattr__(self, "fourier_channels", int(fc))
+        lp = self.learned_positions
+        if isinstance(lp, bool) or int(lp) != lp or lp < 0 or (lp and lp % self.patch_size):
+            raise ConfigError(
+                f"learned_positions must be 0 or a grid size divisible by patch_size "
+                f"{self.patch_size}, got {lp!r}"
+            )
+        object.__setattr__(self, "learned_positions", int(lp))
         if r and self.patch_size == 1:
             raise ConfigError(
                 "refine_channels needs patch_size > 1 (the plain U-Net already works at full "
@@ -484,6 +499,10 @@ class UNet(nn.Module):
         k = 3 if p == 1 else 2 * p - 1
         c_in = cfg.in_channels + (d if cfg.coord_channels else 0) + 2 * cfg.fourier_channels * d
         self.inp = conv_nd(d, c_in, ch, k, stride=p, padding=(k - 1) // 2)
+        self.pos = None
+        if cfg.learned_positions:
+            n_tok = cfg.learned_positions // p
+            self.pos = nn.Parameter(torch.zeros(1, ch, *([n_tok] * d)))
 
         chans = [ch * m for m in cfg.channel_mult]
         self.down = nn.ModuleList()
@@ -570,6 +589,13 @@ class UNet(nn.Module):
             ff = fourier_grid(x.shape[2:], cfg.fourier_channels, x)
             x = torch.cat([x, ff.expand(x.shape[0], *ff.shape[1:])], dim=1)
         h = self.inp(x)
+        if self.pos is not None:
+            if tuple(h.shape[2:]) != tuple(self.pos.shape[2:]):
+                raise ConfigError(
+                    f"this network learned positions for {cfg.learned_positions} points per "
+                    f"axis; got spatial size {tuple(x.shape[2:])}"
+                )
+            h = h + self.pos.to(h.dtype)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb)

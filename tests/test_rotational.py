@@ -218,3 +218,34 @@ def test_unet_fourier_position_features():
     assert net.inp.in_channels == 1 + 10
     x = torch.randn(2, 1, 32)
     assert net(x, torch.tensor([3, 4])).shape == (2, 1, 32)
+
+
+def test_cli_generate_rotational_spectra(tmp_path, capsys):
+    from rho_cli.main import main
+    from rho_core.data.store import open_store
+
+    out = tmp_path / "rot.zarr"
+    args = [
+        "generate",
+        "rotational-spectra",
+        "--out",
+        str(out),
+        "--points",
+        "256",
+        "--molecule",
+        "0,5000,5000",
+        "--molecule",
+        "9000,4000,2500",
+        "--per-rotor",
+        "2",
+    ]
+    assert main(args) == 0
+    s = open_store(out)
+    assert s.n == 4 and s.field_shape == (1, 256) and s.normalization["transform"] == "log"
+    assert np.allclose(s.params[:2, 4:6], [[s.params[0, 4], 0.0], [s.params[1, 4], 0.0]])
+    assert main(args) != 0  # exists
+    assert "already exists" in capsys.readouterr().err
+    bad = ["generate", "rotational-spectra", "--out", str(tmp_path / "b"), "--points", "70000"]
+    assert main(bad) != 0
+    assert "2^16" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

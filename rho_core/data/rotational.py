@@ -566,7 +566,7 @@ def random_conditions(
 ) -> np.ndarray:
     """(len(rotors)·per_rotor, 7) rows (A, B, C, T, μ_a, μ_b, μ_c): T log-uniform in
     ``t_range`` K, each μ_g uniform in ``mu_range`` D with μ_a ≥ 0.2 D (so every spectrum has
-    lines)."""
+    lines); μ_b = μ_c = 0 for a linear molecule (A = 0)."""
     rng = np.random.default_rng(seed)
     rows = []
     for A, B, C in rotors:
@@ -574,6 +574,8 @@ def random_conditions(
             T = float(np.exp(rng.uniform(np.log(t_range[0]), np.log(t_range[1]))))
             mu = rng.uniform(mu_range[0], mu_range[1], size=3)
             mu[0] = max(mu[0], 0.2)
+            if A == 0.0 or math.isinf(A):  # linear: the dipole lies along the axis
+                mu[1:] = 0.0
             rows.append((A, B, C, round(T, 4), *np.round(mu, 4)))
     return np.asarray(rows, dtype=np.float64)
 
@@ -744,6 +746,12 @@ def generate_rotational_store(
                 )
                 for r in chunk
             ]  # fmt: skip
+            for r, sp in zip(chunk, specs, strict=True):
+                if sp.frequency.size == 0:
+                    raise ConfigError(
+                        f"molecule A,B,C = {r[0]:g},{r[1]:g},{r[2]:g} MHz at T = {r[3]:g} K has no "
+                        f"lines in [{grid.f_min:g}, {grid.f_max:g}] MHz; widen the band"
+                    )
             write_lines(
                 _workdir(writer), [s.frequency for s in specs], [s.intensity for s in specs], start
             )
