@@ -509,3 +509,45 @@ def test_store_info_json_stays_loadable_after_checksums(tmp_path, capsys):
     assert main(["info", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["n_samples"] == 10
+
+
+# ----- 6. hostile snapshot headers name the file -------------------------------------------------
+
+
+def _particles(n: int = 40):
+    rng = np.random.default_rng(0)
+    pos = rng.normal(size=(n, 3)).astype(np.float32)
+    return pos, pos.copy(), np.ones(n, np.float32), np.arange(n, dtype=np.uint64)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_tipsy_nonfinite_header_time(tmp_path, value):
+    from rho_core.data.snapshots import open_snapshot
+    from rho_core.data.tipsy import write_tipsy
+    from rho_core.errors import DataError
+
+    pos, vel, mass, ids = _particles()
+    write_tipsy(tmp_path / "t.tipsy", pos, vel, mass, ids, time=value)
+    with pytest.raises(DataError, match=r"t\.tipsy: the header time is .*not a finite number"):
+        open_snapshot(tmp_path / "t.tipsy")
+    # a Bonsai file name carries the time: used instead, and recorded as such
+    write_tipsy(tmp_path / "snap_000002.5000", pos, vel, mass, ids, time=value)
+    snap = open_snapshot(tmp_path / "snap_000002.5000")
+    assert snap.time == 2.5 and snap.time_source == "filename"
+
+
+def test_bonsaiio_cut_inside_the_time_field(tmp_path):
+    from rho_core.data import bonsaiio
+    from rho_core.data.snapshots import open_snapshot
+    from rho_core.errors import DataError
+
+    pos, vel, mass, _ = _particles(50)
+    rng = np.random.default_rng(1)
+    idt = bonsaiio.make_idtype(np.r_[[0] * 20, [2] * 30], rng.integers(0, 2**40, 50))
+    p = bonsaiio.write_bonsaiio(tmp_path / "x.bonsai", pos, vel, mass, idt, time=1.5)
+    data = p.read_bytes()
+    at = data.rfind(np.float64(1.5).tobytes())
+    for cut in range(at + 1, at + 8):
+        (tmp_path / "cut.bonsai").write_bytes(data[:cut])
+        with pytest.raises(DataError, match=r"cut\.bonsai: truncated inside the time field"):
+            open_snapshot(tmp_path / "cut.bonsai")

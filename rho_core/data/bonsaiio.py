@@ -197,14 +197,23 @@ class BonsaiIOFile:
                 entries.append(ent)
         self.entries = entries
         header_time = float("nan")
-        if self.version != "V1" and len(tbytes) == 8:
+        if self.version != "V1" and len(tbytes) < 8:
+            raise self._fail(
+                f"truncated inside the time field: {len(tbytes)} of its 8 bytes after the "
+                f"{n_data} array entries ({size} bytes in all)"
+            )
+        if self.version != "V1":
             header_time = float(np.frombuffer(tbytes, "<f8")[0])
         if math.isfinite(header_time):
             self.time, self.time_source = header_time, "header"
         elif parsed is not None:
             self.time, self.time_source = parsed.time, "filename"
         else:
-            self.time, self.time_source = float("nan"), "none"
+            what = "not written by V1 files" if self.version == "V1" else f"{header_time}"
+            raise self._fail(
+                f"no usable snapshot time: the header time is {what} and the file name does "
+                "not carry one (<snap>_<time>.bonsai); rename the file with its time"
+            )
         self.format = f"bonsaiio-{self.version.lower()}" + ("-quick" if self.quick else "")
 
     def _match_groups(self) -> dict[str, dict[str, Entry]]:

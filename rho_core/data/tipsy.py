@@ -212,7 +212,13 @@ def _time_from(path: Path, header_time: float) -> tuple[float, str]:
         return header_time, "header"
     if parsed is not None:
         return parsed.time, "filename"
-    return (header_time if math.isfinite(header_time) else 0.0), "header"
+    if not math.isfinite(header_time):
+        raise DataError(
+            f"{path}: the header time is {header_time} (not a finite number) and the file name "
+            "does not carry one (<snap>_<time>); the header is damaged — fix it or rename the "
+            "file with its time"
+        )
+    return header_time, "header"
 
 
 class TipsyFile:
