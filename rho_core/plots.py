@@ -1,10 +1,12 @@
 """Paper-style figures as pure functions: arrays in, a matplotlib ``Figure`` out, no I/O.
 
-- :func:`denoising_grid` — the denoising process like the paper's Fig. 1: one row per diffusion
-  time t (900, 800, …, 0), one column per condition, each cell the predicted field at that time.
-- :func:`slices_figure` — true vs generated fields like Fig. 2, one shared colour bar so the two
-  rows are directly comparable.
-- :func:`loss_curve` — training loss (log scale) against step, optionally the learning rate.
+- :func:`denoising_grid` — the denoising process like the paper's Fig. 1: rows are sampler steps
+  (spaced evenly in log-SNR, :func:`rows_by_log_snr`), columns conditions, each with x_t and the
+  denoiser's x̂₀ side by side; one colour bar; the title names the slice shown.
+- :func:`slices_figure` — true vs generated fields like Fig. 2 plus a residual row, with axes,
+  one colour bar for the fields and one for the residual.
+- :func:`loss_curve` — training loss (log scale) against step, optionally the learning rate on a
+  twin axis in its own colour, with a legend.
 - :func:`quality_vs_steps` — a score against the number of sampler steps (log axis), one line per
   sampler, with optional reference values (e.g. the paper's) as horizontal lines.
 
@@ -61,42 +63,114 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
+def slice_description(field_shape: Sequence[int]) -> str:
+    """Which 2-D view :func:`to_image` shows for fields of ``field_shape`` = ``(C, *spatial)``."""
+    spatial = tuple(field_shape)[1:]
+    chan = "channel 0" if tuple(field_shape)[0] > 1 else "the field"
+    if len(spatial) == 3:
+        return f"central z-slice (z = {spatial[2] // 2} of {spatial[2]}) of {chan}, x → right"
+    if len(spatial) == 1:
+        return f"{chan} as one row"
+    return f"{chan}, x → right"
+
+
+def rows_by_log_snr(log_snr: Sequence[float], n_rows: int) -> list[int]:
+    """Indices of ``n_rows`` sampler steps spaced evenly in log-SNR λ (noisiest first).
+
+    With a schedule shifted towards noise, structure appears only in the last few hundred steps,
+    so rows spaced evenly in t show mostly identical noise; spaced in λ each row shows a new stage.
+    ``log_snr``: λ of each recorded step in sampling order (increasing). Returns increasing,
+    distinct indices (fewer than ``n_rows`` when there are fewer steps).
+    """
+    lam = np.asarray(log_snr, dtype=np.float64)
+    if lam.size == 0 or n_rows < 1:
+        return []
+    if lam.size <= n_rows:
+        return list(range(lam.size))
+    targets = np.linspace(lam.min(), lam.max(), n_rows)
+    picked: list[int] = []
+    for target in targets:
+        order = np.argsort(np.abs(lam - target), kind="stable")
+        for i in order:
+            if int(i) not in picked:
+                picked.append(int(i))
+                break
+    return sorted(picked)
+
+
 def denoising_grid(
     frames: np.ndarray,
     times: Sequence[int],
     labels: Sequence[str],
     title: str = "Denoising process",
     cmap: str = "RdBu_r",
+    x0_frames: np.ndarray | None = None,
+    log_snr: Sequence[float] | None = None,
+    slice_label: str | None = None,
 ) -> Figure:
-    """Grid of predicted fields: ``frames[r, c]`` is condition ``c`` at diffusion time ``times[r]``.
+    """Grid of the reverse process: ``frames[r, c]`` is condition ``c`` at time ``times[r]``.
 
-    ``frames``: ``(R, K, C, *spatial)`` — R times (rows, top = noisiest), K conditions (columns).
-    Each row has its own symmetric colour range (early rows are noise of a different scale).
+    ``frames``: ``(R, K, C, *spatial)`` x_t — R rows (top = noisiest), K conditions.
+    ``x0_frames`` (same shape, optional): the denoiser's estimate x̂₀ at the same steps, drawn in
+    a second column beside each x_t (x_t is mostly noise until late; x̂₀ shows what the model
+    already "sees"). ``log_snr``: λ of each row, written beside t. One symmetric colour range
+    for all panels (both live in the normalised space, where x_t has unit variance), with one
+    colour bar; ``slice_label`` (default from :func:`slice_description`) names the view shown.
     """
     frames = np.asarray(frames)
     if frames.ndim < 4:
         raise ValueError(f"frames must be (rows, conditions, C, *spatial), got {frames.shape}")
-    n_rows, n_cols = frames.shape[:2]
-    if len(times) != n_rows or len(labels) != n_cols:
+    n_rows, n_cond = frames.shape[:2]
+    if len(times) != n_rows or len(labels) != n_cond:
         raise ValueError(
-            f"{n_rows} rows / {n_cols} columns need as many times / labels "
+            f"{n_rows} rows / {n_cond} columns need as many times / labels "
             f"(got {len(times)} / {len(labels)})"
         )
-    fig = _new_figure(1.6 * n_cols + 0.8, 1.5 * n_rows + 0.6)
+    if x0_frames is not None:
+        x0_frames = np.asarray(x0_frames)
+        if x0_frames.shape != frames.shape:
+            raise ValueError(f"x0_frames {x0_frames.shape} and frames {frames.shape} differ")
+    if log_snr is not None and len(log_snr) != n_rows:
+        raise ValueError(f"{n_rows} rows need as many log_snr values, got {len(log_snr)}")
+    per = 1 if x0_frames is None else 2
+    n_cols = n_cond * per
+    fig = _new_figure(1.45 * n_cols + 1.6, 1.35 * n_rows + 1.0)
     axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    images = [[to_image(frames[r, c]) for c in range(n_cond)] for r in range(n_rows)]
+    x0_images = (
+        [[to_image(x0_frames[r, c]) for c in range(n_cond)] for r in range(n_rows)]
+        if x0_frames is not None
+        else None
+    )
+    flat = [im for row in images for im in row]
+    if x0_images is not None:
+        flat += [im for row in x0_images for im in row]
+    lo, hi = _limits(flat, symmetric=True)
+    mappable = None
     for r in range(n_rows):
-        images = [to_image(frames[r, c]) for c in range(n_cols)]
-        lo, hi = _limits(images, symmetric=True)
-        for c, im in enumerate(images):
-            ax = axes[r, c]
-            ax.imshow(im.T, origin="lower", cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(str(labels[c]), fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"t = {int(times[r])}", fontsize=8)
-    fig.suptitle(title, fontsize=10)
+        for c in range(n_cond):
+            cells = [("x_t", images[r][c])]
+            if x0_images is not None:
+                cells.append(("x̂₀", x0_images[r][c]))
+            for j, (name, im) in enumerate(cells):
+                ax = axes[r, c * per + j]
+                mappable = ax.imshow(
+                    im.T, origin="lower", cmap=cmap, vmin=lo, vmax=hi, aspect="auto"
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    head = str(labels[c]) if per == 1 else f"{labels[c]}\n{name}"
+                    ax.set_title(head, fontsize=8)
+                if c == 0 and j == 0:
+                    text = f"t = {int(times[r])}"
+                    if log_snr is not None and np.isfinite(log_snr[r]):
+                        text += f"\nλ = {float(log_snr[r]):.1f}"
+                    ax.set_ylabel(text, fontsize=8)
+    fig.colorbar(mappable, ax=axes, shrink=0.6, label="normalised value")
+    view = slice_label if slice_label is not None else slice_description(frames.shape[2:])
+    spacing = "rows evenly spaced in log-SNR λ" if log_snr is not None else "rows by time t"
+    fig.suptitle(f"{title} — {spacing}; {view}", fontsize=9)
     return fig
 
 
@@ -106,11 +180,13 @@ def slices_figure(
     labels: Sequence[str],
     title: str = "True vs generated",
     cmap: str = "viridis",
+    slice_label: str | None = None,
 ) -> Figure:
-    """Two rows — true (top) and generated (bottom) — per condition, one shared colour bar.
+    """Three rows per condition — true, generated, residual (generated − true) — with axes.
 
-    ``true``, ``generated``: ``(K, C, *spatial)`` for K conditions. The colour range spans both
-    rows, so equal colours mean equal values.
+    ``true``, ``generated``: ``(K, C, *spatial)`` for K conditions. The first two rows share one
+    colour range and bar (equal colours mean equal values); the residual row has its own
+    symmetric range and bar, so the size of the error reads off directly. Axes are voxel indices.
     """
     true = np.asarray(true)
     generated = np.asarray(generated)
@@ -121,22 +197,36 @@ def slices_figure(
         raise ValueError(f"{k} conditions need {k} labels, got {len(labels)}")
     t_imgs = [to_image(x) for x in true]
     g_imgs = [to_image(x) for x in generated]
+    r_imgs = [g - t for g, t in zip(g_imgs, t_imgs, strict=True)]
     lo, hi = _limits(t_imgs + g_imgs, symmetric=False)
-    fig = _new_figure(1.8 * k + 1.2, 4.0)
-    axes = fig.subplots(2, k, squeeze=False)
-    mappable = None
-    for c in range(k):
-        for r, (name, im) in enumerate((("true", t_imgs[c]), ("generated", g_imgs[c]))):
+    rlo, rhi = _limits(r_imgs, symmetric=True)
+    fig = _new_figure(2.0 * k + 1.8, 6.4)
+    axes = fig.subplots(3, k, squeeze=False)
+    field_map = resid_map = None
+    rows = (("true", t_imgs), ("generated", g_imgs), ("generated − true", r_imgs))
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(k):
             ax = axes[r, c]
-            mappable = ax.imshow(im.T, origin="lower", cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            im = imgs[c]
+            if r < 2:
+                field_map = ax.imshow(
+                    im.T, origin="lower", cmap=cmap, vmin=lo, vmax=hi, aspect="auto"
+                )
+            else:
+                resid_map = ax.imshow(
+                    im.T, origin="lower", cmap="RdBu_r", vmin=rlo, vmax=rhi, aspect="auto"
+                )
+            ax.tick_params(labelsize=6)
             if r == 0:
                 ax.set_title(str(labels[c]), fontsize=8)
             if c == 0:
-                ax.set_ylabel(name, fontsize=9)
-    fig.colorbar(mappable, ax=axes, shrink=0.8, label="field value")
-    fig.suptitle(title, fontsize=10)
+                ax.set_ylabel(f"{name}\ny (voxel)" if im.shape[0] > 1 else name, fontsize=8)
+            if r == 2:
+                ax.set_xlabel("x (voxel)", fontsize=7)
+    fig.colorbar(field_map, ax=axes[:2, :], shrink=0.8, label="field value")
+    fig.colorbar(resid_map, ax=axes[2:, :], shrink=0.8, label="residual")
+    view = slice_label if slice_label is not None else slice_description(true.shape[1:])
+    fig.suptitle(f"{title} — {view}", fontsize=9)
     return fig
 
 
@@ -146,25 +236,31 @@ def loss_curve(
     lrs: Sequence[float] | None = None,
     title: str = "Training loss",
 ) -> Figure:
-    """Loss against step on a log axis; learning rate on a twin axis when given."""
+    """Loss against step on a log axis (blue, left); the learning rate on a twin axis (orange,
+    right, its label and ticks in the same colour) when given; one legend for both lines."""
     steps = np.asarray(steps)
     losses = np.asarray(losses, dtype=np.float64)
     if steps.shape != losses.shape:
         raise ValueError(f"steps {steps.shape} and losses {losses.shape} differ in length")
+    loss_c, lr_c = "tab:blue", "tab:orange"
     fig = _new_figure(6.0, 3.5)
     ax = fig.add_subplot()
-    ax.plot(steps, losses, color="tab:blue", lw=1.2, label="loss")
+    lines = ax.plot(steps, losses, color=loss_c, lw=1.2, label="loss")
     if losses.size and np.all(losses[np.isfinite(losses)] > 0):
         ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss", color=loss_c)
+    ax.tick_params(axis="y", colors=loss_c)
     if lrs is not None:
         lrs = np.asarray(lrs, dtype=np.float64)
         if lrs.shape != steps.shape:
             raise ValueError(f"lrs {lrs.shape} and steps {steps.shape} differ in length")
         ax2 = ax.twinx()
-        ax2.plot(steps, lrs, color="tab:orange", lw=1.0, ls="--", label="lr")
-        ax2.set_ylabel("learning rate")
+        lines += ax2.plot(steps, lrs, color=lr_c, lw=1.0, ls="--", label="learning rate")
+        ax2.set_ylabel("learning rate", color=lr_c)
+        ax2.tick_params(axis="y", colors=lr_c)
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper right")
+    ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=10)
     return fig
 

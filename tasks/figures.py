@@ -1,8 +1,10 @@
 """Prefect task: render the paper-style figures of a run to PNG files; returns their paths.
 
-- ``denoising.png`` — Fig. 1 style: rows t = 900 … 0, columns = conditions;
-- ``slices.png`` — Fig. 2 style: true vs generated, shared colour bar;
-- ``loss.png`` — the training loss (and learning rate) curve.
+- ``denoising.png`` — Fig. 1 style: rows = sampler steps (spaced in log-SNR when the samples
+  file records ``frame_log_snr``), columns = conditions, x_t beside x̂₀ when it records
+  ``frames_x0``; one colour bar; the slice shown is named;
+- ``slices.png`` — Fig. 2 style: true, generated and residual rows with axes and colour bars;
+- ``loss.png`` — the training loss and learning-rate curves, with a legend.
 The drawing itself is :mod:`rho_core.plots` (pure functions); this task only loads and saves.
 """
 
@@ -28,7 +30,13 @@ def render_figures(samples: str, history: str | None, out_dir: str) -> dict[str,
     labels = [condition_label(names, row) for row in z["params"]]
     paths: dict[str, str] = {}
 
-    fig = plots.denoising_grid(z["frames"], [int(t) for t in z["frame_times"]], labels)
+    fig = plots.denoising_grid(
+        z["frames"],
+        [int(t) for t in z["frame_times"]],
+        labels,
+        x0_frames=z["frames_x0"] if "frames_x0" in z.files else None,
+        log_snr=z["frame_log_snr"] if "frame_log_snr" in z.files else None,
+    )
     paths["denoising"] = _save(fig, out / "denoising.png")
     fig = plots.slices_figure(z["true"], z["generated"], labels)
     paths["slices"] = _save(fig, out / "slices.png")

@@ -171,23 +171,63 @@ def test_figures_any_dims(spatial):
     rng = np.random.default_rng(0)
     frames = rng.normal(size=(4, 3, 1, *spatial))
     fig = plots.denoising_grid(frames, [900, 600, 300, 0], ["a", "b", "c"])
-    assert len(fig.axes) == 12
+    assert len(fig.axes) == 12 + 1  # the panels + one colour bar
     assert fig.axes[0].get_ylabel() == "t = 900" and fig.axes[0].get_title() == "a"
+    # x̂₀ beside x_t: two columns per condition; λ written under t; the view is named.
+    x0 = 0.1 * frames
+    fig = plots.denoising_grid(
+        frames, [900, 600, 300, 0], ["a", "b", "c"], x0_frames=x0, log_snr=[-9, -5, -1, 3]
+    )
+    assert len(fig.axes) == 24 + 1
+    assert fig.axes[0].get_title() == "a\nx_t" and fig.axes[1].get_title() == "a\nx̂₀"
+    assert fig.axes[0].get_ylabel() == "t = 900\nλ = -9.0"
+    assert "log-SNR" in fig._suptitle.get_text()
+    if len(spatial) == 3:
+        assert "z-slice (z = 3 of 6)" in fig._suptitle.get_text()
+    clims = {im.get_clim() for ax in fig.axes[:-1] for im in ax.get_images()}
+    assert len(clims) == 1  # one colour range, so the colour bar holds for every panel
 
     true = rng.normal(size=(3, 1, *spatial))
     gen = 5.0 + rng.normal(size=(3, 1, *spatial))
     fig = plots.slices_figure(true, gen, ["a", "b", "c"])
     images = [im for ax in fig.axes for im in ax.get_images()]
-    assert len(images) == 6
+    assert len(images) == 9  # true, generated, residual rows
     lo = min(true.min(), gen.min())
     hi = max(to.max() for to in (true[:, 0], gen[:, 0]))
     # One shared colour range across true and generated (what makes Fig. 2 comparable); the
     # range covers the shown slices, which lie within the data's range.
-    clims = {im.get_clim() for im in images}
-    assert len(clims) == 1
-    ((vmin, vmax),) = clims
+    clims = [im.get_clim() for im in images]
+    assert len(set(clims[:6])) == 1
+    vmin, vmax = clims[0]
     assert lo <= vmin < vmax <= hi
-    assert len(fig.axes) == 7  # six panels + the colour bar
+    # The residual row: generated − true on a symmetric range of its own.
+    resid = images[6].get_array()
+    np.testing.assert_allclose(resid.T, plots.to_image(gen[0]) - plots.to_image(true[0]))
+    rlo, rhi = clims[6]
+    assert rlo == -rhi and rhi >= np.abs(resid).max() - 1e-12
+    assert len(fig.axes) == 9 + 2  # nine panels + two colour bars
+    assert fig.axes[6].get_xlabel() == "x (voxel)"
+
+
+def test_rows_by_log_snr_spreads_the_rows():
+    # A shifted schedule: λ changes slowly for most steps and quickly at the end.
+    lam = np.concatenate([np.linspace(-12, -8, 40), np.linspace(-8, 6, 10)])
+    rows = plots.rows_by_log_snr(lam, 5)
+    assert rows == sorted(set(rows)) and len(rows) == 5
+    picked = lam[rows]
+    gaps = np.diff(picked)
+    assert gaps.max() / gaps.min() < 2.0  # evenly spread in λ ...
+    assert sum(r >= 40 for r in rows) >= 3  # ... so most rows fall in the last 10 steps
+    assert plots.rows_by_log_snr(lam[:3], 5) == [0, 1, 2]
+
+
+def test_loss_curve_legend_and_lr_colour():
+    fig = plots.loss_curve([1, 2, 3], [1.0, 0.5, 0.3], [1e-3, 5e-4, 1e-4])
+    ax, ax2 = fig.axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss", "learning rate"]
+    line = ax2.get_lines()[0]
+    assert ax2.yaxis.label.get_color() == line.get_color() == "tab:orange"
+    assert ax.yaxis.label.get_color() == ax.get_lines()[0].get_color() == "tab:blue"
 
 
 def test_to_image_takes_central_slice_and_rejects_bad_shapes():
