@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "rho_cli.sample",
     "rho_cli.model",
     "rho_cli.evaluate",
+    "rho_cli.likelihood",
+    "rho_cli.infer",
     "rho_cli.info",
     "rho_cli.pipeline",
     "rho_cli.serve",

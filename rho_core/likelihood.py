@@ -85,7 +85,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,10 @@ __all__ = [
     "physical_log_prob",
     "log_abs_det_inverse",
     "standard_normal_log_prob",
+    "concat_results",
+    "model_log_likelihood",
+    "check_inferable",
+    "grid_log_likelihood",
 ]
 
 LN2 = math.log(2.0)
@@ -543,3 +547,213 @@ def log_likelihood(
     if normalizer is not None:
         res.physical_log_prob = physical_log_prob(log_prob, x.detach(), normalizer)
     return res
+
+
+# ----- trained models: a store's fields, a parameter grid ------------------------------------
+
+
+def concat_results(results: list[LikelihoodResult]) -> LikelihoodResult:
+    """Join per-batch results into one (``nfe``, ``steps``, ``rejected``, ``seconds`` summed)."""
+    if not results:
+        raise ConfigError("no likelihood results to join")
+    if len(results) == 1:
+        return results[0]
+
+    def cat(name: str) -> Tensor:
+        return torch.cat([getattr(r, name) for r in results])
+
+    phys = [r.physical_log_prob for r in results]
+    return LikelihoodResult(
+        log_prob=cat("log_prob"),
+        bits_per_dim=cat("bits_per_dim"),
+        nfe=sum(r.nfe for r in results),
+        log_prob_std=cat("log_prob_std"),
+        dim=results[0].dim,
+        divergence=results[0].divergence,
+        probes=results[0].probes,
+        steps=sum(r.steps for r in results),
+        rejected=sum(r.rejected for r in results),
+        prior_log_prob=cat("prior_log_prob"),
+        delta_log_prob=cat("delta_log_prob"),
+        latent=cat("latent"),
+        seconds=sum(r.seconds for r in results),
+        physical_log_prob=None if any(p is None for p in phys) else torch.cat(phys),  # type: ignore[arg-type]
+    )
+
+
+def model_log_likelihood(
+    loaded: Any,
+    fields: Any,
+    params: Any = None,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    shared_probes: bool = False,
+    progress: Callable[[float], None] | None = None,
+    **options: Any,
+) -> LikelihoodResult:
+    """log p(field | params) under a trained model, for fields in *physical* units.
+
+    Args:
+        loaded: :class:`rho_core.checkpoint.LoadedModel` (its EMA network, schedule, normaliser).
+        fields: ``(N, C, *spatial)`` physical fields (numpy or torch), as stored.
+        params: ``(N, P)`` or ``(1, P)`` float64 parameters in ``loaded.param_names`` order, or
+            None for an unconditional model.
+        batch_size: fields per ODE solve (one shared step size per batch).
+        seed: the Hutchinson probes of every batch are drawn from ``Generator().manual_seed(seed)``
+            (with ``shared_probes`` every batch, and every field in it, gets the same probes:
+            common random numbers for comparing parameter values on one field).
+        progress: called with the overall fraction done.
+        options: passed to :func:`log_likelihood` (rtol, atol, divergence, probes, …).
+
+    Returns:
+        One :class:`LikelihoodResult` for all N fields; ``physical_log_prob`` is filled in
+        (equal to ``log_prob`` when the model has no normaliser).
+    """
+    import numpy as np
+
+    model = loaded.model
+    device = next(model.parameters()).device
+    x_phys = torch.from_numpy(np.array(fields, dtype=np.float32))  # a writable copy
+    n = x_phys.shape[0]
+    norm = loaded.normalizer
+    y = norm.forward(x_phys) if norm is not None else x_phys
+    y = y.to(torch.float32)
+    table = None
+    if params is not None:
+        table = torch.as_tensor(np.asarray(params, dtype=np.float64))
+        if table.ndim == 1:
+            table = table[None]
+        if table.shape[0] == 1:
+            table = table.expand(n, -1)
+    results = []
+    n_batches = -(-n // max(1, int(batch_size)))
+    for k in range(n_batches):
+        sl = slice(k * batch_size, min(n, (k + 1) * batch_size))
+        cond = None if table is None else table[sl].to(device)
+        gen = torch.Generator().manual_seed(int(seed))
+
+        def prog(f: float, k: int = k) -> None:
+            if progress is not None:
+                progress((k + f) / n_batches)
+
+        res = log_likelihood(
+            model.denoiser,
+            y[sl].to(device),
+            model.schedule,
+            cond=cond,
+            generator=gen,
+            shared_probes=shared_probes,
+            normalizer=norm,
+            progress=prog,
+            **options,
+        )
+        if res.physical_log_prob is None:
+            res.physical_log_prob = res.log_prob.clone()
+        results.append(_to_cpu(res))
+    return concat_results(results)
+
+
+def _to_cpu(res: LikelihoodResult) -> LikelihoodResult:
+    for name in ("log_prob", "bits_per_dim", "log_prob_std", "prior_log_prob", "delta_log_prob"):
+        setattr(res, name, getattr(res, name).cpu())
+    res.latent = res.latent.cpu()
+    if res.physical_log_prob is not None:
+        res.physical_log_prob = res.physical_log_prob.cpu()
+    return res
+
+
+def check_inferable(model_config: Any, names: list[str] | tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` unless the model can be asked about parameter values ``names``.
+
+    A hash-conditioned model embeds the SHA-512 hash of each exact parameter set: two settings
+    0.001 apart are as unrelated to it as any two, and a value it never saw gets a random
+    embedding, so its likelihood over a parameter grid is meaningless. Unconditional models
+    have no parameters at all.
+    """
+    kind = model_config.conditioning.kind
+    if kind == "hash":
+        raise ConfigError(
+            "this model is hash-conditioned: it only knows the exact parameter sets it was "
+            "trained on (as SHA-512 hashes), so it cannot be asked about parameters it never "
+            "saw and has no notion of nearby values; parameter inference needs a model trained "
+            "with continuous conditioning (model option conditioning: continuous)"
+        )
+    if kind == "none":
+        raise ConfigError("this model is unconditional: it has no parameters to infer")
+    unknown = [n for n in names if n not in model_config.param_names]
+    if unknown:
+        raise ConfigError(
+            f"the model is not conditioned on {unknown}; its parameters are "
+            f"{list(model_config.param_names)}"
+        )
+
+
+def grid_log_likelihood(
+    loaded: Any,
+    field: Any,
+    names: Sequence[str],
+    axes: Sequence[Any],
+    fixed: Mapping[str, float] | None = None,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+    **options: Any,
+) -> LikelihoodResult:
+    """log p(field | θ) at every node of the tensor grid ``axes`` (C order, first axis slowest).
+
+    Args:
+        loaded: the trained model (:func:`rho_core.checkpoint.load_for_sampling`).
+        field: one physical field ``(C, *spatial)`` (or ``(1, C, *spatial)``).
+        names / axes: the grid parameters and their 1-D node arrays.
+        fixed: values of the model's other parameters.
+        batch_size, seed, progress, options: as :func:`model_log_likelihood`; the probes are
+            shared by every grid node (common random numbers: the Hutchinson noise largely
+            cancels in *differences* of log p across θ, which is all a posterior uses).
+
+    Returns:
+        A :class:`LikelihoodResult` with one entry per grid node (``prod(len(a))``).
+
+    Raises:
+        ConfigError: for a hash-conditioned or unconditional model, unknown or missing names.
+    """
+    import numpy as np
+
+    names = list(names)
+    fixed = dict(fixed or {})
+    check_inferable(loaded.model_config, names)
+    both = sorted(set(names) & set(fixed))
+    if both:
+        raise ConfigError(f"parameters {both} are both on the grid and fixed by --params")
+    missing = [n for n in loaded.param_names if n not in names and n not in fixed]
+    if missing:
+        raise ConfigError(
+            f"the model also needs {missing}: give their values with --params (JSON object)"
+        )
+    unknown = sorted(set(fixed) - set(loaded.param_names))
+    if unknown:
+        raise ConfigError(f"the model is not conditioned on {unknown}")
+    mesh = np.meshgrid(*[np.asarray(a, dtype=np.float64) for a in axes], indexing="ij")
+    g = mesh[0].size
+    cols = []
+    for n in loaded.param_names:
+        cols.append(mesh[names.index(n)].reshape(-1) if n in names else np.full(g, fixed[n]))
+    table = np.stack(cols, axis=1)
+    x = np.asarray(field, dtype=np.float32)
+    sd = int(loaded.spatial_dims)
+    if x.ndim == sd + 1:
+        x = x[None]
+    elif not (x.ndim == sd + 2 and x.shape[0] == 1):
+        raise ConfigError(f"field must be (C, *spatial) with {sd} spatial dims, got {x.shape}")
+    fields = np.broadcast_to(x, (g, *x.shape[1:]))
+    return model_log_likelihood(
+        loaded,
+        fields,
+        table,
+        batch_size=batch_size,
+        seed=seed,
+        shared_probes=True,
+        progress=progress,
+        **options,
+    )

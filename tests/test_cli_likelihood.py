@@ -1,0 +1,168 @@
+"""`rho likelihood` and `rho infer` end to end on a real (tiny, untrained) checkpoint and store."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rho_cli.main import main
+from rho_core.checkpoint import save_checkpoint
+from rho_core.data.normalization import Normalizer
+from rho_core.data.store import create_store
+
+FAST = ["--rtol", "1e-2", "--atol", "1e-2", "--quiet"]
+NORM = Normalizer("standard", mean=0.5, std=2.0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _checkpoint(tmp_path, conditioning: str = "continuous"):
+    from rho_core.model import DiffusionModel, default_model_config
+
+    torch.manual_seed(0)
+    cfg = default_model_config(
+        1, 1, ("a", "b"), (0.0, 0.0), (1.0, 1.0), conditioning=conditioning, cond_dim=8,
+        base_channels=8, channel_mult=(1, 2), prediction="eps", timesteps=50,
+        schedule_shift=0.0, attention_levels=(),
+    )  # fmt: skip
+    model = DiffusionModel(cfg)
+    with torch.no_grad():  # a real (non-zero) function of x, t and the condition
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    state = {
+        "model": model.state_dict(),
+        "ema": None,
+        "step": 7,
+        "model_config": cfg.to_dict(),
+        "train_config": {},
+        "normalization": NORM.to_dict(),
+        "param_names": ["a", "b"],
+        "kind": "test",
+        "spatial_dims": 1,
+        "field_shape": [1, 8],
+    }
+    return save_checkpoint(state, tmp_path / f"ckpt-{conditioning}", 7)
+
+
+def _store(tmp_path, n: int = 3, names=("a", "b")):
+    path = tmp_path / "obs.zarr"
+    rng = np.random.default_rng(0)
+    fields = (0.5 + 2.0 * rng.standard_normal((n, 1, 8)) * 0.3).astype(np.float32)
+    params = np.column_stack([np.linspace(0.2, 0.8, n), np.full(n, 0.5)])[:, : len(names)]
+    with create_store(
+        path, kind="test", spatial_dims=1, param_names=list(names), field_shape=(1, 8)
+    ) as w:
+        w.append(fields, params)
+    return path, fields, params
+
+
+def test_likelihood_json_matches_the_library(tmp_path, capsys) -> None:
+    from rho_core.checkpoint import load_for_sampling
+    from rho_core.likelihood import model_log_likelihood
+
+    ckpt = _checkpoint(tmp_path)
+    store, fields, params = _store(tmp_path)
+    out = tmp_path / "ll.json"
+    code = main(["likelihood", "--checkpoint", str(ckpt), "--data", str(store), "--out", str(out),
+                 "--divergence", "exact", *FAST])  # fmt: skip
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["samples"]) == 3 and doc["summary"]["n"] == 3
+    assert doc["summary"]["nfe"] > 0 and doc["summary"]["seconds_per_field"] > 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["mean_bits_per_dim"] == doc["summary"]["mean_bits_per_dim"]
+    s0 = doc["samples"][0]
+    assert s0["params"] == {"a": 0.2, "b": 0.5}
+    d = 8
+    assert math.isclose(s0["bits_per_dim"], -s0["log_prob"] / (d * math.log(2)), rel_tol=1e-12)
+    # physical units: x = 0.5 + 2 y, so log p_x = log p_y − D log 2
+    assert math.isclose(s0["physical_log_prob"], s0["log_prob"] - d * math.log(2.0), abs_tol=1e-9)
+    # the same numbers as the library call
+    loaded = load_for_sampling(ckpt)
+    res = model_log_likelihood(
+        loaded, fields, params, rtol=1e-2, atol=1e-2, divergence="exact", batch_size=8
+    )
+    got = np.array([s["log_prob"] for s in doc["samples"]])
+    np.testing.assert_allclose(got, res.log_prob.numpy(), rtol=1e-10, atol=1e-10)
+    # --params overrides a column for every sample and changes the answer; --indices selects
+    code = main(["likelihood", "--checkpoint", str(ckpt), "--data", str(store), "--indices", "0",
+                 "--params", '{"a": 0.9}', "--divergence", "exact", *FAST])  # fmt: skip
+    assert code == 0
+    other = json.loads(capsys.readouterr().out)
+    assert len(other["samples"]) == 1
+    assert other["samples"][0]["conditioned_on"] == {"a": 0.9, "b": 0.5}
+    assert abs(other["samples"][0]["log_prob"] - s0["log_prob"]) > 1e-6
+
+
+def test_likelihood_user_errors_are_one_line(tmp_path, capsys) -> None:
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path, names=("a",))  # the model also needs b
+    base = ["likelihood", "--checkpoint", str(ckpt), "--data", str(store), *FAST]
+    for extra, word in (
+        ([], "needs parameter 'b'"),
+        (["--params", '{"c": 1}'], "not conditioned on"),
+        (["--params", "{bad"], "not valid JSON"),
+        (["--indices", "5"], "--indices"),
+        (["--rtol", "0"], "--rtol"),
+    ):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert word in err and len(err.splitlines()) == 1, err
+
+
+def test_infer_prints_posterior_and_writes_table_and_plot(tmp_path, capsys) -> None:
+    from rho_core.inference import grid_posterior
+
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "post"
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--out", str(out), "--divergence", "hutchinson",
+                 "--probes", "2", *FAST])  # fmt: skip
+    assert code == 0
+    cap = capsys.readouterr()
+    line = cap.out.strip().splitlines()[0]
+    assert (
+        line.startswith("a: mean ") and "68% [" in line and "95% [" in line and "true 0.5" in line
+    )
+    assert "fixing b = 0.5" in cap.err
+    rows = list(csv.DictReader(open(out / "posterior.csv")))
+    assert [float(r["a"]) for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    ll = np.array([float(r["log_likelihood"]) for r in rows])
+    summary = json.loads((out / "summary.json").read_text())
+    post = grid_posterior(["a"], [np.linspace(0, 1, 5)], ll)
+    assert math.isclose(summary["posterior"]["a"]["mean"], post.mean("a"), rel_tol=1e-9)
+    assert math.isclose(summary["posterior"]["a"]["std"], post.std("a"), rel_tol=1e-9)
+    dens = np.array([float(r["posterior"]) for r in rows])
+    np.testing.assert_allclose(dens, post.density, rtol=1e-9)
+    assert 0.0 <= summary["posterior"]["a"]["pit"] <= 1.0
+    assert summary["fixed"] == {"b": 0.5} and summary["nfe"] > 0
+    assert (out / "posterior.png").stat().st_size > 1000
+
+
+def test_infer_refuses_hash_conditioned_models_and_bad_grids(tmp_path, capsys) -> None:
+    store, _, _ = _store(tmp_path)
+    ckpt = _checkpoint(tmp_path, conditioning="hash")
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store),
+                 "--grid", "a=0:1:3", *FAST])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "hash-conditioned" in err and "cannot be asked about parameters it never saw" in err
+    ok = _checkpoint(tmp_path)
+    for grid, word in (("a=1:0:3", "LO < HI"), ("c=0:1:3", "not conditioned on ['c']")):
+        code = main(["infer", "--checkpoint", str(ok), "--observed", str(store),
+                     "--grid", grid, *FAST])  # fmt: skip
+        assert code == 2
+        err = capsys.readouterr().err.strip()
+        assert word in err and len(err.splitlines()) == 1, err
