@@ -50,6 +50,7 @@ __all__ = [
     "coverage",
     "rank_histogram",
     "compare_posteriors",
+    "gaussian_fit",
 ]
 
 LEVELS = (0.68, 0.95)
@@ -365,3 +366,53 @@ def compare_posteriors(
         "std_ratio_median": float(np.median(ratio)),
         "std_within_25pct": float(np.mean(np.abs(ratio - 1) <= 0.25)),
     }
+
+
+# ----- a Gaussian (Laplace) fit to a coarse or noisy grid -----------------------------------
+
+
+def gaussian_fit(
+    axes: Sequence[np.ndarray], log_likelihood: np.ndarray, log_prior: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the Gaussian whose log-density best fits the grid values.
+
+    Least squares of log p(θ) ≈ c + bᵀθ + ½ θᵀHθ over all nodes (θ centred and scaled per
+    axis for conditioning), then mean = −H⁻¹b, covariance = −H⁻¹. Meant for grids too coarse
+    for the trapezoid rule (a few nodes per posterior σ) or log-likelihoods with Monte-Carlo
+    noise (Hutchinson), where a smooth fit averages the noise out.
+
+    Returns:
+        ``(mean (P,), covariance (P, P))``.
+
+    Raises:
+        ConfigError: with fewer nodes than coefficients, or when the fitted curvature is not
+            negative definite (the grid does not bracket a maximum).
+    """
+    axes = [np.asarray(a, dtype=np.float64) for a in axes]
+    p = len(axes)
+    mesh = np.meshgrid(*axes, indexing="ij")
+    lp = np.asarray(log_likelihood, dtype=np.float64).reshape(mesh[0].shape)
+    if log_prior is not None:
+        lp = lp + np.broadcast_to(log_prior, lp.shape)
+    ok = np.isfinite(lp).reshape(-1)
+    centre = np.array([(a[0] + a[-1]) / 2 for a in axes])
+    scale = np.array([(a[-1] - a[0]) / 2 for a in axes])
+    u = np.stack([(m.reshape(-1) - c) / s for m, c, s in zip(mesh, centre, scale, strict=True)], 1)
+    u, y = u[ok], lp.reshape(-1)[ok]
+    pairs = [(i, j) for i in range(p) for j in range(i, p)]
+    design = np.column_stack([np.ones(len(y)), u] + [u[:, i] * u[:, j] for i, j in pairs])
+    if len(y) < design.shape[1]:
+        raise ConfigError(f"a Gaussian fit in {p} parameters needs ≥ {design.shape[1]} grid nodes")
+    coef, *_ = np.linalg.lstsq(design, y - y.max(), rcond=None)
+    b = coef[1 : 1 + p]
+    h = np.zeros((p, p))
+    for (i, j), c in zip(pairs, coef[1 + p :], strict=True):
+        if i == j:
+            h[i, i] = 2 * c
+        else:
+            h[i, j] = h[j, i] = c
+    if np.any(np.linalg.eigvalsh(h) >= 0):
+        raise ConfigError("the log-posterior on this grid is not concave: widen or move the grid")
+    cov_u = -np.linalg.inv(h)
+    mean_u = cov_u @ b
+    return centre + scale * mean_u, cov_u * np.outer(scale, scale)

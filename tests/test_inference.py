@@ -125,3 +125,23 @@ def test_compare_posteriors() -> None:
     assert r["mean_within_1sigma"] == pytest.approx(2 / 3)
     assert r["std_within_25pct"] == pytest.approx(2 / 3)
     assert r["std_ratio_median"] == pytest.approx(1.1)
+
+
+def test_gaussian_fit_recovers_a_correlated_gaussian_from_a_coarse_noisy_grid() -> None:
+    from rho_core.inference import gaussian_fit
+
+    a, b = np.linspace(-2, 3, 5), np.linspace(0, 4, 5)  # ≈ 1 node per σ
+    cov = np.array([[1.0, 0.5], [0.5, 0.9]])
+    mean = np.array([0.4, 2.1])
+    inv = np.linalg.inv(cov)
+    da, db = np.meshgrid(a - mean[0], b - mean[1], indexing="ij")
+    ll = -0.5 * (inv[0, 0] * da**2 + 2 * inv[0, 1] * da * db + inv[1, 1] * db**2)
+    m, c = gaussian_fit([a, b], ll)
+    np.testing.assert_allclose(m, mean, atol=1e-9)
+    np.testing.assert_allclose(c, cov, atol=1e-9)
+    noisy = ll + 0.05 * np.random.default_rng(0).standard_normal(ll.shape)
+    m, c = gaussian_fit([a, b], noisy)
+    np.testing.assert_allclose(m, mean, atol=0.1)
+    np.testing.assert_allclose(np.sqrt(np.diag(c)), np.sqrt(np.diag(cov)), rtol=0.1)
+    with pytest.raises(ConfigError, match="concave"):
+        gaussian_fit([a, b], -ll)
