@@ -120,3 +120,35 @@ def test_mlflow_run_is_tagged_with_the_prefect_flow_run(prefect_harness, mlflow_
     assert tags["prefect.flow_name"] == "tag-test"
     assert tags["prefect.flow_run_url"].endswith(f"/runs/flow-run/{fr_id}")
     assert tracking.prefect_context() == {}  # outside a flow run
+
+
+def test_image_urls_are_served_by_the_mlflow_server(mlflow_uri, tmp_path, monkeypatch):
+    """The URL an image artifact points at returns the PNG from a real MLflow server, and the
+    server reports the experiment's model-development kind (what selects the UI's view)."""
+    import json
+    import urllib.request
+
+    from deployments import servers
+    from rho_core import plots
+    from tasks import tracking
+
+    run_id = tracking.start_run("unit_test")
+    tracking.log_figure(run_id, plots.loss_curve([1, 2], [1.0, 0.5]), "figures/loss.png")
+    tracking.end_run(run_id)
+    port = servers.free_port()
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("RHO_MLFLOW_UI", base)
+    root = tmp_path / "mlflow"
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = servers.start_mlflow_server(mlflow_uri, root / "mlartifacts", port, log_file=log)
+        try:
+            servers.wait_healthy(servers.mlflow_health_url(port), timeout=120, proc=proc)
+            with urllib.request.urlopen(tracking.artifact_url(run_id, "figures/loss.png")) as r:
+                assert r.read(8) == b"\x89PNG\r\n\x1a\n"
+            url = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=rho-unit_test"
+            with urllib.request.urlopen(url) as r:
+                tags = {t["key"]: t["value"] for t in json.loads(r.read())["experiment"]["tags"]}
+            assert tags["mlflow.experimentKind"] == "custom_model_development"
+            assert tracking.run_url(run_id).startswith(f"{base}/#/experiments/")
+        finally:
+            servers.stop(proc)
