@@ -1,0 +1,550 @@
+"""Likelihood and parameter inference (rho_core.likelihood, .inference) against exact answers.
+
+Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline`` and, with
+``--checkpoint``, also ``trained-nll,trained-infer``):
+
+``gaussian``
+    The issue's target: the exact denoiser of N(μ, diag s²) data (``--dim`` coordinates, s linear
+    from 0.05 to 1, μ uniform in [−½, ½]), ``--n`` samples drawn from it, linear and cosine
+    schedules (T = 1000) with the default solver (rtol = atol = 1e-5, exact divergence). Columns:
+    mean and max |bits/dim − closed form|, the mean signed error, the per-sample correlation,
+    NFE and seconds per sample; then the same without the continuation past t = 0 and with the
+    N(0, I) prior (what each part of the method buys), and a tolerance sweep.
+``grf-exact``
+    A 2-D 64² Gaussian random field with its *exact* Fourier-diagonal denoiser
+    (``rho_core.exact.FourierGaussianDenoiser``) on the GRF recipe's schedule (cosine, shift −4),
+    in a normalised space y = x / s (s = the field's one-point std), Hutchinson divergence
+    (``--probes`` Rademacher probes). Reference: ``grf_log_prob`` (the density on the zero-mean
+    subspace) + (M − 1) log s + the mean mode's term. The data live on the zero-mean hyperplane,
+    which has no density in R^M; the ODE (continued past t = 0 with the frozen score) assigns the
+    mean mode the density of a N(0, τ₀) variable at 0 with a ½ nat log-Jacobian, i.e. the
+    constant −½ log(2π τ₀) + ½ with τ₀ = e^{−λ₀} (λ₀ the log-SNR at t = 0). This is the exact
+    answer of the ideal model under the library's conventions; the trained model is compared
+    with the same reference. Also: ODE-based inference with the exact denoiser (one field,
+    ``--grid`` × ``--grid`` nodes) against the exact posterior — validates the grid machinery
+    on ODE log-likelihoods, including Hutchinson noise with shared probes.
+``baseline``
+    ``--infer-fields`` (default 100) fresh GRF realisations with (A, n) drawn uniformly from the
+    held-out box [0.5, 2] × [−2.25, −1.25]: the exact posterior (flat prior, ``grf_log_prob`` on
+    a 41 × 41 grid of ±6 baseline σ around the power-spectrum fit) and the power-spectrum-fit
+    baseline (weighted least squares of log P̂ on log |κ| over integer shells, covariance from
+    the fit, Gaussian intervals). Coverage of the 68/95 % intervals (PIT of the true values),
+    the baseline's posterior mean/std against the exact one.
+``trained-nll``
+    ``--fields`` fields from each ``--data`` store (evenly spread over the conditions), model
+    log p (normalised space, the store's rows as condition) against the same reference as
+    ``grf-exact``: mean NLL_model − NLL_exact and mean |·| in bits/dim, correlation, seconds per
+    field, NFE.
+``trained-infer``
+    ``--model-infer-fields`` fields of the first ``--data`` store: model log p over a
+    ``--grid`` × ``--grid`` grid (± ``--grid-width`` baseline σ around the power-spectrum fit),
+    the posterior by the trapezoid rule and by a Gaussian fit to the grid (``gaussian_fit``),
+    against the exact posterior (fine grid) and the baseline, per field and aggregated.
+
+    .venv/bin/python benchmarks/likelihood.py [--sections ...] [--checkpoint RUN_DIR
+        --data STORE [--data STORE2]] [--fields 4] [--model-infer-fields 2] [--grid 5]
+        [--json FILE] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+
+from rho_core.data.random_fields import gaussian_field, grf_log_prob, kappa_norm, spectrum_grid
+from rho_core.exact import FourierGaussianDenoiser, GaussianDenoiser
+from rho_core.inference import compare_posteriors, coverage, gaussian_fit, grid_posterior
+from rho_core.likelihood import log_likelihood
+from rho_core.schedules import make_schedule
+
+LN2 = math.log(2.0)
+HELD_OUT_BOX = ((0.5, 2.0), (-2.25, -1.25))
+
+
+def _row(d: dict, keys: list[str], width: int = 11) -> str:
+    out = []
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, float):
+            out.append(f"{v:>{width}.4g}")
+        else:
+            out.append(f"{v!s:>{width}}")
+    return " ".join(out)
+
+
+# ------------------------------------------------------------------------------------------
+# 1. Diagonal Gaussian, exact denoiser
+# ------------------------------------------------------------------------------------------
+
+
+def gaussian_section(dim: int, n: int, seed: int = 0) -> list[dict]:
+    rows = []
+    g = torch.Generator().manual_seed(seed)
+    s = torch.linspace(0.05, 1.0, dim, dtype=torch.float64)
+    mu = torch.rand(dim, generator=g, dtype=torch.float64) - 0.5
+    x = mu + s * torch.randn(n, dim, generator=g, dtype=torch.float64)
+    variants = [
+        ("default", {}),
+        ("no continuation", {"continuation": "none"}),
+        ("N(0,I) prior", {"prior": "standard"}),
+        ("rtol=atol=1e-3", {"rtol": 1e-3, "atol": 1e-3}),
+        ("rtol=atol=1e-4", {"rtol": 1e-4, "atol": 1e-4}),
+        ("rtol=atol=1e-7", {"rtol": 1e-7, "atol": 1e-7}),
+    ]
+    for name in ("linear", "cosine"):
+        sch = make_schedule(name, 1000)
+        den = GaussianDenoiser(sch, mu, s)
+        ref = -den.log_prob(x) / (dim * LN2)
+        for label, kw in variants:
+            den.calls = 0
+            t0 = time.perf_counter()
+            res = log_likelihood(den, x, sch, **kw)
+            dt = time.perf_counter() - t0
+            err = res.bits_per_dim - ref
+            rows.append(
+                {
+                    "schedule": name,
+                    "variant": label,
+                    "mean_abs_err_bpd": float(err.abs().mean()),
+                    "max_abs_err_bpd": float(err.abs().max()),
+                    "mean_err_bpd": float(err.mean()),
+                    "corr": float(torch.corrcoef(torch.stack([res.bits_per_dim, ref]))[0, 1]),
+                    "nfe": res.nfe,
+                    "steps": res.steps,
+                    "rejected": res.rejected,
+                    "s_per_sample": dt / n,
+                }
+            )
+    return rows
+
+
+# ------------------------------------------------------------------------------------------
+# 2. GRF with its exact Fourier denoiser
+# ------------------------------------------------------------------------------------------
+
+
+class BatchFourierDenoiser:
+    """Exact ε̂ of zero-mean stationary Gaussian fields with a *per-sample* spectrum: ``cond`` is
+    the power P(κ) ``(B, N, N)`` in the normalised units (one grid node of θ per row)."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+        self.calls = 0
+
+    def __call__(self, x, t, cond):
+        self.calls += 1
+        xd = x.to(torch.float64)
+        abar = self.schedule.alpha_bar_at(t).to(torch.float64).view(-1, 1, 1, 1)
+        a, s2 = abar.sqrt(), 1.0 - abar
+        p = cond[:, None]
+        f = torch.fft.fftn(xd, dim=(2, 3))
+        x0 = torch.fft.ifftn(a * p / (a * a * p + s2) * f, dim=(2, 3)).real
+        return ((xd - a * x0) / s2.sqrt()).to(x.dtype)
+
+
+def mean_mode_term(schedule) -> float:
+    """log-density the continued ODE gives a mode of zero data variance (module docstring)."""
+    tau0 = math.exp(-float(schedule.log_snr_table[0]))
+    return -0.5 * math.log(2 * math.pi * tau0) + 0.5
+
+
+def exact_model_space(fields, amp, idx, scale: float, schedule) -> np.ndarray:
+    """Reference log p in the model space y = (x − m)/scale for zero-mean GRF fields (B,)."""
+    m = fields[0].size
+    return grf_log_prob(fields, amp, idx) + (m - 1) * math.log(scale) + mean_mode_term(schedule)
+
+
+def grf_exact_section(probes: int, n: int, grid: int, width: float, seed: int = 0) -> dict:
+    size, amp, idx = 64, 1.0, -2.0
+    rng = np.random.default_rng(seed)
+    fields = np.stack([gaussian_field(size, 2, amp, idx, rng)[None] for _ in range(n)])
+    sch = make_schedule("cosine", 1000, shift=-4.0)
+    power = spectrum_grid(size, 2, amp, idx)
+    scale = float(np.sqrt(power.sum() / size**2))
+    den = FourierGaussianDenoiser(sch, torch.as_tensor(power / scale**2), mean=0.0)
+    y = torch.as_tensor(fields / scale)
+    ref = exact_model_space(fields, amp, idx, scale, sch)
+    m = size * size
+    t0 = time.perf_counter()
+    res = log_likelihood(den, y, sch, probes=probes, generator=torch.Generator().manual_seed(0))
+    dt = time.perf_counter() - t0
+    err = (ref - res.log_prob.numpy()) / (m * LN2)  # NLL_model − NLL_exact, bits/dim
+    out = {
+        "fields": n,
+        "probes": probes,
+        "mean_err_bpd": float(err.mean()),
+        "mean_abs_err_bpd": float(np.abs(err).mean()),
+        "mean_reported_std_bpd": float(res.bits_per_dim_std.mean()),
+        "err_over_std_rms": float(np.sqrt(np.mean((err / res.bits_per_dim_std.numpy()) ** 2))),
+        "nfe": res.nfe,
+        "s_per_field": dt / n,
+    }
+    # ODE inference with the exact denoiser on one field, against the exact posterior
+    field = fields[:1]
+    est = spectrum_fit(field[0, 0])
+    axes = _local_axes(est, grid, width)
+    mesh = np.meshgrid(*axes, indexing="ij")
+    amps, idxs = mesh[0].reshape(-1), mesh[1].reshape(-1)
+    kn = kappa_norm(size, 2)
+    powers = np.stack(
+        [
+            np.where(kn > 0, a * np.where(kn > 0, kn, 1.0) ** i, 0.0)
+            for a, i in zip(amps, idxs, strict=True)
+        ]
+    )
+    bden = BatchFourierDenoiser(sch)
+    g = amps.size
+    yy = torch.as_tensor(field / scale).expand(g, -1, -1, -1)
+    t0 = time.perf_counter()
+    r = log_likelihood(
+        bden, yy, sch, cond=torch.as_tensor(powers / scale**2), probes=probes, shared_probes=True,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    dt = time.perf_counter() - t0
+    ll_ode = r.log_prob.numpy().reshape(grid, grid)
+    ll_exact = exact_model_space(np.repeat(field, g, 0), amps, idxs, scale, sch).reshape(grid, grid)
+    names = ["amplitude", "spectral_index"]
+    p_ode = grid_posterior(names, axes, ll_ode)
+    p_ex = grid_posterior(names, axes, ll_exact)
+    fine = exact_posterior(field[0, 0], _local_axes(est, 41, 6.0))
+    out["infer"] = {
+        "grid": grid,
+        "nfe": r.nfe,
+        "s_per_node": dt / g,
+        "ll_diff_spread_nats": float(np.std(ll_ode - ll_exact)),
+        "ode_grid": {n: (p_ode.mean(n), p_ode.std(n)) for n in names},
+        "exact_same_grid": {n: (p_ex.mean(n), p_ex.std(n)) for n in names},
+        "exact_fine": {n: (fine.mean(n), fine.std(n)) for n in names},
+    }
+    try:
+        gm, gc = gaussian_fit(axes, ll_ode)
+        out["infer"]["ode_gaussian_fit"] = {
+            n: (float(gm[i]), float(math.sqrt(gc[i, i]))) for i, n in enumerate(names)
+        }
+    except Exception as exc:  # noqa: BLE001 - report, do not crash the benchmark
+        out["infer"]["ode_gaussian_fit"] = str(exc)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# 3. Exact posterior and the power-spectrum-fit baseline
+# ------------------------------------------------------------------------------------------
+
+
+def spectrum_fit(field: np.ndarray) -> dict:
+    """Power-spectrum-fit estimate of (A, n) with its covariance (the baseline).
+
+    Shell estimates P̂_k = mean over |κ| ∈ [k − ½, k + ½) of |F|²/N^D for k = 1 … N/2, weighted
+    least squares of log P̂_k on log k̄_k (k̄ the shell's mean |κ|) with weights n_k/2 (the
+    number of independent complex modes; var log P̂ ≈ 2/n_k), and the bias E log P̂ ≈ log P − 1/n_k
+    corrected. Returns ``{"amplitude": (est, std), "spectral_index": (est, std), "cov": …}``
+    (the amplitude's std by the delta method)."""
+    n = field.shape[0]
+    kn = kappa_norm(n, field.ndim)
+    f2 = np.abs(np.fft.fftn(field)) ** 2 / field.size
+    shell = np.rint(kn).astype(int)
+    xs, ys, ws = [], [], []
+    for k in range(1, n // 2 + 1):
+        sel = (shell == k) & (kn > 0)
+        cnt = int(sel.sum())
+        if cnt < 2:
+            continue
+        xs.append(np.log(kn[sel]).mean())
+        ys.append(np.log(f2[sel].mean()) + 1.0 / cnt)
+        ws.append(cnt / 2.0)
+    x, y, w = np.array(xs), np.array(ys), np.array(ws)
+    design = np.column_stack([np.ones_like(x), x])
+    wd = design * w[:, None]
+    cov = np.linalg.inv(design.T @ wd)
+    beta = cov @ (wd.T @ y)
+    amp = math.exp(beta[0])
+    return {
+        "amplitude": (amp, amp * math.sqrt(cov[0, 0])),
+        "spectral_index": (float(beta[1]), math.sqrt(cov[1, 1])),
+        "cov": cov,
+    }
+
+
+def _local_axes(est: dict, count: int, width: float) -> list[np.ndarray]:
+    """Grid of ±``width`` baseline σ around the power-spectrum fit (amplitude kept > 0)."""
+    axes = []
+    for name in ("amplitude", "spectral_index"):
+        c, s = est[name]
+        lo, hi = c - width * s, c + width * s
+        if name == "amplitude":
+            lo = max(lo, 1e-3)
+        axes.append(np.linspace(lo, hi, count))
+    return axes
+
+
+def exact_posterior(field: np.ndarray, axes):
+    mesh = np.meshgrid(*axes, indexing="ij")
+    g = mesh[0].size
+    many = np.broadcast_to(field, (g, *field.shape))
+    ll = grf_log_prob(many, mesh[0].reshape(-1), mesh[1].reshape(-1), dims=field.ndim)
+    return grid_posterior(["amplitude", "spectral_index"], axes, ll.reshape(mesh[0].shape))
+
+
+def baseline_section(n_fields: int, seed: int = 7) -> dict:
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(seed)
+    names = ["amplitude", "spectral_index"]
+    pit_ex = {k: [] for k in names}
+    pit_bl = {k: [] for k in names}
+    ex_m, ex_s, bl_m, bl_s = ({k: [] for k in names} for _ in range(4))
+    t0 = time.perf_counter()
+    for _ in range(n_fields):
+        a = rng.uniform(*HELD_OUT_BOX[0])
+        i = rng.uniform(*HELD_OUT_BOX[1])
+        field = gaussian_field(64, 2, a, i, rng)
+        est = spectrum_fit(field)
+        post = exact_posterior(field, _local_axes(est, 41, 6.0))
+        for k, truth in zip(names, (a, i), strict=True):
+            pit_ex[k].append(post.pit(k, truth))
+            ex_m[k].append(post.mean(k))
+            ex_s[k].append(post.std(k))
+            m, s = est[k]
+            bl_m[k].append(m)
+            bl_s[k].append(s)
+            pit_bl[k].append(float(norm.cdf((truth - m) / s)))
+    out = {"fields": n_fields, "seconds": time.perf_counter() - t0}
+    for k in names:
+        out[k] = {
+            "exact_coverage": coverage(pit_ex[k]),
+            "baseline_coverage": coverage(pit_bl[k]),
+            "baseline_vs_exact": compare_posteriors(bl_m[k], bl_s[k], ex_m[k], ex_s[k]),
+            "exact_std_median": float(np.median(ex_s[k])),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# 4. Trained model
+# ------------------------------------------------------------------------------------------
+
+
+def _spread_indices(params: np.ndarray, k: int) -> np.ndarray:
+    """``k`` rows spread over the distinct conditions (round robin over them)."""
+    conds, inv = np.unique(params, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    picks, r = [], 0
+    while len(picks) < min(k, len(params)):
+        for c in range(len(conds)):
+            rows = np.flatnonzero(inv == c)
+            if r < len(rows) and len(picks) < k:
+                picks.append(int(rows[r]))
+        r += 1
+    return np.array(picks)
+
+
+def trained_nll_section(loaded, stores: list[str], n: int, opts: dict) -> list[dict]:
+    from rho_core.data.store import open_store
+    from rho_core.likelihood import model_log_likelihood
+
+    norm = loaded.normalizer
+    scale = norm.std if norm is not None and norm.transform == "standard" else 1.0
+    if norm is not None and norm.transform not in ("standard", "identity"):
+        raise SystemExit("trained-nll expects a 'standard' (or no) normalisation")
+    rows = []
+    for path in stores:
+        st = open_store(path)
+        idx = _spread_indices(st.params, n)
+        fields, params = st.read_batch(idx)
+        t0 = time.perf_counter()
+        res = model_log_likelihood(loaded, fields, params, **opts)
+        dt = time.perf_counter() - t0
+        m = int(np.prod(fields.shape[1:]))
+        ref = exact_model_space(
+            fields.astype(np.float64), params[:, 0], params[:, 1], scale, loaded.model.schedule
+        )
+        err = (ref - res.log_prob.numpy()) / (m * LN2)
+        for j in range(len(idx)):
+            rows.append(
+                {
+                    "store": path,
+                    "index": int(idx[j]),
+                    "amplitude": float(params[j, 0]),
+                    "spectral_index": float(params[j, 1]),
+                    "nll_model_bpd": float(-res.log_prob[j] / (m * LN2)),
+                    "nll_exact_bpd": float(-ref[j] / (m * LN2)),
+                    "diff_bpd": float(err[j]),
+                    "std_bpd": float(res.bits_per_dim_std[j]),
+                }
+            )
+        rows.append(
+            {
+                "store": path,
+                "summary": True,
+                "fields": len(idx),
+                "mean_diff_bpd": float(err.mean()),
+                "mean_abs_diff_bpd": float(np.abs(err).mean()),
+                "corr": float(np.corrcoef(res.log_prob.numpy(), ref)[0, 1])
+                if len(idx) > 2
+                else None,
+                "nfe": res.nfe,
+                "s_per_field": dt / len(idx),
+            }
+        )
+    return rows
+
+
+def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, opts: dict) -> dict:
+    from scipy.stats import norm as normal
+
+    from rho_core.data.store import open_store
+    from rho_core.likelihood import grid_log_likelihood
+
+    st = open_store(store)
+    idx = _spread_indices(st.params, n)
+    names = ["amplitude", "spectral_index"]
+    per_field = []
+    what = ("model_m", "model_s", "fit_m", "fit_s", "ex_m", "ex_s", "bl_m", "bl_s")
+    what += ("pit_model", "pit_fit", "pit_ex")
+    agg = {k: {w: [] for w in what} for k in names}
+    for i in idx:
+        field, row = st.read(int(i))
+        truth = dict(zip(names, row.tolist(), strict=True))
+        est = spectrum_fit(field[0].astype(np.float64))
+        axes = _local_axes(est, grid, width)
+        t0 = time.perf_counter()
+        res = grid_log_likelihood(loaded, field, names, axes, {}, **opts)
+        dt = time.perf_counter() - t0
+        ll = res.log_prob.numpy().reshape(grid, grid)
+        post = grid_posterior(names, axes, ll)
+        fine = exact_posterior(field[0].astype(np.float64), _local_axes(est, 41, 6.0))
+        try:
+            gm, gc = gaussian_fit(axes, ll)
+        except Exception:  # noqa: BLE001
+            gm, gc = np.full(2, np.nan), np.full((2, 2), np.nan)
+        rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe}
+        for j, k in enumerate(names):
+            fs = math.sqrt(gc[j, j]) if np.isfinite(gc[j, j]) else float("nan")
+            rec[k] = {
+                "model_grid": (post.mean(k), post.std(k)),
+                "model_gaussian_fit": (float(gm[j]), fs),
+                "exact": (fine.mean(k), fine.std(k)),
+                "baseline": est[k],
+            }
+            a = agg[k]
+            a["model_m"].append(post.mean(k))
+            a["model_s"].append(post.std(k))
+            a["fit_m"].append(float(gm[j]))
+            a["fit_s"].append(fs)
+            a["ex_m"].append(fine.mean(k))
+            a["ex_s"].append(fine.std(k))
+            a["bl_m"].append(est[k][0])
+            a["bl_s"].append(est[k][1])
+            a["pit_model"].append(post.pit(k, truth[k]))
+            a["pit_fit"].append(
+                float(normal.cdf((truth[k] - gm[j]) / fs)) if fs == fs else float("nan")
+            )
+            a["pit_ex"].append(fine.pit(k, truth[k]))
+        per_field.append(rec)
+        print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
+    out = {"fields": len(idx), "grid": grid, "per_field": per_field}
+    for k in names:
+        a = agg[k]
+        out[k] = {
+            "model_grid_vs_exact": compare_posteriors(
+                a["model_m"], a["model_s"], a["ex_m"], a["ex_s"]
+            ),
+            "model_fit_vs_exact": compare_posteriors(a["fit_m"], a["fit_s"], a["ex_m"], a["ex_s"]),
+            "baseline_vs_exact": compare_posteriors(a["bl_m"], a["bl_s"], a["ex_m"], a["ex_s"]),
+            "coverage_model_grid": coverage(a["pit_model"]),
+            "coverage_model_fit": coverage([p for p in a["pit_fit"] if p == p]),
+            "coverage_exact": coverage(a["pit_ex"]),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sections", help="comma-separated (module docstring)")
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--n", type=int, default=32, help="samples in the Gaussian section")
+    ap.add_argument("--probes", type=int, default=4)
+    ap.add_argument("--grf-fields", type=int, default=8)
+    ap.add_argument("--grid", type=int, default=5, help="nodes per parameter for ODE inference")
+    ap.add_argument(
+        "--grid-width", type=float, default=3.0, help="ODE grids span ± this many baseline σ"
+    )
+    ap.add_argument("--infer-fields", type=int, default=100, help="fields in the baseline section")
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--data", action="append", default=[])
+    ap.add_argument("--fields", type=int, default=4, help="fields per store (trained-nll)")
+    ap.add_argument("--model-infer-fields", type=int, default=2)
+    ap.add_argument("--rtol", type=float, default=1e-5)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    default = "gaussian,grf-exact,baseline" + (
+        ",trained-nll,trained-infer" if args.checkpoint else ""
+    )
+    sections = (args.sections or default).split(",")
+    report: dict = {"args": vars(args)}
+
+    if "gaussian" in sections:
+        rows = gaussian_section(args.dim, args.n)
+        report["gaussian"] = rows
+        keys = ["schedule", "variant", "mean_abs_err_bpd", "max_abs_err_bpd", "mean_err_bpd"]
+        keys += ["corr", "nfe", "s_per_sample"]
+        print(f"\n== exact Gaussian denoiser, D = {args.dim}, {args.n} samples (bits/dim) ==")
+        print(" ".join(f"{k[:11]:>15}" if i == 1 else f"{k[:11]:>11}" for i, k in enumerate(keys)))
+        for r in rows:
+            print(_row(r, keys[:1]) + f" {r['variant']:>15} " + _row(r, keys[2:]))
+    if "grf-exact" in sections:
+        out = grf_exact_section(args.probes, args.grf_fields, args.grid, args.grid_width)
+        report["grf_exact"] = out
+        print("\n== GRF 64², exact Fourier denoiser (cosine, shift −4), Hutchinson ==")
+        print(json.dumps(out, indent=1, default=float))
+    if "baseline" in sections:
+        out = baseline_section(args.infer_fields)
+        report["baseline"] = out
+        print(f"\n== exact posterior vs power-spectrum fit, {args.infer_fields} held-out fields ==")
+        print(json.dumps(out, indent=1, default=float))
+    loaded = None
+    opts = {
+        "rtol": args.rtol,
+        "atol": args.rtol,
+        "probes": args.probes,
+        "batch_size": args.batch_size,
+    }
+    if args.checkpoint and ({"trained-nll", "trained-infer"} & set(sections)):
+        from rho_core.checkpoint import load_for_sampling
+
+        loaded = load_for_sampling(args.checkpoint)
+        report["checkpoint"] = {"path": str(loaded.path), "step": loaded.step}
+        print(f"\ncheckpoint {loaded.path} (step {loaded.step})")
+    if loaded is not None and "trained-nll" in sections:
+        rows = trained_nll_section(loaded, args.data, args.fields, opts)
+        report["trained_nll"] = rows
+        print("\n== trained model NLL vs exact (bits/dim; diff = NLL_model − NLL_exact) ==")
+        for r in rows:
+            print(json.dumps(r, default=float))
+    if loaded is not None and "trained-infer" in sections:
+        out = trained_infer_section(
+            loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts
+        )
+        report["trained_infer"] = out
+        print("\n== trained model inference vs exact posterior and baseline ==")
+        print(
+            json.dumps({k: v for k, v in out.items() if k != "per_field"}, indent=1, default=float)
+        )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
