@@ -6,9 +6,11 @@ Real components throughout: Prefect (harness server), MLflow (SQLite), Zarr, tor
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flows.params import PipelineParams, quick_preset, resolve
@@ -127,8 +129,15 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     m = run.data.metrics
     assert m["wasserstein"] == pytest.approx(result["wasserstein_mean"])
     assert m["rel_l2"] == pytest.approx(result["rel_l2_mean"])
-    assert sum(k.startswith("wasserstein/") for k in m) == 2
-    assert sum(k.startswith("rel_l2/") for k in m) == 2
+    # per-condition scores: one table, not one single-point chart per condition
+    assert not any(k.startswith(("wasserstein/", "rel_l2/")) for k in m)
+    table = c.load_table(run.info.experiment_id, "scores/per_condition.json", [run.info.run_id])
+    scored = json.loads(Path(result["run_dir"], "eval", "metrics.json").read_text())
+    assert sorted(table["condition"]) == sorted(scored["per_condition"])
+    assert {"wasserstein", "rel_l2"} <= set(table.columns)
+    # the store is the run's dataset input; the run names its Prefect flow run
+    assert run.inputs.dataset_inputs[0].dataset.name == Path(store).name
+    assert run.data.tags["prefect.flow_run_id"]
     assert [h.step for h in c.get_metric_history(run.info.run_id, "loss")] == [2, 4]
     assert c.get_metric_history(run.info.run_id, "samples_per_s")
     # artifacts: figures, samples
@@ -141,14 +150,27 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     assert mv.run_id == run.info.run_id
     assert result["mlflow_champion"] is True
     assert c.get_model_version_by_alias("rho-spherical_harmonics", "champion").version == mv.version
-    # the registered model loads and predicts eps for a batch of another size
+    # the registered model (a pickle-free pyfunc) samples fields by parameters
     import mlflow
-    import torch
+    import pandas as pd
 
-    eps = mlflow.pytorch.load_model("models:/rho-spherical_harmonics@champion")
-    params = torch.tensor([[0.0, 0.0], [1.0, -1.0], [1.0, 1.0]], dtype=torch.float64)
-    out = eps(torch.randn(3, 1, 8, 8, 8), torch.tensor([10, 500, 900]), params)
-    assert out.shape == (3, 1, 8, 8, 8) and torch.isfinite(out).all()
+    model = mlflow.pyfunc.load_model("models:/rho-spherical_harmonics@champion")
+    rows = pd.DataFrame({"l": [0.0, 1.0, 1.0], "m": [0.0, -1.0, 1.0]})
+    out = model.predict(rows, params={"n": 1, "steps": 2})
+    assert out.shape == (3, 1, 8, 8, 8) and np.isfinite(out).all()
+    assert mv.description and mv.tags["wasserstein_mean"]
+    # Prefect artifacts: the report and scores of this flow run, training progress at 100 %
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = ["spherical-harmonics-report", "spherical-harmonics-training-progress"]
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    by_key = {a.key: a for a in arts}
+    report = by_key["spherical-harmonics-report"]
+    assert str(report.flow_run_id) == run.data.tags["prefect.flow_run_id"]
+    assert result["mlflow_run_id"] in report.data and "became the champion" in report.data
+    assert float(by_key["spherical-harmonics-training-progress"].data) == 100.0
     # everything local sits under the data folder
     assert Path(result["store"]).is_relative_to(data_home)
     assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()
@@ -194,7 +216,11 @@ def test_merger_flow_and_corrupt_snapshot(prefect_harness, data_home):
     from rho_core.data.store import open_store
 
     params = GalaxyMergerParams(
-        n_particles=100, mass_ratios=[1.0], pericenters=[5.0], t_end=2.0, snap_every=1.0,
+        n_particles=100,
+        mass_ratios=[1.0],
+        pericenters=[5.0],
+        t_end=2.0,
+        snap_every=1.0,
         image_size=16,
     )
     store = galaxy_merger(params)
