@@ -47,8 +47,11 @@ import torch
 import torch.distributed as dist
 
 from rho_core.checkpoint import (
+    check_resume_identity,
     checkpoint_dir,
+    data_identity,
     find_latest_valid,
+    find_resume_checkpoint,
     list_checkpoints,
     load_checkpoint,
     rng_state,
@@ -255,6 +258,7 @@ def train(
     out_dir: str | os.PathLike,
     callback: Callable[[int, dict], None] | None = None,
     resume: bool = True,
+    force_resume: bool | None = None,
 ) -> TrainResult:
     """Train a :class:`DiffusionModel` on ``dataset``, checkpointing into ``out_dir/checkpoints``.
 
@@ -269,16 +273,40 @@ def train(
         callback: ``callback(step, {"loss", "lr", "samples_per_s", "grad_norm", ...})`` after
             every optimizer step on rank 0 (``step`` counts completed steps, from 1).
         resume: continue from the newest valid checkpoint in ``out_dir`` if there is one.
+        force_resume: resume even when the data differ from those the checkpoint was trained on
+            (:func:`rho_core.checkpoint.check_resume_identity`); ``None`` reads
+            ``RHO_FORCE_RESUME``.
+
+    Rank 0 holds the run directory's lock (:func:`rho_core.locks.lock_run_dir`) throughout, so a
+    second training into the same directory fails at once instead of interleaving checkpoints.
 
     Raises:
-        DataError: NaN/inf in a batch or a non-finite loss. ConfigError: incompatible configs.
+        DataError: NaN/inf in a batch or a non-finite loss. ConfigError: incompatible configs,
+        other data than the checkpoint's, or a run directory in use.
     """
+    from rho_core.locks import lock_run_dir
+
+    lock = lock_run_dir(out_dir) if _dist_info()[0] == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(model_cfg, train_cfg, dataset, out_dir, callback, resume, force_resume)
+
+
+def _train(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    dataset: Any,
+    out_dir: str | os.PathLike,
+    callback: Callable[[int, dict], None] | None,
+    resume: bool,
+    force_resume: bool | None,
+) -> TrainResult:
     cfg = train_cfg
     rank, world = _dist_info()
     is_main = rank == 0
     out_dir = Path(out_dir)
     ckpt_dir = checkpoint_dir(out_dir)
     field_shape = _check_compat(model_cfg, dataset)
+    identity = data_identity(dataset)  # recorded in checkpoints, checked on resume
     device = _device_for_rank(cfg, world)
     amp_dtype = autocast_dtype(device, cfg.precision)
     b, a = cfg.batch_size, cfg.grad_accum
@@ -310,7 +338,7 @@ def train(
     if resume:
         path = None
         if is_main:
-            found = find_latest_valid(ckpt_dir)
+            found = find_resume_checkpoint(ckpt_dir)  # warns when all are corrupt
             path = None if found is None else str(found[0])
             state = None if found is None else found[1]
         if world > 1:
@@ -326,6 +354,9 @@ def train(
                     f"{out_dir} holds checkpoints of a different model configuration; use a new "
                     "output directory"
                 )
+            check_resume_identity(  # same store (content fingerprint, shapes, normalisation)
+                state, identity, _normalization_dict(dataset), checkpoint=path, force=force_resume
+            )
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -404,6 +435,7 @@ def train(
             "spatial_dims": model_cfg.unet.dims,
             "field_shape": list(field_shape),
             "data_path": None if data_path is None else str(data_path),
+            "data_identity": identity,
             "world_size": world,
         }
         return save_checkpoint(st, ckpt_dir, step, keep=cfg.keep_checkpoints)
