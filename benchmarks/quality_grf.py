@@ -12,7 +12,10 @@ analytic spectrum and fresh true realisations (stores generated with other seeds
 - one-point PDF W1 / true-vs-true floor (target ≤ 2), mean pairwise correlation (< 0.05),
   memorisation (nearest training field vs the true-vs-training distances);
 - the sampler-steps curve (``--curve``: DDIM and DPM-Solver++ at several step counts) on
-  ``--curve-conditions`` training conditions, with the fewest steps at which all targets hold.
+  ``--curve-conditions`` training conditions, with the fewest steps at which all targets hold;
+  ``--exact`` adds the same curve with the exact denoiser of the GRF
+  (``rho_core.exact.FourierGaussianDenoiser``, no network): the samplers' own discretisation
+  error, i.e. what a perfect network would score at that step count.
 
 Data (made here when missing, or pass your own stores)::
 
@@ -98,8 +101,37 @@ def train_neighbours(train: dict, amp: float, idx: float) -> np.ndarray:
     return np.concatenate([train[(amp, n)] for _, n in same[:2]])
 
 
+def exact_generate(loaded, amp, idx, n, sampler, steps, seed) -> np.ndarray:
+    """``n`` fields drawn by ``sampler`` with the *exact* denoiser of the GRF (no network) on the
+    checkpoint's schedule and normalisation (affine only): the sampler's own discretisation
+    error, the floor a perfect network would reach at this step count."""
+    import torch
+
+    from rho_core.data.random_fields import spectrum_grid
+    from rho_core.exact import FourierGaussianDenoiser
+    from rho_core.samplers import sample
+
+    norm = loaded.normalizer
+    zero, one = (float(v) for v in norm.forward(np.array([0.0, 1.0])))
+    scale = one - zero  # affine transforms only (identity, minmax, standard)
+    shape = tuple(loaded.field_shape)
+    power = spectrum_grid(shape[1], len(shape) - 1, amp, idx) * scale**2
+    den = FourierGaussianDenoiser(loaded.model.schedule, torch.as_tensor(power), mean=zero)
+    x = sample(
+        den,
+        (n, *shape),
+        loaded.model.schedule,
+        method=sampler,
+        steps=steps,
+        generator=torch.Generator().manual_seed(int(seed)),
+        device="cpu",
+        dtype=torch.float64,
+    )
+    return np.asarray(norm.inverse(x.numpy()), dtype=np.float32)
+
+
 def score_set(
-    loaded, conds, truth, train, split, n, sampler, steps, seed, batch, lognormal
+    loaded, conds, truth, train, split, n, sampler, steps, seed, batch, lognormal, exact=False
 ) -> list[dict]:
     from rho_core.evaluation import generate
     from rho_core.field_stats import random_field_scores
@@ -110,6 +142,9 @@ def score_set(
         if loaded is None:  # truth-only: score fresh true fields (the floor)
             gen = truth[(amp, idx)][-n:]
             ref = truth[(amp, idx)][:-n]
+        elif exact:
+            gen = exact_generate(loaded, amp, idx, n, sampler, steps, seed + 1000 * i)
+            ref = truth[(amp, idx)]
         else:
             gen, _ = generate(
                 loaded,
@@ -173,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--curve-conditions", type=int, default=4, help="training conditions in curve")
     ap.add_argument("--curve-n", type=int, default=None, help="realisations per curve condition")
+    ap.add_argument(
+        "--exact",
+        action="store_true",
+        help="also run the curve with the exact (Fourier/Wiener) denoiser: the samplers' own error",
+    )
     ap.add_argument("--max-conditions", type=int, default=None, help="per split (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -234,20 +274,32 @@ def main(argv: list[str] | None = None) -> int:
             cr = score_set(loaded, picks, truth_all, train, "curve", *c)
             s = summarize(cr)
             s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
+            s["denoiser"] = "network"
             curve.append(s)
-        print(f"\n{'sampler':8s} {'steps':>5s} {'|R-1|':>7s} {'floor':>7s} {'worstσ':>7s} "
-              f"{'W1/flr':>7s} {'pass':>5s} {'s':>6s}")  # fmt: skip
+            if args.exact:
+                t0 = time.perf_counter()
+                cr = score_set(loaded, picks, truth_all, train, "exact", *c, exact=True)
+                s = summarize(cr)
+                s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
+                s["denoiser"] = "exact"
+                curve.append(s)
+        print(f"\n{'denoiser':8s} {'sampler':8s} {'steps':>5s} {'|R-1|':>7s} {'floor':>7s} "
+              f"{'worstσ':>7s} {'W1/flr':>7s} {'pass':>5s} {'s':>6s}")  # fmt: skip
         for s in curve:
             print(
-                f"{s['sampler']:8s} {s['steps']:5d} {s['mean_pk_mean_abs_err']:7.4f} "
+                f"{s['denoiser']:8s} {s['sampler']:8s} {s['steps']:5d} "
+                f"{s['mean_pk_mean_abs_err']:7.4f} "
                 f"{s['mean_pk_floor_mean_abs_err']:7.4f} {s['max_pk_worst_sigma']:7.2f} "
                 f"{s['mean_pdf_w1_ratio']:7.2f} {s['n_all_pass']:2d}/{s['n_conditions']:<2d} "
                 f"{s['seconds']:6.1f}"
             )
         for sampler in sorted({s["sampler"] for s in curve}):
-            ok = [s["steps"] for s in curve if s["sampler"] == sampler and s["n_all_pass"]
-                  == s["n_conditions"]]  # fmt: skip
-            print(f"{sampler}: fewest steps with all targets met: {min(ok) if ok else 'none'}")
+            for den in ("network", "exact"):
+                ok = [s["steps"] for s in curve if s["sampler"] == sampler and s["denoiser"] == den
+                      and s["n_all_pass"] == s["n_conditions"]]  # fmt: skip
+                if any(s["denoiser"] == den for s in curve):
+                    best = min(ok) if ok else "none"
+                    print(f"{sampler} ({den} denoiser): fewest steps with all targets met: {best}")
     result["curve"] = curve
     if args.figures:
         write_figures(Path(args.figures), rows)
