@@ -218,6 +218,14 @@ def test_unet_fourier_position_features():
     assert net.inp.in_channels == 1 + 10
     x = torch.randn(2, 1, 32)
     assert net(x, torch.tensor([3, 4])).shape == (2, 1, 32)
+    # learned positions: a zero-initialised (C, n/p) embedding after the stem; fixed grid size
+    lp = UNet(UNetConfig(**base, patch_size=2, learned_positions=32))
+    assert lp.pos.shape == (1, 8, 16) and not lp.pos.detach().any()
+    lp(x, torch.tensor([3, 4])).sum().backward()
+    with pytest.raises(ConfigError, match="learned positions for 32"):
+        lp(torch.randn(1, 1, 64), torch.tensor([1]))
+    with pytest.raises(ConfigError, match="divisible by patch_size"):
+        UNetConfig(**base, patch_size=4, learned_positions=30)
 
 
 def test_cli_generate_rotational_spectra(tmp_path, capsys):
