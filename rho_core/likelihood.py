@@ -399,6 +399,7 @@ def log_likelihood(
     continuation: str = "frozen_score",
     lambda_margin: float = 20.0,
     prior: str = "denoised",
+    start_t: float | None = None,
     max_steps: int = 2000,
     first_step: float | None = None,
     normalizer: Any = None,
@@ -424,6 +425,9 @@ def log_likelihood(
         lambda_margin: λ_max − λ₀ of the continuation.
         prior: ``denoised`` (log N(ε̂(x, T−1); 0, I) − D log σ, one more denoiser call) or
             ``standard`` (N(0, I)) at the noise end (module docstring).
+        start_t: treat ``x`` as a *noised* sample x_t at this (fractional) step and return the
+            model's log p_t(x_t) (no continuation) — a diagnostic of the model's density at one
+            noise level, comparable with an exact marginal (e.g. ``GaussianDenoiser.log_prob_t``).
         max_steps: solver step limit (accepted + rejected).
         first_step: initial |Δλ| (default 5 % of the λ range).
         normalizer: a :class:`rho_core.data.normalization.Normalizer`; when given,
@@ -472,6 +476,10 @@ def log_likelihood(
     table = schedule.log_snr_table
     lam0, lam_min = float(table[0]), float(table[-1])
     lam_max = lam0 + float(lambda_margin) if continuation == "frozen_score" else lam0
+    if start_t is not None:
+        if not 0.0 <= float(start_t) < schedule.T - 1:
+            raise ConfigError(f"start_t must lie in [0, {schedule.T - 1}), got {start_t}")
+        lam_max = float(schedule.log_snr_at(torch.tensor(float(start_t), dtype=torch.float64)))
     sig0 = math.sqrt(torch.sigmoid(torch.tensor(-lam0, dtype=torch.float64)).item())
     alp0 = math.sqrt(torch.sigmoid(torch.tensor(lam0, dtype=torch.float64)).item())
     nfe = 0
@@ -504,6 +512,8 @@ def log_likelihood(
         return f, div_f
 
     alp_max = math.sqrt(torch.sigmoid(torch.tensor(lam_max, dtype=torch.float64)).item())
+    if start_t is not None:
+        alp_max = 1.0  # x is x_t itself
     x0 = x.detach().to(torch.float64).reshape(b, d) * alp_max
     ell0 = torch.zeros(b, max(1, n_probes), dtype=torch.float64, device=dev)
     with torch.no_grad():

@@ -99,6 +99,18 @@ def test_without_continuation_it_is_the_density_of_the_noised_data() -> None:
     assert float(((full.log_prob - den.log_prob(x)) / (d * LN2)).abs().mean()) < 0.002
 
 
+def test_start_t_gives_the_noised_marginal() -> None:
+    sch, den, mu, s, x0 = _gaussian_case("cosine", d=16, b=6, seed=5)
+    t = 123.4
+    a = float(sch.alpha_bar_at(torch.tensor(t, dtype=torch.float64)).sqrt())
+    xt = a * x0 + math.sqrt(1 - a * a) * torch.randn(x0.shape, dtype=torch.float64)
+    res = log_likelihood(den, xt, sch, start_t=t)
+    ref = den.log_prob_t(xt, torch.full((6,), t, dtype=torch.float64))
+    assert float(((res.log_prob - ref) / (16 * LN2)).abs().max()) < 1e-4
+    with pytest.raises(ConfigError, match="start_t"):
+        log_likelihood(den, xt, sch, start_t=999.0)
+
+
 def test_multidimensional_fields_and_float32_evaluation() -> None:
     sch = make_schedule("cosine", 1000)
     g = torch.Generator().manual_seed(3)
