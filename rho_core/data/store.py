@@ -1098,7 +1098,7 @@ def create_store(
             workdir = _sibling(path, "tmp")
         try:
             group = _new_group(
-                workdir, kind, spatial_dims, param_names, field_shape, spc, provenance
+                workdir, kind, spatial_dims, param_names, field_shape, spc, provenance, path
             )
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -1149,8 +1149,10 @@ def _new_group(
     field_shape: tuple[int, ...],
     spc: int,
     provenance: dict | None,
+    path: Path,
 ):
-    """An empty store (group, both arrays, attrs with count 0) at ``workdir``."""
+    """An empty store (group, both arrays, attrs with count 0) at ``workdir`` (which becomes the
+    store ``path``; errors name ``path``)."""
     import zarr
     from zarr.codecs import ZstdCodec
 
@@ -1186,9 +1188,9 @@ def _new_group(
         _consolidate(workdir)
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-            raise _os_error(workdir, exc, "creating") from None
+            raise _os_error(path, exc, "creating") from None
         raise StoreError(
-            f"cannot create store '{workdir}' ({exc.strerror or exc}); choose a writable location"
+            f"cannot create store '{path}' ({exc.strerror or exc}); choose a writable location"
         ) from None
     return _open_group(workdir, "r+", use_consolidated=False)
 
