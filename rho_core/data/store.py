@@ -471,6 +471,8 @@ class Store:
             "samples_per_chunk": self.samples_per_chunk,
             "bytes_uncompressed": int(self.n * np.prod(self.field_shape) * 4),
             "has_sample_keys": self._keys is not None,
+            "checksums": self.verified,
+            "fingerprint": self.fingerprint,
             "normalization": self.normalization,
             "provenance": self.provenance,
         }
