@@ -191,6 +191,8 @@ def _check_meta_types(path: Path, meta: dict) -> None:
         raise bad("param_names", "a list of strings")
     if not _is_int(meta["n_samples"]) or meta["n_samples"] < 0:
         raise bad("n_samples", "an integer ≥ 0")
+    if meta.get("provenance") is not None and not isinstance(meta["provenance"], dict):
+        raise bad("provenance", "a dict")
     if "samples_per_chunk" in meta and (
         not _is_int(meta["samples_per_chunk"]) or meta["samples_per_chunk"] < 1
     ):
