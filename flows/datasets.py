@@ -1,5 +1,6 @@
-"""Data flows of the generated datasets other than spherical harmonics: hydrogen orbitals and
-Gaussian random fields → Zarr store with a fitted normalisation (returns the store path).
+"""Data flows of the generated datasets other than spherical harmonics: hydrogen orbitals,
+Gaussian random fields and rotational spectra → Zarr store with a fitted normalisation
+(returns the store path).
 
 Each is cached like :func:`flows.spherical_harmonics.spherical_harmonics`: the same parameters
 give the same store path, and a store deleted since is rebuilt.
@@ -9,9 +10,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.params import HydrogenParams, RandomFieldParams
+from flows.params import HydrogenParams, RandomFieldParams, RotationalParams
 from flows.spherical_harmonics import normalised
-from tasks.data import generate_hydrogen, generate_random_fields, store_ok
+from tasks.data import (
+    generate_hydrogen,
+    generate_random_fields,
+    generate_rotational_spectra,
+    store_ok,
+)
 
 
 @flow(name="hydrogen", log_prints=True)
@@ -32,4 +38,15 @@ def gaussian_random_field(params: RandomFieldParams = RandomFieldParams()) -> st
     path = generate_random_fields(*args)
     if not store_ok(path):
         path = generate_random_fields.with_options(refresh_cache=True)(*args)
+    return normalised(path, params.normalization)
+
+
+@flow(name="rotational-spectrum", log_prints=True)
+def rotational_spectrum(params: RotationalParams = RotationalParams()) -> str:  # noqa: B008
+    """Generate (or reuse) a rotational-spectrum store (normalised as it is written)."""
+    spec = params.model_dump(exclude={"store"})
+    args = (params.store_path(), spec)
+    path = generate_rotational_spectra(*args)
+    if not store_ok(path):
+        path = generate_rotational_spectra.with_options(refresh_cache=True)(*args)
     return normalised(path, params.normalization)

@@ -36,7 +36,12 @@ from tasks.paths import REPO_ROOT, data_dir
 
 Normalization = Literal["minmax", "standard", "asinh", "log"]
 Dataset = Literal[
-    "spherical_harmonics", "hydrogen", "galaxy_merger", "bonsai", "gaussian_random_field"
+    "spherical_harmonics",
+    "hydrogen",
+    "galaxy_merger",
+    "bonsai",
+    "gaussian_random_field",
+    "rotational_spectrum",
 ]
 DATASETS: tuple[str, ...] = typing.get_args(Dataset)
 #: The best measured recipe of the 32³ spherical harmonics (docs/results.md, section 3a).
@@ -84,6 +89,12 @@ def form_model(cls: type, name: str, section: str, doc: str, **extra: Any) -> ty
     for f in dataclasses.fields(cls):
         help_text = str(f.metadata.get("help", ""))
         fields[f.name] = (hints[f.name], Field(f.default, description=help_text))
+    for old in ALIASES.get(section, {}):  # older spellings: accepted (the Prefect server
+        # checks submitted parameters against the schema), converted, never dumped
+        fields[old] = (
+            Any,
+            Field(None, exclude=True, description="Older spelling; converted when given."),
+        )
     fields.update(extra)
     model = create_model(name, __base__=_Section, __module__=__name__, __doc__=doc, **fields)
     model.section = section
@@ -195,6 +206,27 @@ class RandomFieldParams(_Params):
         )
 
 
+class RotationalParams(_Params):
+    """Rigid-rotor rotational spectra (1-D): random asymmetric tops, each at several (T, μ)."""
+
+    points: int = Field(8192, ge=64, le=65536, description="Frequency grid points.")
+    f_min: float = Field(2000.0, gt=0, description="Lowest frequency, MHz.")
+    f_max: float = Field(26000.0, gt=0, description="Highest frequency, MHz.")
+    rotors: int = Field(6, ge=1, le=1000, description="Random asymmetric tops.")
+    per_rotor: int = Field(8, ge=1, le=1000, description="(T, μ) draws per molecule.")
+    seed: int = Field(0, description="Seed of the molecules and draws.")
+    normalization: Literal["log", "asinh", "minmax"] = Field(
+        "log", description="Normalisation written with the spectra."
+    )
+    store: str | None = Field(None, description="Output store; default under data/stores.")
+
+    def store_path(self) -> str:
+        if self.store:
+            return self.store
+        name = f"rot-{self.points}-r{self.rotors}x{self.per_rotor}-s{self.seed}.zarr"
+        return str(data_dir() / "stores" / name)
+
+
 # ------------------------------------------------------------------------------------ pipeline
 def _recipe(path: Path) -> dict[str, Any]:
     d = load_config_file(path)
@@ -211,6 +243,8 @@ def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
     sh32 = _recipe(DEFAULT_RECIPE)
     grf_recipe = REPO_ROOT / "configs" / "quality" / "grf64.yaml"
     grf = _recipe(grf_recipe) if grf_recipe.is_file() else {}
+    spectra_recipe = REPO_ROOT / "configs" / "quality" / "spectra8k.yaml"
+    spectra = _recipe(spectra_recipe) if spectra_recipe.is_file() else {}
     tiny_model = {
         "base_channels": 16,
         "channel_mult": [1, 2],
@@ -249,6 +283,11 @@ def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
         ("bonsai", False): {"model": plain_2d, "train": {"steps": 20000, "batch_size": 16}},
         ("bonsai", True): quick,
         ("gaussian_random_field", False): grf,
+        ("rotational_spectrum", False): spectra,
+        ("rotational_spectrum", True): {
+            "rotational": {"points": 1024, "rotors": 2, "per_rotor": 4},
+            **quick,
+        },
         ("gaussian_random_field", True): {
             "random_field": {"size": 16, "realizations": 8, "amplitudes": [1.0]},
             **quick,
@@ -308,6 +347,10 @@ class PipelineParams(_Params):
     random_field: RandomFieldParams = Field(
         default_factory=RandomFieldParams,
         description="dataset gaussian_random_field: the random-field grid.",
+    )
+    rotational: RotationalParams = Field(
+        default_factory=RotationalParams,
+        description="dataset rotational_spectrum: the molecules and frequency grid.",
     )
     model: ModelParams = Field(  # type: ignore[valid-type]
         default_factory=lambda: ModelParams.model_validate(_presets()[_DEFAULT]["model"])

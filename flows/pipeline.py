@@ -2,7 +2,8 @@
 ``retrain`` (the same on an existing store, the nightly deployment).
 
 ``params.dataset`` picks the data: ``spherical_harmonics``, ``hydrogen``, ``galaxy_merger``
-(built-in simulations), ``bonsai`` (existing Bonsai snapshots) or ``gaussian_random_field``;
+(built-in simulations), ``bonsai`` (existing Bonsai snapshots), ``gaussian_random_field`` or
+``rotational_spectrum``;
 each starts from its preset (:func:`flows.params.preset_params`; for 32³ spherical harmonics the
 sh32-refine recipe with a 60-minute budget). ``pipeline(quick=True)`` is the README's main job:
 a small spherical-harmonic set (16³, l ≤ 2), a small 3-D U-Net, a few hundred steps, a fast
@@ -37,6 +38,7 @@ def dataset_section(p: PipelineParams):
         "galaxy_merger": p.galaxy_merger,
         "bonsai": p.bonsai,
         "gaussian_random_field": p.random_field,
+        "rotational_spectrum": p.rotational,
     }[p.dataset]
 
 
@@ -54,6 +56,10 @@ def make_store(p: PipelineParams, logger) -> str:
         from flows.datasets import gaussian_random_field
 
         return gaussian_random_field(p.random_field)
+    if p.dataset == "rotational_spectrum":
+        from flows.datasets import rotational_spectrum
+
+        return rotational_spectrum(p.rotational)
     from flows.galaxy_merger import galaxy_merger, ingest_bonsai
 
     if p.dataset == "galaxy_merger":

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--dataset",
         choices=(
-            "spherical_harmonics", "hydrogen", "galaxy_merger", "bonsai", "gaussian_random_field"
+            "spherical_harmonics", "hydrogen", "galaxy_merger", "bonsai",
+            "gaussian_random_field", "rotational_spectrum",
         ),
         help="which data to generate and train on (default spherical_harmonics)",
     )  # fmt: skip

@@ -152,6 +152,9 @@ class ModelOptions:
     fourier_channels: int = _opt(
         0, "Octaves of sin/cos position features appended to the input (0: none)."
     )
+    learned_positions: int = _opt(
+        0, "Grid size per axis of a learned additive position embedding (0: none)."
+    )
     refine_channels: int = _opt(
         0, "Width of the full-resolution refinement head (0: none; needs patch_size > 1)."
     )

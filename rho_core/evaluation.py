@@ -226,8 +226,16 @@ SCORE_SETS: dict[str, str] = {
 }
 LEADING: dict[str, tuple[str, ...]] = {
     "deterministic": ("rel_l2_mean", "condition_accuracy", "wasserstein_mean"),
-    "distribution": ("power_spectrum_mean", "wasserstein_mean"),
-    "lines": ("rel_l2_mean", "wasserstein_mean"),
+    # keys of rho_core.field_stats.evaluation_scores (P(k) in cosmic-variance units, PDF
+    # against the true-vs-true floor, diversity, memorisation)
+    "distribution": (
+        "grf_pk_worst_sigma",
+        "grf_pk_mean_abs_err",
+        "grf_pdf_w1_ratio",
+        "grf_pairwise_corr_mean",
+        "grf_n_copies",
+    ),
+    "lines": ("lines_recall", "lines_precision", "lines_position_error", "lines_intensity_error"),
 }
 
 
@@ -429,9 +437,34 @@ def score_draws(draws: Mapping[str, Any]) -> dict[str, Any]:
     which = score_set(kind)
     out.update(_kind_scores(which, draws))
     out["score_set"] = which
-    out["leading"] = [k for k in LEADING.get(which, ()) if out.get(k) is not None]
+    lead: list[str] = []
+    for p in LEADING.get(which, ()):  # a key, or a prefix of scalar keys
+        if out.get(p) is not None:
+            lead.append(p)
+        else:
+            lead += [k for k in sorted(out) if k.startswith(p) and _scalar(out[k])]
+    out["leading"] = lead
     out["n_conditions"] = len(per)
     return out
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _line_scores(draws: Mapping[str, Any]) -> dict[str, Any]:
+    """Line recovery of rotational spectra (:mod:`rho_core.spectral_lines`) against each
+    condition's true line list (``STORE/lines``), aggregated; keys prefixed ``lines_``."""
+    from rho_core.data.rotational import grid_of, read_lines
+    from rho_core.spectral_lines import aggregate_scores, line_scores
+
+    store = draws["store"]
+    grid = grid_of(store)
+    per = [
+        line_scores(draws["generated"][k], draws["true"][k], read_lines(store, int(i)), grid)
+        for k, i in enumerate(draws["indices"])
+    ]
+    return {f"lines_{k}": v for k, v in aggregate_scores(per).items()}
 
 
 def _kind_scores(which: str, draws: Mapping[str, Any]) -> dict[str, Any]:
@@ -448,12 +481,9 @@ def _kind_scores(which: str, draws: Mapping[str, Any]) -> dict[str, Any]:
         return dict(fn(draws))
     # --- end gaussian_random_field hook ---
     if which == "lines":
-        try:
-            from rho_core import spectra_scores
-        except ImportError:
-            return {"score_note": "line scores need rho_core.spectra_scores"}
-        fn = getattr(spectra_scores, "evaluation_scores", None)
-        return dict(fn(draws)) if fn is not None else {}
+        if not draws.get("store") or "indices" not in draws:
+            return {"score_note": "line scores need the store and the sample indices"}
+        return _line_scores(draws)
     return {}
 
 

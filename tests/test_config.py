@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rho_core.config import (
+    ALIASES,
     EvalConfig,
     ModelOptions,
     TrainConfig,
@@ -81,7 +82,8 @@ def test_pydantic_forms_match_the_dataclasses() -> None:
     for form, cls in ((ModelParams, ModelOptions), (TrainParams, TrainConfig),
                       (EvalParams, EvalConfig)):  # fmt: skip
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        assert set(form.model_fields) == set(fields)
+        aliases = set(ALIASES.get(form.section, {}))
+        assert set(form.model_fields) - aliases == set(fields)
         for name, f in fields.items():
             assert form.model_fields[name].default == f.default, name
             assert form.model_fields[name].description == f.metadata["help"]
@@ -111,9 +113,14 @@ def test_every_yaml_works_with_train_pipeline_and_benchmarks(path, tmp_path) -> 
     from rho_core.model import DiffusionModel, build_model_config
 
     cfg = resolve_config(path)  # rho train --config (and the torchrun workers)
-    for dims in (2, 3):
-        mc = build_model_config(cfg.model, dims, 1, ("a",), (0.0,), (1.0,))
-        assert DiffusionModel(mc).net.num_parameters() > 0
+    built = []
+    for dims in (1, 2, 3):  # a recipe is for one dimensionality; it must build for some
+        try:
+            built.append(build_model_config(cfg.model, dims, 1, ("a",), (0.0,), (1.0,)))
+        except ConfigError:
+            continue
+    assert built, f"{path.name} builds no model"
+    assert DiffusionModel(built[0]).net.num_parameters() > 0
     p = resolve(PipelineParams.model_validate(load_params(str(path), None, None)), quick=False)
     assert p.model.to_config() == cfg.model  # rho pipeline --config runs the same model
     for key in ("steps", "lr", "batch_size"):
@@ -192,3 +199,20 @@ def test_score_set_follows_the_store_kind() -> None:
     s = score_draws(draws)
     assert s["score_set"] == "deterministic" and s["condition_accuracy"] == 1.0
     assert s["rel_l2_mean"] == 0.0 and s["leading"][0] == "rel_l2_mean"
+
+
+def test_every_dataset_has_a_full_and_a_quick_preset() -> None:
+    from flows.params import DATASETS, PipelineParams, preset_params, resolve
+
+    for ds in DATASETS:
+        if ds == "bonsai":
+            continue  # needs the user's snapshots
+        for quick in (False, True):
+            p = preset_params(ds, quick)
+            assert p.dataset == ds and p.model.to_config() and p.train.to_config()
+    q = resolve({"dataset": "hydrogen", "train": {"steps": 7}}, quick=True)
+    assert (q.hydrogen.size, q.train.steps, q.model.base_channels) == (16, 7, 16)
+    full = resolve({"dataset": "gaussian_random_field"}, quick=False)
+    assert full.model.patch_size == 2 and full.random_field.dims == 2  # configs/quality/grf64.yaml
+    with pytest.raises(ValueError, match="bonsai"):
+        PipelineParams.model_validate({"dataset": "bonsai"})
