@@ -945,6 +945,11 @@ def record_run(
         log_metrics(run_id, flat, step=int(train_summary.get("step") or 0))
         if scores.get("per_condition"):
             log_scores_table(run_id, scores)
+        note = _version_description(kind, config, scores, train_summary)
+        flow_url = prefect_context().get("prefect.flow_run_url")
+        if flow_url:
+            note += f" Prefect flow run: [{flow_url}]({flow_url})."
+        set_tags(run_id, {DESCRIPTION_TAG: note})  # the run's Description in the UI
         for name, path in figures.items():
             log_artifact(run_id, path, "figures")
             log.debug("figure %s logged", name)
@@ -981,7 +986,7 @@ def record_run(
                     bundle,
                     name,
                     example_rows=rows,
-                    description=_version_description(kind, config, flat, train_summary),
+                    description=_version_description(kind, config, scores, train_summary),
                     version_tags={
                         **score_tags,
                         "train_steps": train_summary.get("step"),
@@ -1018,13 +1023,15 @@ def _sampling_defaults(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _version_description(kind, config, metrics, train_summary) -> str:
+def _version_description(kind, config, scores, train_summary) -> str:
+    """Markdown for a model version (and its run): what it was trained on, how it scored."""
     ev = dict(config.get("evaluate") or {})
+    store = (config.get("data") or {}).get("store")
     return (
-        f"Trained {train_summary.get('step')} steps on `{(config.get('data') or {}).get('store')}`"
-        f" ({kind}). Scores over {ev.get('n_conditions', '?')} conditions with "
+        f"Trained {train_summary.get('step')} steps on `{store}` ({kind}). Scores over "
+        f"{scores.get('n_conditions', len(scores.get('per_condition') or {}))} conditions with "
         f"{ev.get('sampler', '?')}×{ev.get('steps', '?')}: wasserstein_mean "
-        f"{metrics['wasserstein_mean']:.4g}, rel_l2_mean {metrics['rel_l2_mean']:.4g} "
+        f"{scores['wasserstein_mean']:.4g}, rel_l2_mean {scores['rel_l2_mean']:.4g} "
         "(lower is better)."
     )
 
