@@ -122,6 +122,7 @@ def test_mlflow_run_is_tagged_with_the_prefect_flow_run(prefect_harness, mlflow_
     assert tracking.prefect_context() == {}  # outside a flow run
 
 
+@pytest.mark.slow  # an MLflow server takes 8-25 s to start on a busy machine
 def test_image_urls_are_served_by_the_mlflow_server(mlflow_uri, tmp_path, monkeypatch):
     """The URL an image artifact points at returns the PNG from a real MLflow server, and the
     server reports the experiment's model-development kind (what selects the UI's view)."""

@@ -34,6 +34,7 @@ print(json.dumps({"rho_core": rho_core.__file__, "shape": list(x.shape)}))
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing mlflow + torch: 20-30 s on a busy machine
 @pytest.mark.parametrize("conditioning", ["hash"])
 def test_registered_model_loads_and_samples_in_a_fresh_process(mlflow_uri, tmp_path, conditioning):
     """Only MLFLOW_TRACKING_URI set, run from an empty folder: the champion loads as a pyfunc with
