@@ -279,8 +279,6 @@ def draw_for_scoring(
     from rho_core.data.store import open_store
 
     base = config.to_dict() if isinstance(config, EvalConfig) else dict(config or {})
-    if "max_conditions" in overrides and overrides["max_conditions"] is None:
-        overrides["max_conditions"] = 0  # an explicit None: all conditions
     cfg = resolve_section("evaluate", base, overrides)
     loaded = load_for_sampling(checkpoint, cfg.device)
     s = open_store(store)
@@ -511,6 +509,8 @@ def evaluate(
     Raises:
         ConfigError: the store's parameters or field shape differ from the model's.
     """
+    if "max_conditions" in overrides and overrides["max_conditions"] is None:
+        overrides["max_conditions"] = 0  # evaluate(max_conditions=None) has always meant "all"
     draws = draw_for_scoring(checkpoint, store, config, progress=progress, **overrides)
     out = score_draws(draws)
     cfg = draws["config"]
