@@ -184,6 +184,19 @@ def test_max_minutes_stops_cleanly_with_a_checkpoint(tmp_path) -> None:
     steps = [r["step"] for r in json.loads((run / "history.json").read_text())]
     assert steps == [1, 2, 3]
 
+    # one evaluation: the Prefect tasks and `rho evaluate` give the same numbers
+    from rho_core.evaluation import evaluate
+    from tasks.sampling import evaluate_samples, sample_conditions
+
+    ev = {"max_conditions": 3, "steps": 2, "sampler": "ddim", "device": "cpu", "seed": 4}
+    npz = sample_conditions.fn(more["checkpoint"], str(store), str(tmp_path / "s.npz"), config=ev)
+    by_task = evaluate_samples.fn(npz)
+    direct = evaluate(more["checkpoint"], store, ev)
+    assert by_task["n_conditions"] == direct["n_conditions"] == 3
+    assert by_task["rel_l2_mean"] == pytest.approx(direct["rel_l2_mean"], rel=1e-6)
+    assert by_task["condition_accuracy"] == direct["condition_accuracy"]
+    assert direct["clip_x0"] is None and direct["score_set"] == "deterministic"
+
 
 def test_score_set_follows_the_store_kind() -> None:
     import numpy as np
