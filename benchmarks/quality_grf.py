@@ -13,7 +13,7 @@ analytic spectrum and fresh true realisations (stores generated with other seeds
   memorisation (nearest training field vs the true-vs-training distances);
 - the sampler-steps curve (``--curve``: DDIM and DPM-Solver++ at several step counts) on
   ``--curve-conditions`` training conditions, with the fewest steps at which all targets hold;
-  ``--exact`` adds the same curve with the exact denoiser of the GRF
+  ``--exact-curve`` runs a curve with the exact denoiser of the GRF
   (``rho_core.exact.FourierGaussianDenoiser``, no network): the samplers' own discretisation
   error, i.e. what a perfect network would score at that step count.
 
@@ -209,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve-conditions", type=int, default=4, help="training conditions in curve")
     ap.add_argument("--curve-n", type=int, default=None, help="realisations per curve condition")
     ap.add_argument(
-        "--exact",
-        action="store_true",
-        help="also run the curve with the exact (Fourier/Wiener) denoiser: the samplers' own error",
+        "--exact-curve",
+        default="",
+        help="sampler:steps list run with the exact (Fourier/Wiener) denoiser: the samplers' error",
     )
+    ap.add_argument("--skip-main", action="store_true", help="only the curves")
     ap.add_argument("--max-conditions", type=int, default=None, help="per split (quick runs)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64)
@@ -246,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     common = (args.n, args.sampler, args.steps, args.seed, args.batch_size, args.lognormal)
     print(f"main: {args.sampler} {args.steps} steps, {args.n} realisations per condition")
     print(HEAD)
-    rows = score_set(loaded, conds_tr, truth_all, train, "train", *common)
-    rows += score_set(loaded, conds_ho, truth_all, train, "heldout", *common)
+    rows = [] if args.skip_main else score_set(loaded, conds_tr, truth_all, train, "train", *common)
+    if not args.skip_main:
+        rows += score_set(loaded, conds_ho, truth_all, train, "heldout", *common)
     result = {
         "meta": {**meta, "n": args.n, "sampler": args.sampler, "steps": args.steps},
         "per_condition": public(rows),
@@ -257,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     for split, s in result["summary"].items():
+        if not s:
+            continue
         print(
             f"{split}: mean |R-1| {s['mean_pk_mean_abs_err']:.4f} (floor "
             f"{s['mean_pk_floor_mean_abs_err']:.4f}), worst shell {s['max_pk_worst_sigma']:.1f}σ, "
@@ -264,25 +268,21 @@ def main(argv: list[str] | None = None) -> int:
             f", all targets on {s['n_all_pass']}/{s['n_conditions']} conditions"
         )
     curve = []
-    if args.curve and loaded is not None:
-        picks = [conds_tr[int(i)] for i in np.linspace(0, len(conds_tr) - 1, args.curve_conditions)]
-        n_c = args.curve_n or args.n
-        for item in args.curve.split(","):
-            sampler, steps = item.split(":")
-            t0 = time.perf_counter()
-            c = (n_c, sampler, int(steps), args.seed, args.batch_size, args.lognormal)
-            cr = score_set(loaded, picks, truth_all, train, "curve", *c)
-            s = summarize(cr)
-            s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
-            s["denoiser"] = "network"
-            curve.append(s)
-            if args.exact:
-                t0 = time.perf_counter()
-                cr = score_set(loaded, picks, truth_all, train, "exact", *c, exact=True)
-                s = summarize(cr)
-                s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
-                s["denoiser"] = "exact"
-                curve.append(s)
+    picks = [conds_tr[int(i)] for i in np.linspace(0, len(conds_tr) - 1, args.curve_conditions)]
+    n_c = args.curve_n or args.n
+    jobs = [("network", x) for x in args.curve.split(",") if x] if loaded is not None else []
+    jobs += [("exact", x) for x in args.exact_curve.split(",") if x] if loaded is not None else []
+    for den, item in jobs:
+        sampler, steps = item.split(":")
+        t0 = time.perf_counter()
+        c = (n_c, sampler, int(steps), args.seed, args.batch_size, args.lognormal)
+        cr = score_set(loaded, picks, truth_all, train, den, *c, exact=den == "exact")
+        s = summarize(cr)
+        s.update(sampler=sampler, steps=int(steps), seconds=time.perf_counter() - t0)
+        s["denoiser"] = den
+        s["per_condition"] = public(cr)
+        curve.append(s)
+    if curve:
         print(f"\n{'denoiser':8s} {'sampler':8s} {'steps':>5s} {'|R-1|':>7s} {'floor':>7s} "
               f"{'worstσ':>7s} {'W1/flr':>7s} {'pass':>5s} {'s':>6s}")  # fmt: skip
         for s in curve:
@@ -293,13 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{s['mean_pdf_w1_ratio']:7.2f} {s['n_all_pass']:2d}/{s['n_conditions']:<2d} "
                 f"{s['seconds']:6.1f}"
             )
-        for sampler in sorted({s["sampler"] for s in curve}):
-            for den in ("network", "exact"):
+        for den in ("network", "exact"):
+            for sampler in sorted({s["sampler"] for s in curve if s["denoiser"] == den}):
                 ok = [s["steps"] for s in curve if s["sampler"] == sampler and s["denoiser"] == den
                       and s["n_all_pass"] == s["n_conditions"]]  # fmt: skip
-                if any(s["denoiser"] == den for s in curve):
-                    best = min(ok) if ok else "none"
-                    print(f"{sampler} ({den} denoiser): fewest steps with all targets met: {best}")
+                best = min(ok) if ok else "none"
+                print(f"{sampler} ({den} denoiser): fewest steps with all targets met: {best}")
     result["curve"] = curve
     if args.figures:
         write_figures(Path(args.figures), rows)
