@@ -115,7 +115,8 @@ def _run_load(args: argparse.Namespace) -> int:
         return 0
     print(f"model        {args.model}")
     print(f"files        {info['path']}")
-    print(f"kind         {info['kind']} (trained {info['step']} steps, {info['n_parameters']:,} w)")
+    size = f"{info['n_parameters']:,} weights"
+    print(f"kind         {info['kind']} (trained {info['step']} steps, {size})")
     print(f"parameters   {', '.join(info['param_names'])}  ranges {info['param_ranges']}")
     print(f"field shape  {tuple(info['field_shape'])}  (C, *spatial), physical units")
     print(f"sampler      {info['sampling']}")
