@@ -33,7 +33,7 @@ from typing import Any
 
 from prefect import task
 
-from rho_core.evaluation import GRID_TIMES, _frame_rows  # noqa: F401 - re-exported
+from rho_core.evaluation import GRID_TIMES
 
 __all__ = ["sample_conditions", "evaluate_samples", "score_samples", "condition_label"]
 
