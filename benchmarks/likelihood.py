@@ -35,6 +35,10 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     log p (normalised space, the store's rows as condition) against the same reference as
     ``grf-exact``: mean NLL_model − NLL_exact and mean |·| in bits/dim, correlation, seconds per
     field, NFE.
+``trained-levels``
+    One field of the first ``--data`` store noised to x_t at each ``--levels`` step t: the
+    model's log p_t(x_t) (``start_t``) against the exact Fourier density at that level — where
+    in noise level the model's density departs from the truth.
 ``trained-infer``
     ``--model-infer-fields`` fields of the first ``--data`` store: model log p over a
     ``--grid`` × ``--grid`` grid (± ``--grid-width`` baseline σ around the power-spectrum fit),
@@ -394,6 +398,48 @@ def trained_nll_section(loaded, stores: list[str], n: int, opts: dict) -> list[d
     return rows
 
 
+def trained_levels_section(loaded, store: str, times: list[float], opts: dict) -> list[dict]:
+    """Model log p_t(x_t) of one noised field at several t against the exact Fourier density:
+    where (in noise level) the model's density departs from the truth."""
+    from rho_core.data.store import open_store
+    from rho_core.likelihood import log_likelihood as ll_fn
+
+    st = open_store(store)
+    i = int(_spread_indices(st.params, 2)[-1])
+    field, row = st.read(i)
+    scale = loaded.normalizer.std if loaded.normalizer is not None else 1.0
+    y0 = torch.as_tensor(field[None] / scale, dtype=torch.float64)
+    sch = loaded.model.schedule
+    power = spectrum_grid(field.shape[-1], field.ndim - 1, row[0], row[1]) / scale**2
+    exact = FourierGaussianDenoiser(sch, torch.as_tensor(power), mean=0.0)
+    cond = torch.as_tensor(row[None])
+    g = torch.Generator().manual_seed(0)
+    kw = {"rtol": opts["rtol"], "atol": opts["atol"], "probes": opts["probes"]}
+    m = field.size
+    rows = []
+    for t in times:
+        ab = float(sch.alpha_bar_at(torch.tensor(float(t), dtype=torch.float64)))
+        noise = torch.randn(y0.shape, generator=g, dtype=torch.float64)
+        xt = math.sqrt(ab) * y0 + math.sqrt(1 - ab) * noise
+        t0 = time.perf_counter()
+        rm = ll_fn(loaded.model.denoiser, xt.float(), sch, cond=cond, start_t=t, **kw,
+                   generator=torch.Generator().manual_seed(1))  # fmt: skip
+        dt = time.perf_counter() - t0
+        re = ll_fn(exact, xt, sch, start_t=t, **kw, generator=torch.Generator().manual_seed(1))
+        rows.append(
+            {
+                "t": float(t),
+                "log_snr": float(sch.log_snr_at(torch.tensor(float(t), dtype=torch.float64))),
+                "diff_bpd": float((re.log_prob - rm.log_prob)[0]) / (m * LN2),
+                "std_bpd": float(rm.bits_per_dim_std[0]),
+                "nfe": rm.nfe,
+                "seconds": dt,
+            }
+        )
+        print("  " + json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, opts: dict) -> dict:
     from scipy.stats import norm as normal
 
@@ -482,6 +528,7 @@ def main() -> None:
     ap.add_argument("--data", action="append", default=[])
     ap.add_argument("--fields", type=int, default=4, help="fields per store (trained-nll)")
     ap.add_argument("--model-infer-fields", type=int, default=2)
+    ap.add_argument("--levels", default="0,2,10,50,200,500", help="t of trained-levels")
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
@@ -520,7 +567,7 @@ def main() -> None:
         "probes": args.probes,
         "batch_size": args.batch_size,
     }
-    if args.checkpoint and ({"trained-nll", "trained-infer"} & set(sections)):
+    if args.checkpoint and ({"trained-nll", "trained-infer", "trained-levels"} & set(sections)):
         from rho_core.checkpoint import load_for_sampling
 
         loaded = load_for_sampling(args.checkpoint)
@@ -532,6 +579,10 @@ def main() -> None:
         print("\n== trained model NLL vs exact (bits/dim; diff = NLL_model − NLL_exact) ==")
         for r in rows:
             print(json.dumps(r, default=float))
+    if loaded is not None and "trained-levels" in sections:
+        print("\n== trained model log p_t(x_t) vs exact, by noise level (bits/dim) ==")
+        times = [float(v) for v in args.levels.split(",")]
+        report["trained_levels"] = trained_levels_section(loaded, args.data[0], times, opts)
     if loaded is not None and "trained-infer" in sections:
         out = trained_infer_section(
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts
