@@ -64,7 +64,6 @@ from rho_core.samplers import (
     Callback,
     Denoiser,
     _infer_device,
-    guided_eps,
     timesteps_for,
 )
 from rho_core.schedules import Schedule
@@ -74,6 +73,7 @@ Forward = Callable[[Tensor], Tensor]
 METHODS = ("mmps", "dps")
 DEFAULT_STEPS = 50
 DEFAULT_CG_ITERS = 8
+DEFAULT_TWEEDIE_MIN_LOG_SNR = -3.0
 DEFAULT_SAMPLER = {"mmps": "dpmpp", "dps": "ddpm"}
 
 
@@ -179,6 +179,27 @@ def _mmps_x0(
     return (x0 + gamma * g).detach()
 
 
+def _isotropic_x0(
+    x0: Tensor,
+    y: Tensor,
+    forward: Forward,
+    adjoint: Callable[[Tensor], Tensor],
+    noise_var: Tensor,
+    var: float,
+    cg_iters: int,
+) -> Tensor:
+    """x̂₀ + v Aᵀ u with (v A Aᵀ + σ_y²) u = y − A x̂₀: the update with Σ = v I (no network
+    derivative; ΠGDM's covariance). One CG iteration is exact when A Aᵀ ∝ I (masks, block
+    averages)."""
+    x0 = x0.detach()
+    with torch.no_grad():
+        resid = y - forward(x0)
+        u = conjugate_gradient(
+            lambda w: var * forward(adjoint(w)) + noise_var * w, resid, max(cg_iters, 1)
+        )
+        return x0 + var * adjoint(u)
+
+
 def _dps_x0(
     x0: Tensor, x_req: Tensor, y: Tensor, forward: Forward, zeta: float, c0: float
 ) -> Tensor:
@@ -186,6 +207,52 @@ def _dps_x0(
     norm = torch.linalg.vector_norm(y - forward(x0), dim=-1)
     (g,) = torch.autograd.grad(norm.sum(), x_req)
     return (x0 - (zeta / c0) * g).detach()
+
+
+def _x0_predictor(
+    denoiser: Denoiser, cond: Any, guidance: float, schedule: Schedule
+) -> Callable[[Tensor, Tensor, float, float], Tensor]:
+    """x̂₀(x_t, t) for the guidance, differentiable in x_t, without a needless ε round trip.
+
+    Why: Σ = (σ²/α) J needs J = ∂x̂₀/∂x_t to an accuracy of O(α) at the noisy end (σ²/α ≈ 8,600
+    at λ = −9, where a shifted schedule starts). Through ε̂, x̂₀ = (x_t − σ ε̂)/α cancels two
+    nearly equal float32 terms and divides by α, so its Jacobian carries a round-off of
+    ~10⁻⁷/α: measured on the 64² GRF model, the covariance's Rayleigh quotient came out −36
+    where the exact one is +0.19, and the guided x̂₀ was off by 2× the field. So a
+    :class:`rho_core.model.DiffusionModel`'s raw output is converted directly
+    (``x0_from_output``: x₀-prediction is x̂₀ itself, v-prediction α x_t − σ v), an exact
+    denoiser's ``x0`` is used in float64, and only other denoisers go through ε̂ (then pass
+    ``dtype=torch.float64`` if the denoiser supports it). Classifier-free guidance mixes
+    x̂₀ = x̂₀(∅) + g (x̂₀(c) − x̂₀(∅)), the same affine mix as in ε.
+    """
+    from rho_core.diffusion import x0_from_output
+
+    model = getattr(denoiser, "__self__", None)
+    is_model = (
+        model is not None
+        and hasattr(model, "prediction")
+        and getattr(denoiser, "__func__", None) is getattr(type(model), "denoiser", None)
+    )
+    exact_x0 = getattr(denoiser, "x0", None) if not is_model else None
+
+    def one(x: Tensor, tt: Tensor, c: Any, alpha: float, sigma: float) -> Tensor:
+        if is_model:
+            out = model(x, tt, c).to(x.dtype)
+            return x0_from_output(model.prediction, model.schedule, x, tt, out).to(x.dtype)
+        if callable(exact_x0):
+            if hasattr(denoiser, "calls"):
+                denoiser.calls += 1
+            return exact_x0(x, tt).to(x.dtype)
+        eps = denoiser(x, tt, c).to(x.dtype)
+        return (x - sigma * eps) / alpha
+
+    def x0_fn(x: Tensor, tt: Tensor, alpha: float, sigma: float) -> Tensor:
+        if guidance == 1.0 or cond is None:
+            return one(x, tt, cond, alpha, sigma)
+        x_u = one(x, tt, None, alpha, sigma)
+        return x_u + guidance * (one(x, tt, cond, alpha, sigma) - x_u)
+
+    return x0_fn
 
 
 # --------------------------------------------------------------------------------------------
@@ -207,6 +274,8 @@ def sample_posterior(
     steps: int = DEFAULT_STEPS,
     cg_iters: int = DEFAULT_CG_ITERS,
     cg_rtol: float = 0.0,
+    tweedie_min_log_snr: float | None = DEFAULT_TWEEDIE_MIN_LOG_SNR,
+    prior_var: float = 1.0,
     sampler: str | None = None,
     eta: float = 0.0,
     dps_scale: float = 1.0,
@@ -235,6 +304,13 @@ def sample_posterior(
         steps: denoiser evaluations on the timestep grid (default ``DEFAULT_STEPS``).
         cg_iters: conjugate-gradient iterations per step (``mmps``; default ``DEFAULT_CG_ITERS``).
         cg_rtol: stop CG early at this relative residual (0: always ``cg_iters``).
+        tweedie_min_log_snr: λ = log(α/σ) below which the Tweedie covariance (σ²/α) J is
+            replaced by the isotropic Σ = v σ²/(α² v + σ²) I, v = ``prior_var`` (``mmps``; default
+            ``DEFAULT_TWEEDIE_MIN_LOG_SNR`` = −3, SNR ≈ 0.0025; None: Tweedie everywhere). A
+            trained network's Jacobian is not accurate to the O(α) that (σ²/α) J needs at the
+            noisy end (docs/posterior.md, "Trained networks").
+        prior_var: v, the per-value prior variance assumed by that isotropic covariance (1 for
+            data normalised to unit scale).
         sampler: the reverse-process update, ``"ddpm"`` (default), ``"ddim"`` or ``"dpmpp"``
             (``dps`` requires ``"ddpm"``).
         eta: DDIM stochasticity (``sampler="ddim"`` only).
@@ -293,7 +369,7 @@ def sample_posterior(
 
     grid = timesteps_for(schedule, steps, spacing or "lambda")
     nxt = {t: (grid[i + 1] if i + 1 < len(grid) else -1) for i, t in enumerate(grid)}
-    eps_guided = guided_eps(denoiser, cond, guidance)
+    x0_fn = _x0_predictor(denoiser, cond, guidance, schedule)
 
     def abar(t: int) -> float:
         return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
@@ -304,13 +380,19 @@ def sample_posterior(
         tt = torch.full((batch,), t, dtype=torch.int64, device=x.device)
         with torch.enable_grad():
             x_req = x.detach().requires_grad_(True)
-            eps = eps_guided(x_req, tt).to(x.dtype)
-            if eps.shape != x.shape:
+            x0 = x0_fn(x_req, tt, alpha, sigma)
+            if x0.shape != x.shape:
                 raise ConfigError(
-                    f"denoiser returned shape {tuple(eps.shape)} for input {tuple(x.shape)}"
+                    f"denoiser returned shape {tuple(x0.shape)} for input {tuple(x.shape)}"
                 )
-            x0 = (x_req - sigma * eps) / alpha
-            if method == "mmps":
+            if (
+                method == "mmps"
+                and tweedie_min_log_snr is not None
+                and (math.log(alpha / sigma) < tweedie_min_log_snr)
+            ):
+                r2 = prior_var * sigma * sigma / (alpha * alpha * prior_var + sigma * sigma)
+                x0g = _isotropic_x0(x0, yv, forward, adjoint, noise_var, r2, cg_iters)
+            elif method == "mmps":
                 x0g = _mmps_x0(
                     x0, x_req, sigma * sigma / alpha, yv, forward, adjoint, noise_var,
                     cg_iters, cg_rtol,
