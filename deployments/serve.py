@@ -2,7 +2,9 @@
 
 Deployments (``<flow>/<deployment>``):
 
-- ``pipeline/pipeline`` — on demand; default parameters ``{"quick": true}``;
+- ``pipeline/pipeline`` — on demand; its form is prefilled with the parameters that run: the
+  quick spherical-harmonic preset, written out in full (``quick`` false, so what the form shows
+  is what runs — see :func:`pipeline_form_defaults`);
 - ``retrain/retrain`` — on a cron schedule, nightly at 02:00 by default (``--retrain-cron`` or
   ``RHO_RETRAIN_CRON``) in an explicit IANA timezone (``--retrain-tz`` or ``RHO_RETRAIN_TZ``,
   default UTC; the Prefect UI shows it beside the schedule), with a training time budget
@@ -27,7 +29,22 @@ from rho_core.errors import ConfigError
 DEFAULT_RETRAIN_CRON = "0 2 * * *"
 DEFAULT_RETRAIN_TZ = "UTC"
 DEFAULT_RETRAIN_MINUTES = 60.0
-PIPELINE_DEFAULTS = {"quick": True}
+PIPELINE_DEFAULTS = {"quick": True}  # the CLI's rule: changed fields over the quick preset
+
+
+def pipeline_form_defaults() -> dict:
+    """Default parameters of the pipeline deployment: the quick preset written out in full.
+
+    The Prefect form then shows the values that will run (not the full recipe's defaults with a
+    ``quick`` switch that silently replaces them); with ``quick`` false and a complete form,
+    :func:`flows.params.resolve` runs exactly the form's values.
+    """
+    from flows.params import preset_params
+
+    return {
+        "params": preset_params("spherical_harmonics", quick=True).model_dump(mode="json"),
+        "quick": False,
+    }
 
 
 def retrain_cron(override: str | None = None) -> str:
@@ -120,7 +137,7 @@ def build_deployments(
         pipeline.to_deployment(
             name="pipeline",
             parameters=dict(
-                PIPELINE_DEFAULTS if pipeline_parameters is None else pipeline_parameters
+                pipeline_form_defaults() if pipeline_parameters is None else pipeline_parameters
             ),
             description="End to end: data, training, scores, figures, MLflow (on demand).",
             tags=["rho-diffusion"],

@@ -109,7 +109,10 @@ def test_deployments_schedule_and_runs(served):
             pipe = _wait_for_deployment(client, "pipeline/pipeline")
             retrain = _wait_for_deployment(client, "retrain/retrain")
             ingest = _wait_for_deployment(client, "ingest-bonsai/ingest-bonsai")
-            assert pipe.parameters == {"quick": True} and not pipe.schedules
+            # the form is prefilled with what runs: the quick preset in full
+            from deployments.serve import pipeline_form_defaults
+
+            assert pipe.parameters == pipeline_form_defaults() and not pipe.schedules
             assert [s.schedule.cron for s in retrain.schedules] == [CRON]
             assert retrain.schedules[0].active
             schema = ingest.parameter_openapi_schema

@@ -53,3 +53,17 @@ def test_cli_serve_flags():
         False,
     )
     assert p.parse_args(["serve", "--verbose"]).serve_verbose is True
+
+
+def test_pipeline_form_is_prefilled_with_what_runs():
+    """The pipeline deployment's form shows the quick preset in full, and running the form
+    unchanged runs exactly that preset."""
+    from flows.params import preset_params, resolve
+
+    form = serve.pipeline_form_defaults()
+    assert form["quick"] is False
+    quick = preset_params("spherical_harmonics", quick=True)
+    assert resolve(form["params"], quick=form["quick"]) == quick
+    assert form["params"]["data"]["size"] == quick.data.size != 32  # not the full recipe's 32³
+    pipe = serve.build_deployments()[0]
+    assert pipe.parameters == form
