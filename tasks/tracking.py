@@ -9,10 +9,19 @@ experiment — beside a SQLite database (``<db dir>/mlartifacts/<experiment>``),
 ``RHO_MLFLOW_ARTIFACTS`` when set — never to ``./mlruns`` of whichever process happened to create
 the experiment.
 
-Experiments: one per dataset kind, named ``rho-<kind>`` (``rho-spherical_harmonics``, ...).
-Models: registered as ``rho-<kind>``; the alias ``champion`` moves to a new version only when
-:func:`should_promote` says its mean score beats the current champion's (lower is better: the
-scores are distances).
+Experiments: one per dataset kind, named ``rho-<kind>`` (``rho-spherical_harmonics``, ...),
+tagged for the UI's model-development view, with a description; the SQLite ``Default``
+experiment is kept off ``./mlruns``.
+
+Runs: opened before training (:func:`open_run`: Prefect flow-run tags, the store as a dataset
+input, system metrics, live training metrics through :func:`live_hook`), finished by
+:func:`record_run` (params, mean scores, the per-condition scores table, figures, samples, model).
+
+Models: a pickle-free pyfunc (:func:`log_pyfunc_model`: a :mod:`rho_core.packaging` bundle +
+:mod:`tasks.rho_pyfunc` as code + ``rho_core`` as a code path) registered as ``rho-<kind>``; the
+alias ``champion`` moves to a new version only when :func:`should_promote` says its mean score
+beats the current champion's (lower is better: the scores are distances). :func:`load_model`
+loads one by URI with project code only.
 """
 
 from __future__ import annotations
