@@ -21,15 +21,17 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     constant −½ log(2π τ₀) + ½ with τ₀ = e^{−λ₀} (λ₀ the log-SNR at t = 0). This is the exact
     answer of the ideal model under the library's conventions; the trained model is compared
     with the same reference. Also: ODE-based inference with the exact denoiser (one field,
-    ``--grid`` × ``--grid`` nodes) against the exact posterior — validates the grid machinery
-    on ODE log-likelihoods, including Hutchinson noise with shared probes.
+    ``--grid`` × ``--grid`` whitened nodes, ± ``--grid-width`` σ) against the exact posterior —
+    validates the grid machinery on ODE log-likelihoods with Hutchinson noise (shared probes).
 ``baseline``
     ``--infer-fields`` (default 100) fresh GRF realisations with (A, n) drawn uniformly from the
     held-out box [0.5, 2] × [−2.25, −1.25]: the exact posterior (flat prior, ``grf_log_prob`` on
     a 41 × 41 grid of ±6 baseline σ around the power-spectrum fit) and the power-spectrum-fit
     baseline (weighted least squares of log P̂ on log |κ| over integer shells, covariance from
-    the fit, Gaussian intervals). Coverage of the 68/95 % intervals (PIT of the true values),
-    the baseline's posterior mean/std against the exact one.
+    the fit, Gaussian intervals). The exact posterior is integrated on a 41 × 41 grid of ±6σ in
+    the fit's whitened (log A, n) coordinates (``WhitenedGrid``). Coverage of the 68/95 %
+    intervals from the Gaussian PIT Φ((θ* − mean)/std) of the true values; the baseline's
+    mean/std against the exact one.
 ``trained-nll``
     ``--fields`` fields from each ``--data`` store (evenly spread over the conditions), model
     log p (normalised space, the store's rows as condition) against the same reference as
@@ -41,9 +43,10 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     in noise level the model's density departs from the truth.
 ``trained-infer``
     ``--model-infer-fields`` fields of the first ``--data`` store: model log p over a
-    ``--grid`` × ``--grid`` grid (± ``--grid-width`` baseline σ around the power-spectrum fit),
-    the posterior by the trapezoid rule and by a Gaussian fit to the grid (``gaussian_fit``),
-    against the exact posterior (fine grid) and the baseline, per field and aggregated.
+    ``--grid`` × ``--grid`` grid (± ``--grid-width`` σ in the whitened coordinates of the
+    power-spectrum fit, ``WhitenedGrid``), posterior moments by the trapezoid rule, against the
+    exact posterior (41 × 41, ±6σ) and the baseline, per field and aggregated. Coverage uses the
+    Gaussian PIT Φ((θ* − mean)/std) for every method.
 
     .venv/bin/python benchmarks/likelihood.py [--sections ...] [--checkpoint RUN_DIR
         --data STORE [--data STORE2]] [--fields 4] [--model-infer-fields 2] [--grid 5]
@@ -62,7 +65,7 @@ import torch
 
 from rho_core.data.random_fields import gaussian_field, grf_log_prob, kappa_norm, spectrum_grid
 from rho_core.exact import FourierGaussianDenoiser, GaussianDenoiser
-from rho_core.inference import compare_posteriors, coverage, gaussian_fit, grid_posterior
+from rho_core.inference import compare_posteriors, coverage, grid_posterior, trapezoid_weights
 from rho_core.likelihood import log_likelihood
 from rho_core.schedules import make_schedule
 
@@ -191,16 +194,11 @@ def grf_exact_section(probes: int, n: int, grid: int, width: float, seed: int = 
     # ODE inference with the exact denoiser on one field, against the exact posterior
     field = fields[:1]
     est = spectrum_fit(field[0, 0])
-    axes = _local_axes(est, grid, width)
-    mesh = np.meshgrid(*axes, indexing="ij")
-    amps, idxs = mesh[0].reshape(-1), mesh[1].reshape(-1)
+    grid_ = WhitenedGrid(est, grid, width)
+    amps, idxs = grid_.flat()
     kn = kappa_norm(size, 2)
-    powers = np.stack(
-        [
-            np.where(kn > 0, a * np.where(kn > 0, kn, 1.0) ** i, 0.0)
-            for a, i in zip(amps, idxs, strict=True)
-        ]
-    )
+    safe = np.where(kn > 0, kn, 1.0)
+    powers = np.stack([np.where(kn > 0, a * safe**i, 0.0) for a, i in zip(amps, idxs, strict=True)])
     bden = BatchFourierDenoiser(sch)
     g = amps.size
     yy = torch.as_tensor(field / scale).expand(g, -1, -1, -1)
@@ -210,28 +208,18 @@ def grf_exact_section(probes: int, n: int, grid: int, width: float, seed: int = 
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     dt = time.perf_counter() - t0
-    ll_ode = r.log_prob.numpy().reshape(grid, grid)
-    ll_exact = exact_model_space(np.repeat(field, g, 0), amps, idxs, scale, sch).reshape(grid, grid)
-    names = ["amplitude", "spectral_index"]
-    p_ode = grid_posterior(names, axes, ll_ode)
-    p_ex = grid_posterior(names, axes, ll_exact)
-    fine = exact_posterior(field[0, 0], _local_axes(est, 41, 6.0))
+    ll_ode = r.log_prob.numpy()
+    ll_exact = exact_model_space(np.repeat(field, g, 0), amps, idxs, scale, sch)
     out["infer"] = {
         "grid": grid,
+        "width_sigma": width,
         "nfe": r.nfe,
         "s_per_node": dt / g,
         "ll_diff_spread_nats": float(np.std(ll_ode - ll_exact)),
-        "ode_grid": {n: (p_ode.mean(n), p_ode.std(n)) for n in names},
-        "exact_same_grid": {n: (p_ex.mean(n), p_ex.std(n)) for n in names},
-        "exact_fine": {n: (fine.mean(n), fine.std(n)) for n in names},
+        "ode_grid": grid_.moments(ll_ode),
+        "exact_same_grid": grid_.moments(ll_exact),
+        "exact_fine": exact_moments(field[0, 0], est),
     }
-    try:
-        gm, gc = gaussian_fit(axes, ll_ode)
-        out["infer"]["ode_gaussian_fit"] = {
-            n: (float(gm[i]), float(math.sqrt(gc[i, i]))) for i, n in enumerate(names)
-        }
-    except Exception as exc:  # noqa: BLE001 - report, do not crash the benchmark
-        out["infer"]["ode_gaussian_fit"] = str(exc)
     return out
 
 
@@ -274,56 +262,91 @@ def spectrum_fit(field: np.ndarray) -> dict:
     }
 
 
-def _local_axes(est: dict, count: int, width: float) -> list[np.ndarray]:
-    """Grid of ±``width`` baseline σ around the power-spectrum fit (amplitude kept > 0)."""
-    axes = []
-    for name in ("amplitude", "spectral_index"):
-        c, s = est[name]
-        lo, hi = c - width * s, c + width * s
-        if name == "amplitude":
-            lo = max(lo, 1e-3)
-        axes.append(np.linspace(lo, hi, count))
-    return axes
+class WhitenedGrid:
+    """A ``count`` × ``count`` tensor grid in whitened coordinates u ∈ [−w, w]² with
+    (log A, n) = c + L u, c and L Lᵀ the power-spectrum fit's estimate and covariance.
+
+    The (A, n) posterior of one field is a narrow, strongly correlated ridge (the amplitude at
+    |κ| = 1 and the slope trade off), which an axis-aligned grid in (A, n) samples with only a
+    few nodes; in u it is close to a unit Gaussian. The flat prior in A becomes the density
+    factor A (|dA/du| ∝ A). Moments of (A, n) are trapezoid sums of the normalised density.
+    """
+
+    names = ("amplitude", "spectral_index")
+
+    def __init__(self, est: dict, count: int, width: float):
+        self.u = np.linspace(-width, width, count)
+        c = np.array([math.log(est["amplitude"][0]), est["spectral_index"][0]])
+        chol = np.linalg.cholesky(est["cov"])
+        uu = np.stack(np.meshgrid(self.u, self.u, indexing="ij"))  # (2, count, count)
+        pts = c[:, None, None] + np.einsum("ij,jkl->ikl", chol, uu)
+        self.amplitude = np.exp(pts[0])
+        self.spectral_index = pts[1]
+
+    @property
+    def size(self) -> int:
+        return self.amplitude.size
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.amplitude.reshape(-1), self.spectral_index.reshape(-1)
+
+    def moments(self, log_likelihood: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Posterior (mean, std) of A and n under a flat prior in (A, n)."""
+        ll = np.asarray(log_likelihood, dtype=np.float64).reshape(self.amplitude.shape)
+        post = grid_posterior(["u1", "u2"], [self.u, self.u], ll + np.log(self.amplitude))
+        w1 = trapezoid_weights(self.u)
+        w = post.density * np.outer(w1, w1)
+        out = {}
+        for name, v in (("amplitude", self.amplitude), ("spectral_index", self.spectral_index)):
+            m = float(np.sum(w * v))
+            out[name] = (m, math.sqrt(max(float(np.sum(w * (v - m) ** 2)), 0.0)))
+        return out
 
 
-def exact_posterior(field: np.ndarray, axes):
-    mesh = np.meshgrid(*axes, indexing="ij")
-    g = mesh[0].size
-    many = np.broadcast_to(field, (g, *field.shape))
-    ll = grf_log_prob(many, mesh[0].reshape(-1), mesh[1].reshape(-1), dims=field.ndim)
-    return grid_posterior(["amplitude", "spectral_index"], axes, ll.reshape(mesh[0].shape))
+def exact_moments(field: np.ndarray, est: dict, count: int = 41, width: float = 6.0) -> dict:
+    """Exact posterior (mean, std) of (A, n) under a flat prior (``grf_log_prob`` on a fine
+    whitened grid)."""
+    grid = WhitenedGrid(est, count, width)
+    a, n = grid.flat()
+    many = np.broadcast_to(field, (grid.size, *field.shape))
+    return grid.moments(grf_log_prob(many, a, n, dims=field.ndim))
+
+
+def _gauss_pit(value: float, mean_std: tuple[float, float]) -> float:
+    from scipy.stats import norm
+
+    return float(norm.cdf((value - mean_std[0]) / mean_std[1]))
 
 
 def baseline_section(n_fields: int, seed: int = 7) -> dict:
-    from scipy.stats import norm
-
+    """Exact posterior and power-spectrum fit on fresh fields; PIT of the true values from the
+    Gaussian with each method's mean and std."""
     rng = np.random.default_rng(seed)
-    names = ["amplitude", "spectral_index"]
-    pit_ex = {k: [] for k in names}
-    pit_bl = {k: [] for k in names}
-    ex_m, ex_s, bl_m, bl_s = ({k: [] for k in names} for _ in range(4))
+    names = WhitenedGrid.names
+    rec = {k: {w: [] for w in ("ex_m", "ex_s", "bl_m", "bl_s", "pit_ex", "pit_bl")} for k in names}
     t0 = time.perf_counter()
     for _ in range(n_fields):
-        a = rng.uniform(*HELD_OUT_BOX[0])
-        i = rng.uniform(*HELD_OUT_BOX[1])
-        field = gaussian_field(64, 2, a, i, rng)
+        truth = {"amplitude": rng.uniform(*HELD_OUT_BOX[0])}
+        truth["spectral_index"] = rng.uniform(*HELD_OUT_BOX[1])
+        field = gaussian_field(64, 2, truth["amplitude"], truth["spectral_index"], rng)
         est = spectrum_fit(field)
-        post = exact_posterior(field, _local_axes(est, 41, 6.0))
-        for k, truth in zip(names, (a, i), strict=True):
-            pit_ex[k].append(post.pit(k, truth))
-            ex_m[k].append(post.mean(k))
-            ex_s[k].append(post.std(k))
-            m, s = est[k]
-            bl_m[k].append(m)
-            bl_s[k].append(s)
-            pit_bl[k].append(float(norm.cdf((truth - m) / s)))
+        ex = exact_moments(field, est)
+        for k in names:
+            r = rec[k]
+            r["ex_m"].append(ex[k][0])
+            r["ex_s"].append(ex[k][1])
+            r["bl_m"].append(est[k][0])
+            r["bl_s"].append(est[k][1])
+            r["pit_ex"].append(_gauss_pit(truth[k], ex[k]))
+            r["pit_bl"].append(_gauss_pit(truth[k], est[k]))
     out = {"fields": n_fields, "seconds": time.perf_counter() - t0}
     for k in names:
+        r = rec[k]
         out[k] = {
-            "exact_coverage": coverage(pit_ex[k]),
-            "baseline_coverage": coverage(pit_bl[k]),
-            "baseline_vs_exact": compare_posteriors(bl_m[k], bl_s[k], ex_m[k], ex_s[k]),
-            "exact_std_median": float(np.median(ex_s[k])),
+            "exact_coverage": coverage(r["pit_ex"]),
+            "baseline_coverage": coverage(r["pit_bl"]),
+            "baseline_vs_exact": compare_posteriors(r["bl_m"], r["bl_s"], r["ex_m"], r["ex_s"]),
+            "exact_std_median": float(np.median(r["ex_s"])),
         }
     return out
 
@@ -441,70 +464,48 @@ def trained_levels_section(loaded, store: str, times: list[float], opts: dict) -
 
 
 def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, opts: dict) -> dict:
-    from scipy.stats import norm as normal
-
     from rho_core.data.store import open_store
-    from rho_core.likelihood import grid_log_likelihood
+    from rho_core.likelihood import model_log_likelihood
 
     st = open_store(store)
     idx = _spread_indices(st.params, n)
-    names = ["amplitude", "spectral_index"]
+    names = WhitenedGrid.names
     per_field = []
-    what = ("model_m", "model_s", "fit_m", "fit_s", "ex_m", "ex_s", "bl_m", "bl_s")
-    what += ("pit_model", "pit_fit", "pit_ex")
+    what = ("model_m", "model_s", "ex_m", "ex_s", "bl_m", "bl_s", "pit_model", "pit_ex", "pit_bl")
     agg = {k: {w: [] for w in what} for k in names}
     for i in idx:
         field, row = st.read(int(i))
         truth = dict(zip(names, row.tolist(), strict=True))
         est = spectrum_fit(field[0].astype(np.float64))
-        axes = _local_axes(est, grid, width)
+        grid_ = WhitenedGrid(est, grid, width)
+        amps, idxs = grid_.flat()
         t0 = time.perf_counter()
-        res = grid_log_likelihood(loaded, field, names, axes, {}, **opts)
+        fields = np.broadcast_to(field, (grid_.size, *field.shape))
+        res = model_log_likelihood(
+            loaded, fields, np.stack([amps, idxs], 1), shared_probes=True, **opts
+        )
         dt = time.perf_counter() - t0
-        ll = res.log_prob.numpy().reshape(grid, grid)
-        post = grid_posterior(names, axes, ll)
-        fine = exact_posterior(field[0].astype(np.float64), _local_axes(est, 41, 6.0))
-        try:
-            gm, gc = gaussian_fit(axes, ll)
-        except Exception:  # noqa: BLE001
-            gm, gc = np.full(2, np.nan), np.full((2, 2), np.nan)
+        model = grid_.moments(res.log_prob.numpy())
+        exact = exact_moments(field[0].astype(np.float64), est)
         rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe}
-        for j, k in enumerate(names):
-            fs = math.sqrt(gc[j, j]) if np.isfinite(gc[j, j]) else float("nan")
-            rec[k] = {
-                "model_grid": (post.mean(k), post.std(k)),
-                "model_gaussian_fit": (float(gm[j]), fs),
-                "exact": (fine.mean(k), fine.std(k)),
-                "baseline": est[k],
-            }
+        for k in names:
+            rec[k] = {"model": model[k], "exact": exact[k], "baseline": est[k]}
             a = agg[k]
-            a["model_m"].append(post.mean(k))
-            a["model_s"].append(post.std(k))
-            a["fit_m"].append(float(gm[j]))
-            a["fit_s"].append(fs)
-            a["ex_m"].append(fine.mean(k))
-            a["ex_s"].append(fine.std(k))
-            a["bl_m"].append(est[k][0])
-            a["bl_s"].append(est[k][1])
-            a["pit_model"].append(post.pit(k, truth[k]))
-            a["pit_fit"].append(
-                float(normal.cdf((truth[k] - gm[j]) / fs)) if fs == fs else float("nan")
-            )
-            a["pit_ex"].append(fine.pit(k, truth[k]))
+            for key, ms in (("model", model[k]), ("ex", exact[k]), ("bl", est[k])):
+                a[f"{key}_m"].append(ms[0])
+                a[f"{key}_s"].append(ms[1])
+                a[f"pit_{key}"].append(_gauss_pit(truth[k], ms))
         per_field.append(rec)
         print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
-    out = {"fields": len(idx), "grid": grid, "per_field": per_field}
+    out = {"fields": len(idx), "grid": grid, "width_sigma": width, "per_field": per_field}
     for k in names:
         a = agg[k]
         out[k] = {
-            "model_grid_vs_exact": compare_posteriors(
-                a["model_m"], a["model_s"], a["ex_m"], a["ex_s"]
-            ),
-            "model_fit_vs_exact": compare_posteriors(a["fit_m"], a["fit_s"], a["ex_m"], a["ex_s"]),
+            "model_vs_exact": compare_posteriors(a["model_m"], a["model_s"], a["ex_m"], a["ex_s"]),
             "baseline_vs_exact": compare_posteriors(a["bl_m"], a["bl_s"], a["ex_m"], a["ex_s"]),
-            "coverage_model_grid": coverage(a["pit_model"]),
-            "coverage_model_fit": coverage([p for p in a["pit_fit"] if p == p]),
+            "coverage_model": coverage(a["pit_model"]),
             "coverage_exact": coverage(a["pit_ex"]),
+            "coverage_baseline": coverage(a["pit_bl"]),
         }
     return out
 
@@ -521,7 +522,7 @@ def main() -> None:
     ap.add_argument("--grf-fields", type=int, default=8)
     ap.add_argument("--grid", type=int, default=5, help="nodes per parameter for ODE inference")
     ap.add_argument(
-        "--grid-width", type=float, default=3.0, help="ODE grids span ± this many baseline σ"
+        "--grid-width", type=float, default=3.5, help="ODE grids span ± this many baseline σ"
     )
     ap.add_argument("--infer-fields", type=int, default=100, help="fields in the baseline section")
     ap.add_argument("--checkpoint")
