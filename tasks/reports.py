@@ -84,7 +84,8 @@ def report_markdown(
     """The markdown report of one pipeline run.
 
     ``result``: the pipeline's summary (``store``, ``run_dir``, ``mlflow_*`` keys, ``train_steps``,
-    ``train_samples_per_s``, ``elapsed_s``); ``scores``: the evaluation's scores;
+    ``train_samples_per_s``, ``elapsed_s``, ``mlflow_figure_urls``); ``scores``: the
+    evaluation's scores;
     ``figure_urls``: ``{name: url}`` of the figures.
     """
     kind = result.get("kind") or result.get("mlflow_experiment", "rho")
@@ -168,15 +169,8 @@ def _publish(result: Mapping[str, Any], scores: Mapping[str, Any]) -> dict[str, 
     )
 
     kind = str(result.get("kind") or str(result.get("mlflow_experiment", "rho"))[4:] or "rho")
-    run_id = result.get("mlflow_run_id")
-    urls: dict[str, str] = {}
-    if run_id:
-        from tasks import tracking
-
-        for name, path in (result.get("figures") or {}).items():
-            from pathlib import Path
-
-            urls[name] = tracking.artifact_url(run_id, f"figures/{Path(path).name}")
+    # URLs of the figures on the MLflow server (tasks.tracking.record_run gives them).
+    urls: dict[str, str] = dict(result.get("mlflow_figure_urls") or {})
     ids: dict[str, str] = {}
     for name, url in urls.items():
         key = artifact_key(kind, "fig", name)

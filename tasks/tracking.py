@@ -1016,6 +1016,9 @@ def record_run(
         raise
     result["tracking_uri"] = tracking_uri()
     result["url"] = run_url(run_id)
+    result["figure_urls"] = {
+        name: artifact_url(run_id, f"figures/{Path(path).name}") for name, path in figures.items()
+    }
     return result
 
 

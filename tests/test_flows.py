@@ -171,6 +171,7 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     assert str(report.flow_run_id) == run.data.tags["prefect.flow_run_id"]
     assert result["mlflow_run_id"] in report.data and "became the champion" in report.data
     assert float(by_key["spherical-harmonics-training-progress"].data) == 100.0
+    assert "get-artifact?path=figures%2Fslices.png" in result["mlflow_figure_urls"]["slices"]
     # everything local sits under the data folder
     assert Path(result["store"]).is_relative_to(data_home)
     assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()

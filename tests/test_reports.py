@@ -12,6 +12,9 @@ RESULT = {
     "run_dir": "/data/runs/sh-1",
     "figures": {"denoising": "/data/runs/sh-1/eval/figures/denoising.png"},
     "mlflow_run_id": "abc123",
+    "mlflow_figure_urls": {
+        "denoising": "http://mlflow.example:5000/get-artifact?path=figures%2Fdenoising.png&run_uuid=abc123"
+    },
     "mlflow_experiment": "rho-spherical_harmonics",
     "mlflow_url": "http://127.0.0.1:5000/#/experiments/1/runs/abc123",
     "mlflow_tracking_uri": "sqlite:////data/mlflow.db",
@@ -56,7 +59,7 @@ def test_report_markdown_has_scores_link_and_decision():
     assert "did not beat the champion" in lost
 
 
-def test_artifacts_are_listed_by_the_prefect_api(prefect_harness, monkeypatch):
+def test_artifacts_are_listed_by_the_prefect_api(prefect_harness):
     """Inside a flow run: a keyed markdown report, a scores table, one image per figure (an MLflow
     artifact URL) and a progress artifact that ends at 100 %; all listed for the flow run."""
     from prefect import flow
@@ -64,7 +67,6 @@ def test_artifacts_are_listed_by_the_prefect_api(prefect_harness, monkeypatch):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.runtime import flow_run
 
-    monkeypatch.setenv("RHO_MLFLOW_UI", "http://mlflow.example:5000")
     assert reports.publish_report(RESULT, SCORES) == {}  # outside a run: nothing, no error
 
     @flow(name="report-test")
