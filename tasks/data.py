@@ -232,7 +232,7 @@ def generate_hydrogen(store: str, size: int, n_max: int) -> str:
 
 @task(
     name="generate-random-fields",
-    task_run_name="generate random fields size={size} dims={dims}",
+    task_run_name="generate random fields -> {store}",
     cache_policy=CACHE,
     persist_result=True,
 )
@@ -275,7 +275,7 @@ def generate_random_fields(store: str, spec: dict[str, Any]) -> str:
 
 @task(
     name="generate-rotational-spectra",
-    task_run_name="generate rotational spectra points={spec[points]}",
+    task_run_name="generate rotational spectra -> {store}",
     cache_policy=CACHE,
     persist_result=True,
 )
