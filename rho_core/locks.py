@@ -29,6 +29,7 @@ __all__ = [
     "FileLock",
     "LockBusy",
     "RUN_LOCK_NAME",
+    "RUN_LOCK_ENV",
     "acquire",
     "lock_store",
     "lock_run_dir",
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 RUN_LOCK_NAME = ".rho-train.lock"
+RUN_LOCK_ENV = "RHO_RUN_DIR_LOCKED"
+"""Set by a launcher that holds a run directory's lock for its torchrun workers (the real path);
+:func:`lock_run_dir` on that path then does not lock again (the workers would block on it)."""
 
 
 class LockBusy(RhoError):
@@ -139,7 +143,7 @@ def lock_store(store: str | os.PathLike) -> FileLock:
 
 
 @contextlib.contextmanager
-def lock_run_dir(path: str | os.PathLike) -> Iterator[FileLock]:
+def lock_run_dir(path: str | os.PathLike) -> Iterator[FileLock | None]:
     """Hold the exclusive lock of the run directory ``path`` (created if missing) while inside.
 
     Two trainings writing checkpoints into one run directory would interleave their files
@@ -151,6 +155,9 @@ def lock_run_dir(path: str | os.PathLike) -> Iterator[FileLock]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ConfigError(f"run directory '{path}' is an existing file; give a directory for --out")
+    if os.environ.get(RUN_LOCK_ENV) and os.environ[RUN_LOCK_ENV] == os.path.realpath(path):
+        yield None  # type: ignore[misc] - the launcher of this worker holds it
+        return
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

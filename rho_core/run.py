@@ -483,8 +483,6 @@ def train_distributed(
     forms). Launcher options as in :func:`rho_core.launch.launch_torchrun`; a failure after
     ``max_restarts`` restarts raises :class:`RhoError` with the tail of the log.
     """
-    from rho_core.launch import launch_torchrun
-
     out = Path(out_dir)
     job = TrainJob(
         data=os.fspath(Path(data).resolve()),
@@ -518,6 +516,23 @@ def train_distributed(
                 f"{checkpoint_dir(out)} already holds checkpoints and resuming is off; use a new "
                 "output directory (or resume from them)"
             )
+    import contextlib
+
+    from rho_core.locks import RUN_LOCK_ENV, lock_run_dir
+
+    # node 0's launcher holds the run directory for every attempt (job.json, restarts); its
+    # workers are told so and do not lock again
+    lock = lock_run_dir(out) if node_rank == 0 else contextlib.nullcontext()
+    with lock:
+        env = {**(env or {}), RUN_LOCK_ENV: os.path.realpath(out)} if node_rank == 0 else env
+        return _launch(job, out, nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id, max_restarts,
+                       log_callback, env)  # fmt: skip
+
+
+def _launch(job, out, nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id, max_restarts,
+            log_callback, env) -> dict | None:  # fmt: skip
+    from rho_core.launch import launch_torchrun
+
     job_path = write_job(job)
     result_path = out / RESULT_FILE
     result_path.unlink(missing_ok=True)
