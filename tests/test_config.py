@@ -229,3 +229,18 @@ def test_every_dataset_has_a_full_and_a_quick_preset() -> None:
     assert full.model.patch_size == 2 and full.random_field.dims == 2  # configs/quality/grf64.yaml
     with pytest.raises(ValueError, match="bonsai"):
         PipelineParams.model_validate({"dataset": "bonsai"})
+
+
+def test_task_run_names_use_only_their_parameters() -> None:
+    """Prefect formats task_run_name with the call's parameters: a missing one fails the run."""
+    import inspect
+
+    from prefect.tasks import Task
+
+    from tasks import data, sampling, training
+
+    for mod in (data, sampling, training):
+        for obj in vars(mod).values():
+            if isinstance(obj, Task) and isinstance(obj.task_run_name, str):
+                names = {p: {"points": 1} for p in inspect.signature(obj.fn).parameters}
+                obj.task_run_name.format(**names)  # KeyError names the culprit
