@@ -551,3 +551,19 @@ def test_bonsaiio_cut_inside_the_time_field(tmp_path):
         (tmp_path / "cut.bonsai").write_bytes(data[:cut])
         with pytest.raises(DataError, match=r"cut\.bonsai: truncated inside the time field"):
             open_snapshot(tmp_path / "cut.bonsai")
+
+
+def test_a_launcher_holding_the_run_lock_lets_its_own_workers_in(tmp_path, monkeypatch):
+    """``rho train --nproc``: the launcher locks, its workers see RHO_RUN_DIR_LOCKED; any other
+    process (without the variable, or for another directory) is still refused."""
+    from rho_core.locks import RUN_LOCK_ENV
+
+    run = tmp_path / "run"
+    with lock_run_dir(run):
+        monkeypatch.setenv(RUN_LOCK_ENV, os.path.realpath(run))
+        with lock_run_dir(run) as inner:  # a worker of this launcher
+            assert inner is None
+        monkeypatch.setenv(RUN_LOCK_ENV, os.path.realpath(tmp_path / "other"))
+        with pytest.raises(ConfigError, match="in use"):
+            with lock_run_dir(run):
+                pass
