@@ -375,7 +375,7 @@ def load_config_file(path: str | os.PathLike) -> dict:
     import yaml
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():  # (a pipe such as bash's <(...) is fine)
         raise ConfigError(f"config file {p} does not exist")
     try:
         d = yaml.safe_load(p.read_text()) or {}
