@@ -69,6 +69,7 @@ def gaussian_problem(seed: int = 0, n: int = 32, m: int = 8, sigma_y: float = 0.
 
 GAUSSIAN_RUNS = [
     ("mmps (defaults)", {}),
+    ("mmps Tweedie at all λ", {"tweedie_min_log_snr": None}),
     ("mmps steps=20", {"steps": 20}),
     ("mmps steps=100", {"steps": 100}),
     ("mmps cg_iters=4", {"cg_iters": 4}),
@@ -349,7 +350,7 @@ def run_grf_model(
 
 def run_harmonics(
     checkpoint: str, store_path: str, k: int, steps: int, cg: int, noise: float,
-    conditions: int = 6,
+    conditions: int = 6, **options,
 ):  # fmt: skip
     """rel_l2 (physical units) of posterior samples given 25 % of the voxels of each of
     ``conditions`` harmonics (evenly spaced through the store, the highest l included), beside
@@ -371,13 +372,14 @@ def run_harmonics(
         field = np.asarray(field, dtype=np.float64)
         rng = np.random.default_rng(int(i))
         op = Mask(rng.random(shape[1:]) < 0.25)
-        sigma = noise * float(field.std())
+        sigma = noise * float(np.sqrt(np.mean(field**2)))  # RMS: Y_0^0 is constant
         y_z, s_z = observation_in_model_space(field, op, sigma, norm)
         cond = torch.as_tensor(np.asarray(params, dtype=np.float64)[None]).expand(k, -1)
         t0 = time.perf_counter()
         x = sample_posterior(
             model.denoiser, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
             cond=cond, generator=torch.Generator().manual_seed(1), steps=steps, cg_iters=cg,
+            **options,
         )  # fmt: skip
         dt = time.perf_counter() - t0
         with torch.inference_mode():
@@ -424,6 +426,10 @@ def main() -> None:
     ap.add_argument("--sh-checkpoint", help="trained harmonics checkpoint (harmonics)")
     ap.add_argument("--sh-store", help="the harmonics store it was trained on (harmonics)")
     ap.add_argument("--sh-conditions", type=int, default=6, help="conditions (harmonics)")
+    ap.add_argument(
+        "--tweedie-min-log-snr", type=float, default=None,
+        help="λ below which Σ is isotropic (grf, harmonics; default: the library's)",
+    )  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
@@ -431,6 +437,10 @@ def main() -> None:
     sections = args.sections.split(",")
     amp, index = (float(v) for v in args.grf_params.split(","))
     out: dict = {"torch_threads": args.threads}
+    tweedie = {}
+    if args.tweedie_min_log_snr is not None:
+        tweedie["tweedie_min_log_snr"] = args.tweedie_min_log_snr
+        out["tweedie_min_log_snr"] = args.tweedie_min_log_snr
     if "gaussian" in sections:
         out["gaussian"] = run_gaussian(args.n)
         print_gaussian(out["gaussian"], args.n)
@@ -470,6 +480,7 @@ def main() -> None:
             args.cg,
             args.grf_noise,
             args.sh_conditions,
+            **tweedie,
         )
     if args.json:
         with open(args.json, "w") as f:
