@@ -658,9 +658,17 @@ class StoreWriter:
         if lock is not None:
             lock.release()
 
+    @property
+    def workdir(self) -> Path:
+        """Where the store is being written: a temporary sibling for a new store (renamed to
+        :attr:`path` on :meth:`close`), else :attr:`path` itself."""
+        return self._dir
+
     def __del__(self) -> None:  # pragma: no cover - best effort
+        # never closed (a bug or an exception that bypassed ``with``): a new store is not
+        # published half-written; an existing one keeps what was committed
         with contextlib.suppress(Exception):
-            self.close()
+            self.abort()
 
     def _validate(
         self, fields: Any, params: Any, keys: Sequence[str] | None
