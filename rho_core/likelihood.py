@@ -339,7 +339,7 @@ def _dopri5(
             accepted += 1
             if progress is not None:
                 progress(min(1.0, abs(s - s0) / span))
-            factor = 10.0 if err == 0 else min(10.0, 0.9 * err ** (-0.2))
+            factor = 5.0 if err == 0 else min(5.0, 0.9 * err ** (-0.2))
         else:
             rejected += 1
             factor = max(0.2, 0.9 * err ** (-0.2))

@@ -129,7 +129,7 @@ def test_infer_prints_posterior_and_writes_table_and_plot(tmp_path, capsys) -> N
     out = tmp_path / "post"
     code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
                  "--grid", "a=0:1:5", "--out", str(out), "--divergence", "hutchinson",
-                 "--probes", "2", *FAST])  # fmt: skip
+                 "--probes", "2", "--batch-size", "5", *FAST])  # fmt: skip
     assert code == 0
     cap = capsys.readouterr()
     line = cap.out.strip().splitlines()[0]

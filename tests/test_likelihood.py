@@ -314,7 +314,7 @@ def test_network_likelihood_runs_and_depends_on_the_condition() -> None:
     model = _tiny_model("eps")
     x = torch.randn(2, 1, 8, generator=torch.Generator().manual_seed(1)) * 0.5
     p = torch.tensor([[0.3]], dtype=torch.float64).expand(2, 1)
-    kw = {"rtol": 1e-3, "atol": 1e-3, "divergence": "hutchinson", "probes": 1}
+    kw = {"rtol": 1e-2, "atol": 1e-2, "divergence": "hutchinson", "probes": 1}
     g = torch.Generator().manual_seed(0)
     ex = log_likelihood(model.denoiser, x, model.schedule, cond=p, generator=g, **kw)
     assert bool(torch.isfinite(ex.log_prob).all()) and ex.nfe > 0 and ex.steps > 0
