@@ -135,6 +135,7 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
         "rel_l2_mean": ev["scores"]["rel_l2_mean"],
         "condition_accuracy": ev["scores"].get("condition_accuracy"),
         "score_set": ev["scores"].get("score_set"),
+        "leading_scores": {k: ev["scores"][k] for k in ev["scores"].get("leading", [])},
         "dataset": p.dataset,
         "params": p.model_dump(mode="json"),
         "train_steps": trained.get("step"),
@@ -148,10 +149,16 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """Human-readable 'where to look' lines for a pipeline result."""
     acc = result.get("condition_accuracy")
+    lead = {
+        k: v
+        for k, v in (result.get("leading_scores") or {}).items()
+        if k not in ("rel_l2_mean", "wasserstein_mean", "condition_accuracy")
+    }
     lines = [
         f"scores ({result.get('score_set') or 'deterministic'} set): rel_l2 "
         f"{result['rel_l2_mean']:.4f}, wasserstein {result['wasserstein_mean']:.4f} (mean over "
-        f"conditions), condition accuracy {'n/a' if acc is None else f'{acc:.2f}'}",
+        f"conditions), condition accuracy {'n/a' if acc is None else f'{acc:.2f}'}"
+        + ("; leading: " + ", ".join(f"{k} {v:.4g}" for k, v in lead.items()) if lead else ""),
         f"MLflow run {result['mlflow_run_id']} in experiment {result['mlflow_experiment']}"
         f" ({result['mlflow_tracking_uri']})",
     ]
