@@ -357,12 +357,16 @@ def baseline_section(n_fields: int, seed: int = 7) -> dict:
 
 
 def _spread_indices(params: np.ndarray, k: int) -> np.ndarray:
-    """``k`` rows spread over the distinct conditions (round robin over them)."""
+    """``k`` rows spread over the distinct conditions: conditions evenly spaced in their sorted
+    order, the next unused realisation of each (round robin when k exceeds the conditions)."""
     conds, inv = np.unique(params, axis=0, return_inverse=True)
     inv = inv.reshape(-1)
+    n_c = len(conds)
+    order = np.unique(np.linspace(0, n_c - 1, min(k, n_c)).round().astype(int)).tolist()
+    order += [c for c in range(n_c) if c not in order]
     picks, r = [], 0
     while len(picks) < min(k, len(params)):
-        for c in range(len(conds)):
+        for c in order:
             rows = np.flatnonzero(inv == c)
             if r < len(rows) and len(picks) < k:
                 picks.append(int(rows[r]))
