@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     obs.add_argument("--noise-std", type=float, help="observation noise std, physical units")
     obs.add_argument("--posterior", choices=("mmps", "dps"), default="mmps", help="guidance")
     obs.add_argument("--cg-iters", type=int, default=None, help="CG iterations per step (mmps)")
+    obs.add_argument(
+        "--tweedie-min-log-snr",
+        type=float,
+        default=None,
+        help="λ below which the covariance is isotropic (default -3; 'inf' for deterministic "
+        "data such as the harmonics, docs/posterior.md)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -232,14 +239,17 @@ def _posterior(
     import numpy as np
     import torch
 
-    from rho_core.inverse import DEFAULT_CG_ITERS, sample_posterior
+    from rho_core.inverse import DEFAULT_CG_ITERS, DEFAULT_TWEEDIE_MIN_LOG_SNR, sample_posterior
 
     model = loaded.model
     device = next(model.parameters()).device
     shape = tuple(loaded.field_shape)
     cg = DEFAULT_CG_ITERS if args.cg_iters is None else args.cg_iters
+    lam = getattr(args, "tweedie_min_log_snr", None)
+    lam = DEFAULT_TWEEDIE_MIN_LOG_SNR if lam is None else lam
     sampler = args.sampler if args.posterior == "mmps" else "ddpm"  # DPS is defined on DDPM
-    observation["provenance"].update(cg_iters=cg, sampler=sampler)
+    prov_lam = lam if np.isfinite(lam) else str(lam)  # JSON attrs: no Infinity
+    observation["provenance"].update(cg_iters=cg, sampler=sampler, tweedie_min_log_snr=prov_lam)
     out = np.empty((table.shape[0], *shape), dtype=np.float32)
     for k, start in enumerate(range(0, table.shape[0], args.batch_size)):
         rows = table[start : start + args.batch_size]
@@ -256,6 +266,7 @@ def _posterior(
             method=args.posterior,
             steps=int(args.steps),
             cg_iters=cg,
+            tweedie_min_log_snr=lam,
             sampler=sampler,
             guidance=float(args.guidance),
             callback=(lambda info: bar.update(1)) if bar is not None else None,

@@ -293,6 +293,7 @@ def test_cli_posterior_sampling_end_to_end(tiny_model, tmp_path, capsys) -> None
         post = s.provenance["posterior"]
         assert post["index"] == 3 and post["operator"] == spec and post["noise_std"] == 0.3
         assert post["n_obs"] == op.size((1, 8, 8)) and post["method"] == "mmps"
+        assert post["tweedie_min_log_snr"] == -3.0 and post["cg_iters"] == 8
         # the same draw through the library, the conversion done by hand (minmax: z = a x + b)
         loaded = load_for_sampling(root / "run", "cpu")
         lo, hi = float(phys.min()), float(phys.max())
@@ -305,6 +306,22 @@ def test_cli_posterior_sampling_end_to_end(tiny_model, tmp_path, capsys) -> None
         )  # fmt: skip
         expected = (x.double().numpy() + 1.0) / a + lo
         assert np.allclose(np.asarray(s.fields[:]), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_cli_isotropic_option_is_recorded(tiny_model, tmp_path) -> None:
+    from rho_cli.main import main
+    from rho_core.data.store import open_store
+
+    root, store, _, params = tiny_model
+    out = tmp_path / "iso.zarr"
+    code = main(
+        ["sample", "--checkpoint", str(root / "run"), "--params",
+         json_dumps({"amplitude": float(params[0, 0]), "width": float(params[0, 1])}),
+         "--steps", "4", "--device", "cpu", "--observed", str(store), "--operator", "coarse:2",
+         "--noise-std", "0.1", "--tweedie-min-log-snr", "inf", "--out", str(out), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    assert open_store(out).provenance["posterior"]["tweedie_min_log_snr"] == "inf"
 
 
 def json_dumps(obj) -> str:
