@@ -1,6 +1,8 @@
-"""A distributed training job: its spec, the torchrun worker entry point, and the parent side.
+"""The torchrun worker program of a distributed training job (``python -m rho_core.train_worker``).
 
-Parent (``rho train --nproc N``, the Prefect train task)::
+The job spec (:class:`TrainJob`) and the parent side (:func:`train_distributed`) live in
+:mod:`rho_core.run` — the one training entry — and are re-exported here. Parent (``rho train
+--nproc N``, the Prefect train task, both through :func:`rho_core.run.train_run`)::
 
     result = train_distributed(model_cfg, train_cfg, data="store.zarr", out_dir="runs/a",
                                nproc=2, max_restarts=1, log_callback=print)
@@ -11,11 +13,10 @@ writes the resolved job to ``RUN_DIR/job.json`` (configs resolved once, in the p
 
 1. creates the process group (:func:`rho_core.distributed.init_distributed`: ``gloo``/``nccl``/
    ``xccl`` from the device, ``LOCAL_RANK`` pinned);
-2. opens the store (:class:`rho_core.data.dataset.StoreDataset`) and calls
-   :func:`rho_core.training.train` with ``resume=True`` — after a torchrun restart every rank
-   resumes from the newest valid checkpoint rank 0 finds (a corrupt newest one is skipped with a
-   warning);
-3. trains through :func:`rho_core.run.run_in_process`, the one in-process entry, so the run
+2. trains through :func:`rho_core.run.run_in_process` (the store as a
+   :class:`rho_core.data.dataset.StoreDataset`, :func:`rho_core.training.train` with
+   ``resume=True`` — after a torchrun restart every rank resumes from the newest valid checkpoint
+   rank 0 finds; a corrupt newest one is skipped with a warning), so the run
    folder has the layout of :mod:`rho_core.run`: on rank 0 one JSON line per optimizer step in
    ``RUN_DIR/train_log.jsonl`` (``step``, ``loss``, ``lr``, ``grad_norm``, ``samples_per_s``,
    ``restart``, ``world_size``, ``global_batch``, ``time``) — one record of the whole run
