@@ -413,18 +413,10 @@ class TrainJob:
         )
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2, default=str)
-    os.replace(tmp, path)
-
-
 def write_job(job: TrainJob, path: str | os.PathLike | None = None) -> Path:
     """Write ``job`` atomically to ``path`` (default ``OUT_DIR/job.json``); returns the path."""
     p = Path(path) if path is not None else Path(job.out_dir) / JOB_FILE
-    _atomic_write_json(p, job.to_dict())
+    write_json(p, job.to_dict())
     return p
 
 

@@ -49,11 +49,11 @@ from rho_core.run import (  # noqa: F401 - the job spec and parent side, re-expo
     STEP_LOG_FILE,
     WORKER_TAG,
     TrainJob,
-    _atomic_write_json,
     job_from_files,
     read_job,
     train_distributed,
     write_job,
+    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def run_worker(job: TrainJob) -> dict | None:
         summary = run_in_process(job.data, out, model_cfg, train_cfg, resume=resume, record=record)
         if summary is not None:
             summary["backend"] = ctx.backend
-            _atomic_write_json(out / RESULT_FILE, summary)
+            write_json(out / RESULT_FILE, summary)
         distributed.barrier()
         return summary
     finally:
