@@ -28,7 +28,7 @@ from rho_core.config import (
     EvalConfig,
     ModelOptions,
     TrainConfig,
-    load_config_file,
+    resolve_config,
     resolve_section,
 )
 from rho_core.errors import ConfigError
@@ -229,8 +229,9 @@ class RotationalParams(_Params):
 
 # ------------------------------------------------------------------------------------ pipeline
 def _recipe(path: Path) -> dict[str, Any]:
-    d = load_config_file(path)
-    return {k: dict(d.get(k) or {}) for k in ("model", "train", "evaluate") if d.get(k)}
+    """A recipe file's model/train/evaluate sections, complete (keys it leaves out take the
+    rho_core.config defaults, as `rho train --config` reads it — not another recipe's values)."""
+    return {k: v for k, v in resolve_config(path).to_dict().items() if k != "data"}
 
 
 @cache
@@ -283,15 +284,14 @@ def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
         ("bonsai", False): {"model": plain_2d, "train": {"steps": 20000, "batch_size": 16}},
         ("bonsai", True): quick,
         ("gaussian_random_field", False): grf,
+        ("gaussian_random_field", True): {
+            "random_field": {"size": 16, "realizations": 8, "amplitudes": [1.0]},
+            **quick,
+        },
         ("rotational_spectrum", False): spectra,
         ("rotational_spectrum", True): {
             "rotational": {"points": 1024, "rotors": 2, "per_rotor": 4},
             **quick,
-        },
-        ("gaussian_random_field", True): {
-            "random_field": {"size": 16, "realizations": 8, "amplitudes": [1.0]},
-            **quick,
-            "evaluate": {"sampler": "ddim", "steps": 20, "max_conditions": 4},
         },
     }
 

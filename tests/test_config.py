@@ -224,6 +224,12 @@ def test_every_dataset_has_a_full_and_a_quick_preset() -> None:
     assert (q.hydrogen.size, q.train.steps, q.model.base_channels) == (16, 7, 16)
     full = resolve({"dataset": "gaussian_random_field"}, quick=False)
     assert full.model.patch_size == 2 and full.random_field.dims == 2  # configs/quality/grf64.yaml
+    # a full preset runs its recipe file exactly as `rho train --config` would
+    for ds, name in (("spherical_harmonics", "sh32-refine"), ("gaussian_random_field", "grf64"),
+                     ("rotational_spectrum", "spectra8k")):  # fmt: skip
+        recipe = resolve_config(ROOT / "configs" / "quality" / f"{name}.yaml")
+        p = preset_params(ds, quick=False)
+        assert p.model.to_config() == recipe.model and p.train.to_config() == recipe.train
     with pytest.raises(ValueError, match="bonsai"):
         PipelineParams.model_validate({"dataset": "bonsai"})
 
