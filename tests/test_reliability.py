@@ -567,3 +567,31 @@ def test_a_launcher_holding_the_run_lock_lets_its_own_workers_in(tmp_path, monke
         with pytest.raises(ConfigError, match="in use"):
             with lock_run_dir(run):
                 pass
+
+
+def test_ingest_skips_snapshots_another_ingest_committed_meanwhile(tmp_path):
+    """Two ingests of the same snapshots into one new store, the second committing everything
+    while the first renders: the first must not add them again (keys read under the lock)."""
+    from rho_core.data.bonsai_ingest import IngestConfig, ingest_bonsai, parse_param_args
+    from rho_core.data.render import RenderConfig
+    from rho_core.data.tipsy import write_tipsy
+
+    snaps = tmp_path / "snaps"
+    snaps.mkdir()
+    pos, vel, mass, ids = _particles(200)
+    for k in range(4):
+        write_tipsy(snaps / f"snap_{k:06d}.0000", pos * (1 + k), vel, mass, ids, time=k)
+    store = tmp_path / "i.zarr"
+    cfg = IngestConfig(
+        render=RenderConfig(image_size=16, fov=20.0), params=parse_param_args(["q=1"])
+    )
+    other: list = []
+
+    def progress(done, total, name):
+        if not other:  # the outer ingest has rendered but not yet opened its writer
+            other.append(ingest_bonsai([snaps], store, cfg))
+
+    rep = ingest_bonsai([snaps], store, cfg, progress=progress)
+    assert other[0].added == 4 and rep.added == 0 and rep.skipped == 4
+    s = open_store(store)
+    assert s.n == 4 and len(set(s.sample_keys())) == 4

@@ -424,15 +424,15 @@ def ingest_bonsai(
                     provenance=provenance,
                     mode="a",
                 )
-                # another ingest may have committed snapshots since the store was first read
-                now = {k for k in writer.sample_keys() if k} - known
-                if now:
-                    keep = [i for i, k in enumerate(batch_k) if k not in now]
-                    report.skipped += len(batch_k) - len(keep)
-                    batch_f = [batch_f[i] for i in keep]
-                    batch_p = [batch_p[i] for i in keep]
-                    batch_k = [batch_k[i] for i in keep]
-                    known |= now
+                # another ingest may have committed snapshots since the store was first read:
+                # the keys committed now (read under the writer lock) rule
+                committed = {k for k in writer.sample_keys() if k}
+                keep = [i for i, k in enumerate(batch_k) if k not in committed]
+                report.skipped += len(batch_k) - len(keep)
+                batch_f = [batch_f[i] for i in keep]
+                batch_p = [batch_p[i] for i in keep]
+                batch_k = [batch_k[i] for i in keep]
+                known |= committed
                 if not batch_f:
                     continue
             writer.append(np.stack(batch_f), np.asarray(batch_p, np.float64), keys=batch_k)
