@@ -269,7 +269,9 @@ def draw_for_scoring(
     ``(K, C, *spatial)`` float32 (physical and normalised), ``params (K, P)`` float64,
     ``param_names``, ``indices (K,)``, ``kind``, ``config`` (the resolved dict), ``step``,
     ``checkpoint``, ``store`` and, with ``frame_times``, ``frames (R, K, C, *spatial)`` (x_t in
-    the normalised space at the recorded steps; the last row is the sample) and ``frame_times``.
+    the normalised space at ``len(frame_times) - 1`` sampler steps spaced evenly in log-SNR, plus
+    the sample as the last row), ``frames_x0`` (the denoiser's x̂₀ at the same steps),
+    ``frame_times`` and ``frame_log_snr`` (λ of each row; NaN for the final row).
 
     Raises:
         ConfigError: the store's parameters or field shape differ from the model's.
@@ -300,12 +302,19 @@ def draw_for_scoring(
     true = np.asarray(true, dtype=np.float32)
     params = np.asarray(params, dtype=np.float64)
 
-    record: dict[int, list] = {}  # batch start -> [(t, x_t)]
+    record: dict[int, list] = {}  # batch start -> [(t, x_t, x̂₀)]
 
     def on_step(first: int, info: dict) -> None:
         t = info["t"]
         t = int(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else int(t)
-        record.setdefault(first, []).append((t, info["x_t"].detach().float().cpu().numpy()))
+        x0 = info.get("x0_hat")
+        record.setdefault(first, []).append(
+            (
+                t,
+                info["x_t"].detach().float().cpu().numpy(),
+                None if x0 is None else x0.detach().float().cpu().numpy(),
+            )
+        )
 
     gen_norm, _ = generate(
         loaded,
@@ -340,20 +349,39 @@ def draw_for_scoring(
         "store": str(store),
     }
     if frame_times:
-        targets = [t for t in frame_times if t > 0]
-        rows, times = [], []
+        # Rows evenly spaced in log-SNR λ (not in t): with the shifted schedule structure appears
+        # only in the last few hundred steps, so rows at t = 900, 800, … were identical noise.
+        # ``frame_times`` sets the number of rows; each row keeps x_t and the denoiser's x̂₀.
+        from rho_core.plots import rows_by_log_snr
+
         starts = sorted(record)
-        seen = [t for t, _ in record[starts[0]]] if starts else []
-        picks = _frame_rows(seen, targets) if seen else {}
-        for t in targets:
-            if t in picks:
-                j = picks[t]
-                rows.append(np.concatenate([record[b][j][1] for b in starts], axis=0))
-                times.append(t)
+        seen = [t for t, *_ in record[starts[0]]] if starts else []
+        lam = (
+            loaded.model.schedule.log_snr(torch.as_tensor(seen, dtype=torch.int64)).numpy()
+            if seen
+            else np.zeros(0)
+        )
+        cand = [j for j, t in enumerate(seen) if t > 0]  # the final sample is the last row
+        n_rows = len([t for t in frame_times if t > 0])
+        picks = [cand[i] for i in rows_by_log_snr(lam[cand], n_rows)] if cand else []
+        rows = [np.concatenate([record[b][j][1] for b in starts], axis=0) for j in picks]
+        have_x0 = bool(starts) and all(record[b][j][2] is not None for b in starts for j in picks)
+        x0s = (
+            [np.concatenate([record[b][j][2] for b in starts], axis=0) for j in picks]
+            if have_x0
+            else []
+        )
+        times = [int(seen[j]) for j in picks]
+        lams = [float(lam[j]) for j in picks]
         rows.append(out["generated_norm"])  # t = 0: the final sample
+        x0s.append(out["generated_norm"])
         times.append(0)
+        lams.append(float("nan"))
         out["frames"] = np.stack(rows).astype(np.float32)
         out["frame_times"] = np.asarray(times, dtype=np.int64)
+        out["frame_log_snr"] = np.asarray(lams, dtype=np.float64)
+        if have_x0:
+            out["frames_x0"] = np.stack(x0s).astype(np.float32)
     return out
 
 

@@ -250,7 +250,7 @@ def loss_curve(
         ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color=loss_c)
-    ax.tick_params(axis="y", colors=loss_c)
+    ax.tick_params(axis="y", which="both", colors=loss_c)
     if lrs is not None:
         lrs = np.asarray(lrs, dtype=np.float64)
         if lrs.shape != steps.shape:
@@ -258,8 +258,8 @@ def loss_curve(
         ax2 = ax.twinx()
         lines += ax2.plot(steps, lrs, color=lr_c, lw=1.0, ls="--", label="learning rate")
         ax2.set_ylabel("learning rate", color=lr_c)
-        ax2.tick_params(axis="y", colors=lr_c)
-    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="upper right")
+        ax2.tick_params(axis="y", which="both", colors=lr_c)
+    ax.legend(lines, [ln.get_label() for ln in lines], fontsize=8, loc="best", framealpha=0.8)
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=10)
     return fig

@@ -172,6 +172,10 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     assert result["mlflow_run_id"] in report.data and "became the champion" in report.data
     assert float(by_key["spherical-harmonics-training-progress"].data) == 100.0
     assert "get-artifact?path=figures%2Fslices.png" in result["mlflow_figure_urls"]["slices"]
+    # the denoising grid's rows: x_t and x̂₀ at steps spaced in log-SNR, the sample last
+    z = np.load(result["samples"])
+    assert z["frames_x0"].shape == z["frames"].shape and z["frame_times"][-1] == 0
+    assert np.all(np.diff(z["frame_log_snr"][:-1]) > 0)
     # everything local sits under the data folder
     assert Path(result["store"]).is_relative_to(data_home)
     assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()
