@@ -31,8 +31,14 @@ Sections (``--sections``, comma-separated):
     mapped back to physical units. Also the seconds per sample of MMPS, DPS and the unguided
     sampler at the same steps.
 
-    .venv/bin/python benchmarks/posterior.py [--sections gaussian,grf-exact,grf] [--n 2000]
-        [--checkpoint RUN_DIR] [--grf-params 1,-2] [--k 16] [--json FILE] [--threads 1]
+``harmonics``
+    A trained spherical-harmonics checkpoint (``--sh-checkpoint``, ``--sh-store`` its store):
+    25 % of the voxels of ``--sh-conditions`` harmonics observed (σ_y = ``--grf-noise`` × RMS),
+    rel_l2 of the posterior samples beside the same model's unguided ones.
+
+    .venv/bin/python benchmarks/posterior.py [--sections gaussian,grf-exact,grf,harmonics]
+        [--n 2000] [--checkpoint RUN_DIR] [--grf-params 1,-2] [--k 16] [--steps 50] [--cg 8]
+        [--sh-checkpoint RUN --sh-store STORE] [--tweedie-min-log-snr L] [--json FILE]
 """
 
 from __future__ import annotations
