@@ -91,6 +91,9 @@ def start_prefect_server(
     e.setdefault("PREFECT_UI_ENABLED", "true")
     for key, value in prefect_security_env(port, auth_string).items():
         e.setdefault(key, value)
+    # The web UI calls the API at PREFECT_UI_API_URL, which Prefect derives from its own default
+    # port, not from --port: on any other port the UI would show "Can't connect to Server API".
+    e.setdefault("PREFECT_UI_API_URL", f"http://{HOST}:{port}/api")
     # The server must not talk to itself through a stale client setting.
     e.pop("PREFECT_API_URL", None)
     cmd = [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(port)]

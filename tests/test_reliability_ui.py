@@ -92,6 +92,17 @@ def test_a_prefect_client_still_runs_flows(ui):
     assert "result 42" in out.stdout, out.stderr[-2000:]
 
 
+def test_the_web_ui_calls_the_api_on_its_own_port(ui):
+    """The UI reads its API address from /ui-settings; on a port other than 4200 it must
+    still point at this server (Prefect derives it from its default port otherwise)."""
+    import json
+
+    _, port, _ = ui
+    code, _, body = _request(f"http://127.0.0.1:{port}/ui-settings")
+    assert code == 200
+    assert json.loads(body)["api_url"] == f"http://127.0.0.1:{port}/api"
+
+
 def test_sigterm_stops_both_like_ctrl_c(ui):
     proc, port, _ = ui
     os.kill(proc.pid, signal.SIGTERM)
