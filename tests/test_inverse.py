@@ -415,3 +415,20 @@ def test_mmps_inpaints_a_random_field_like_the_wiener_filter() -> None:
     assert err < 1.3 * floor  # no bias beyond Monte-Carlo noise (prior std is 1)
     ratio = float((x.var(0)[free] / w_var[free]).mean())
     assert 0.93 < ratio < 1.07
+
+
+def test_truncated_cg_stops_on_an_indefinite_covariance_part() -> None:
+    """K = K₀ + D with K₀ indefinite (a learned Jacobian need not be a covariance): CG with
+    ``shift=D`` stops where pᵀK₀p ≤ 0 instead of taking a huge step along a direction where
+    pᵀKp is small but positive (measured ×10³ jumps before this guard)."""
+    d = torch.full((1, 2), 1e-3, dtype=torch.float64)
+    k0 = torch.tensor([[1.0, 0.0], [0.0, -0.999e-3]], dtype=torch.float64)  # K = diag(1, 1e-6)
+    b = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+
+    def matvec(v):
+        return v @ k0.T + d * v
+
+    plain = conjugate_gradient(matvec, b, iters=2)
+    guarded = conjugate_gradient(matvec, b, iters=2, shift=d)
+    assert float(plain.abs().max()) > 1e5  # the unguarded solve follows the tiny curvature
+    assert float(guarded.abs().max()) < 10 and torch.isfinite(guarded).all()
