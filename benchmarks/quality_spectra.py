@@ -215,6 +215,45 @@ def train_budget(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: float
     }
 
 
+def continue_training(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: float,
+                      total_steps: int, lr: float) -> dict:  # fmt: skip
+    """Resume ``run_dir`` from its newest checkpoint to ``total_steps`` with peak ``lr`` (a warm
+    restart of the cosine: the schedule is recomputed for the new length), within ``minutes``.
+    Used to spend the rest of a budget when the first plan ended early (docs/results.md, 7)."""
+    from rho_core.checkpoint import latest_valid_checkpoint
+    from rho_core.data.dataset import StoreDataset
+    from rho_core.training import resolve_train_config, train
+
+    tcfg = resolve_train_config(
+        {**train_d, "steps": total_steps, "lr": lr, "checkpoint_every": 0,
+         "checkpoint_every_seconds": 240.0}
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    steps: list[int] = []
+
+    def callback(step: int, m: dict) -> None:
+        steps.append(step)
+        if step % 100 == 0:
+            dt = time.perf_counter() - t0
+            log(f"  step {step}/{total_steps} loss {m['loss']:.4f} ({dt:.0f} s)")
+        if time.perf_counter() - t0 > minutes * 60.0 and step < total_steps:
+            raise _Stop
+
+    try:
+        ckpt = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback).checkpoint
+    except _Stop:
+        ckpt = latest_valid_checkpoint(run_dir)
+    wall = time.perf_counter() - t0
+    return {
+        "checkpoint": str(ckpt),
+        "first_step": steps[0] if steps else None,
+        "last_step": steps[-1] if steps else None,
+        "wall_s": wall,
+        "s_per_step": wall / max(1, len(steps)),
+        "lr": lr,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # scoring
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="dpmpp:20", help="METHOD:STEPS")
     p.add_argument("--decades", type=float, default=2.0)
     p.add_argument("--limit", type=int, default=None, help="score at most this many per set")
+    p.add_argument(
+        "--continue-to", type=int, default=None, metavar="STEPS",
+        help="resume --run-name from its newest checkpoint to STEPS within --max-minutes",
+    )  # fmt: skip
+    p.add_argument("--continue-lr", type=float, default=5e-4, help="peak lr of the continuation")
     p.add_argument("--prepare-only", action="store_true", help="only write the stores")
     p.add_argument("--no-score", action="store_true")
     p.add_argument("--json", default=None, help="write all results here")
@@ -351,7 +395,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ckpt = args.checkpoint
     run_dir = out / (args.run_name or f"run-{time.strftime('%Y%m%d-%H%M%S')}")
-    if ckpt is None:
+    if ckpt is None and args.continue_to:
+        model_d, train_d = load_recipe(args.config, args.set)
+        mcfg = model_config(stores["train"], model_d)
+        log(f"continuing {run_dir} to step {args.continue_to} for ≤ {args.max_minutes} min")
+        result["continuation"] = continue_training(
+            mcfg, train_d, stores["train"], run_dir, args.max_minutes, args.continue_to,
+            args.continue_lr,
+        )  # fmt: skip
+        ckpt = result["continuation"]["checkpoint"]
+    elif ckpt is None:
         model_d, train_d = load_recipe(args.config, args.set)
         mcfg = model_config(stores["train"], model_d)
         run_dir.mkdir(parents=True, exist_ok=True)
