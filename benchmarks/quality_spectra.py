@@ -219,7 +219,7 @@ def continue_training(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: 
                       total_steps: int, lr: float) -> dict:  # fmt: skip
     """Resume ``run_dir`` from its newest checkpoint to ``total_steps`` with peak ``lr`` (a warm
     restart of the cosine: the schedule is recomputed for the new length), within ``minutes``.
-    Used to spend the rest of a budget when the first plan ended early (docs/results.md, 7)."""
+    Used to spend the rest of a budget when the first plan ended early (docs/results.md, "Rotational spectra")."""
     from rho_core.checkpoint import latest_valid_checkpoint
     from rho_core.data.dataset import StoreDataset
     from rho_core.training import resolve_train_config, train
