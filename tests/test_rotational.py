@@ -257,3 +257,31 @@ def test_cli_generate_rotational_spectra(tmp_path, capsys):
     assert main(bad) != 0
     assert "2^16" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_spectra_recipe_builds_and_runs(tmp_path):
+    """configs/quality/spectra8k.yaml builds (benchmarks/quality_spectra.model_config) for an
+    8,192-point rotational store and runs one forward pass."""
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from rho_core.model import DiffusionModel
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import quality_spectra  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    recipe = Path(__file__).parents[1] / "configs" / "quality" / "spectra8k.yaml"
+    cond = R.random_conditions(R.random_rotors(1, seed=5), 2, seed=6)
+    store = R.generate_rotational_store(tmp_path / "r.zarr", cond, R.Grid(2000.0, 8000.0, 8192))
+    model_d, train_d = quality_spectra.load_recipe(str(recipe), [])
+    mcfg = quality_spectra.model_config(store, model_d)
+    assert mcfg.unet.fourier_channels == 12 and mcfg.unet.learned_positions == 8192
+    assert train_d["lr"] == 1e-3
+    model = DiffusionModel(mcfg).eval()
+    x = torch.randn(1, 1, 8192)
+    with torch.inference_mode():
+        out = model(x, torch.tensor([999]), torch.as_tensor(cond[:1]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
