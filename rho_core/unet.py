@@ -96,6 +96,10 @@ __all__ = [
 ]
 
 
+_LATER_OPTIONS = ("fourier_channels", "learned_positions")
+"""UNetConfig fields added after checkpoints existed; omitted from ``to_dict`` when 0."""
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Hyper-parameters of :class:`UNet`.
@@ -207,10 +211,16 @@ class UNetConfig:
         return len(self.channel_mult) - 1
 
     def to_dict(self) -> dict:
-        """Plain-JSON form (tuples become lists)."""
+        """Plain-JSON form (tuples become lists). The position options added later
+        (``fourier_channels``, ``learned_positions``) are written only when set, so a network
+        without them has the same dict as before they existed (checkpoints written earlier still
+        resume: the training loop compares these dicts)."""
         d = asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attention_levels"] = list(self.attention_levels)
+        for key in _LATER_OPTIONS:
+            if not d[key]:
+                del d[key]
         return d
 
     @classmethod

@@ -226,6 +226,12 @@ def test_unet_fourier_position_features():
         lp(torch.randn(1, 1, 64), torch.tensor([1]))
     with pytest.raises(ConfigError, match="divisible by patch_size"):
         UNetConfig(**base, patch_size=4, learned_positions=30)
+    # configs without the new options serialise as before they existed (old checkpoints resume)
+    d = UNetConfig(**base).to_dict()
+    assert "fourier_channels" not in d and "learned_positions" not in d
+    assert UNetConfig.from_dict(d) == UNetConfig(**base)
+    d = UNetConfig(**base, fourier_channels=5).to_dict()
+    assert d["fourier_channels"] == 5 and UNetConfig.from_dict(d).fourier_channels == 5
 
 
 def test_cli_generate_rotational_spectra(tmp_path, capsys):
