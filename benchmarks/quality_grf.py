@@ -27,11 +27,17 @@ Data (made here when missing, or pass your own stores)::
     rho generate gaussian-random-field --out data/grf/heldout64 --size 64 --dims 2 \\
         --amplitude 0.5,1,2 --spectral-index=-1.25,-1.75,-2.25 --realizations 256 --seed 2
 
-Run::
+Run (the numbers of docs/results.md, "Random fields"; one thread each, ≈ 16 / 15 / 25 min on the
+shared 2-core machine)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_grf.py --checkpoint data/runs/grf64 \\
-        --n 64 --sampler dpmpp --steps 20 --curve ddim:10,ddim:20,ddim:50,dpmpp:10,dpmpp:20 \\
-        --json /tmp/grf64.json --figures /tmp/grf64-figs
+    CK=data/runs/grf64/checkpoints/ckpt-00002321.pt
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_grf.py --checkpoint $CK \\
+        --n 64 --sampler dpmpp --steps 20 --json /tmp/grf64.json --figures /tmp/grf64-figs
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_grf.py --checkpoint $CK --skip-main \\
+        --curve ddim:10,ddim:20,ddim:50,dpmpp:10,dpmpp:20,dpmpp:50 --curve-conditions 2
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/quality_grf.py --checkpoint $CK --skip-main \\
+        --exact-curve ddim:10,ddim:50,ddim:500,dpmpp:10,dpmpp:20,dpmpp:50,ddpm:1000 \\
+        --curve-conditions 2
     .venv/bin/python benchmarks/quality_grf.py --truth-only   # the floors: true fields scored
 
 Prints a table per condition and a summary; ``--json`` writes everything.
