@@ -8,11 +8,12 @@ What it does:
    targets refer to) — and ``newrotor`` — ``--new-rotors`` rotors never seen in training
    (interpolation in A, B, C: reported, not targeted). The training store gets the per-store
    ``log`` normalisation (``normalization.spectrum_normalization``).
-2. **Training** of a recipe (``--config``: ``model:``/``train:`` YAML as for ``rho train``; model
-   keys are :class:`rho_core.unet.UNetConfig` fields plus ``conditioning``, ``cond_dim``,
-   ``fourier_features``, ``schedule``, ``prediction``, ``schedule_shift``) within
-   ``--max-minutes``: a 6-step calibration measures the step time and the run is planned to fit,
-   so the learning-rate schedule ends; a hard stop guards the budget. ``--checkpoint`` skips it.
+2. **Training** of a recipe (``--config``: ``model:``/``train:`` YAML as for ``rho train``,
+   resolved by :func:`rho_core.run.resolve_for_store`; ``--set section.key=value`` overrides)
+   within ``--max-minutes`` by :func:`rho_core.run.train_budgeted`: a short calibration measures
+   the step time and the run is planned to fit, so the learning-rate schedule ends; a clean stop
+   guards the budget. ``--continue-to STEPS`` resumes ``--run-name`` to spend the rest of a
+   budget. ``--checkpoint`` skips training.
 3. **Scores** per held-out store with ``rho_core.spectral_lines.line_scores``: recall and
    precision of lines within ``--decades`` of the strongest, position error (grid points),
    median relative intensity error, per-decade errors, W1 (normalised) and rel_l2 (physical),
@@ -34,18 +35,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 TARGETS = {"recall": 0.9, "precision": 0.9, "position_error": 1.0, "intensity_error": 0.10}
-UNET_KEYS = {
-    "base_channels", "channel_mult", "num_res_blocks", "attention_levels", "num_heads", "dropout",
-    "groups", "mid_attention", "patch_size", "coord_channels", "refine_channels",
-    "fourier_channels", "learned_positions",
-}  # fmt: skip
 
 
 class _Stop(Exception):
@@ -97,155 +91,74 @@ def make_stores(args) -> dict[str, Path]:
 # ---------------------------------------------------------------------------------------------
 # model and training
 # ---------------------------------------------------------------------------------------------
-def load_recipe(config: str | None, sets: list[str]) -> tuple[dict, dict]:
-    """``(model, train)`` dicts from the YAML recipe plus ``--set section.key=value``."""
+def overrides(sets: list[str]) -> dict:
+    """``--set section.key=value`` items as a dotted-key override layer (values parsed as YAML)."""
     import yaml
 
-    d = yaml.safe_load(Path(config).read_text()) if config else {}
-    model, train = dict(d.get("model") or {}), dict(d.get("train") or {})
+    out = {}
     for item in sets:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        target = {"model": model, "train": train}.get(section)
-        if target is None or not name:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
             raise SystemExit(f"--set takes model.KEY=VALUE or train.KEY=VALUE, got {item!r}")
-        target[name] = yaml.safe_load(value)
-    return model, train
+        out[key] = yaml.safe_load(value)
+    return out
 
 
-def model_config(store: Path, model: dict):
-    """A :class:`ModelConfig` for the store: 1-D U-Net options plus the conditioner."""
-    from rho_core.conditioning import ConditionerConfig
-    from rho_core.data.store import open_store
-    from rho_core.model import ModelConfig
-    from rho_core.unet import UNetConfig
+def resolve(store: Path, config: str | None, sets: list[str], extra: dict | None = None):
+    """``(ModelConfig, RunConfig)`` for the store through the project's one resolver
+    (:func:`rho_core.run.resolve_for_store`: the recipe file, then ``--set``, then ``extra``)."""
+    from rho_core.run import resolve_for_store
 
-    s = open_store(store)
-    names = list(s.param_names)
-    ranges = s.param_ranges()
-    low = [ranges[n][0] for n in names]
-    high = [ranges[n][1] if ranges[n][1] > ranges[n][0] else ranges[n][0] + 1.0 for n in names]
-    unet_kw = {k: v for k, v in model.items() if k in UNET_KEYS}
-    for key in ("channel_mult", "attention_levels"):
-        if key in unet_kw:
-            unet_kw[key] = tuple(unet_kw[key])
-    unet_kw.setdefault("channel_mult", (1, 2, 2, 4))
-    unet_kw.setdefault("attention_levels", (len(unet_kw["channel_mult"]) - 1,))
-    rest = set(model) - UNET_KEYS
-    other = {"conditioning", "cond_dim", "fourier_features", "schedule", "prediction",
-             "schedule_shift", "timesteps"}  # fmt: skip
-    if rest - other:
-        raise SystemExit(f"unknown model keys {sorted(rest - other)}")
-    unet = UNetConfig(dims=1, in_channels=1, out_channels=1, **unet_kw)
-    cond = ConditionerConfig(
-        kind=model.get("conditioning", "continuous"),
-        dim=int(model.get("cond_dim", 128)),
-        param_names=tuple(names),
-        param_low=tuple(float(v) for v in low),
-        param_high=tuple(float(v) for v in high),
-        fourier_features=int(model.get("fourier_features", 16)),
-    )
-    return ModelConfig(
-        unet=unet,
-        conditioning=cond,
-        schedule=model.get("schedule", "cosine"),
-        timesteps=int(model.get("timesteps", 1000)),
-        prediction=model.get("prediction", "x0"),
-        schedule_shift=float(model.get("schedule_shift", -4.0)),
-    )
+    return resolve_for_store(store, config, overrides(sets), extra)
 
 
-def train_budget(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: float) -> dict:
-    """Train within ``minutes`` (calibrated plan + hard stop); returns a summary dict."""
-    from rho_core.checkpoint import latest_valid_checkpoint
-    from rho_core.data.dataset import StoreDataset
+def train_budget(mcfg, train_cfg, store: Path, run_dir: Path, minutes: float) -> dict:
+    """Train within ``minutes`` with :func:`rho_core.run.train_budgeted` (calibrated plan so the
+    learning-rate schedule ends in the budget, clean stop at budget + 30 s)."""
     from rho_core.model import DiffusionModel
-    from rho_core.training import resolve_train_config, train
+    from rho_core.run import train_budgeted
 
-    budget = minutes * 60.0 if minutes else math.inf
-    steps = int(train_d.get("steps", 2000))
-    t0 = time.perf_counter()
-    calib = None
-    if math.isfinite(budget):
-        times: list[float] = []
-        with tempfile.TemporaryDirectory(dir=run_dir.parent) as tmp:
-            tc = resolve_train_config({**train_d, "steps": 6, "checkpoint_every": 0})
-            train(mcfg, tc, StoreDataset(str(store)), tmp, resume=False,
-                  callback=lambda s, m: times.append(m["step_time_s"]))  # fmt: skip
-        calib = sorted(times[2:])[len(times[2:]) // 2]
-        left = budget - (time.perf_counter() - t0) - 20.0
-        steps = max(1, min(steps, int(0.93 * left / calib)))
-        log(f"  calibration {' '.join(f'{t:.2f}' for t in times)} s/step -> {steps} steps")
-    tcfg = resolve_train_config(
-        {**train_d, "steps": steps, "checkpoint_every": 0, "checkpoint_every_seconds": 300.0}
-    )
     losses: list[float] = []
-    t_train = time.perf_counter()
+    t0 = time.perf_counter()
 
     def callback(step: int, m: dict) -> None:
         losses.append(m["loss"])
-        if step % 100 == 0 or step == steps:
-            dt = time.perf_counter() - t_train
-            log(f"  step {step}/{steps} loss {m['loss']:.4f} ({dt:.0f} s)")
-        if time.perf_counter() - t0 > budget + 30.0 and step < steps:
-            raise _Stop
+        if step % 100 == 0:
+            log(f"  step {step} loss {m['loss']:.4f} ({time.perf_counter() - t0:.0f} s)")
 
-    stopped = False
-    try:
-        res = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback, resume=False)
-        ckpt = res.checkpoint
-    except _Stop:
-        stopped = True
-        ckpt = latest_valid_checkpoint(run_dir)
-    wall = time.perf_counter() - t_train
+    res = train_budgeted(store, run_dir, mcfg, train_cfg, minutes or 0.0,
+                         scratch_parent=run_dir.parent, callback=callback)  # fmt: skip
     tail = losses[-max(1, len(losses) // 10) :]
+    wall = time.perf_counter() - t0
     return {
+        **{k: v for k, v in res.items() if isinstance(v, int | float | str | bool) or v is None},
         "model_config": mcfg.to_dict(),
         "parameters": sum(p.numel() for p in DiffusionModel(mcfg).parameters()),
-        "planned_steps": steps,
         "steps_done": len(losses),
-        "stopped_by_budget": stopped,
-        "checkpoint": str(ckpt) if ckpt else None,
-        "calibration_step_s": calib,
-        "train_wall_s": wall,
+        "total_wall_s": wall,
         "s_per_step": wall / max(1, len(losses)),
-        "total_wall_s": time.perf_counter() - t0,
         "loss_last10pct_mean": sum(tail) / len(tail) if losses else None,
-        "train": tcfg.to_dict(),
     }
 
 
-def continue_training(mcfg, train_d: dict, store: Path, run_dir: Path, minutes: float,
+def continue_training(mcfg, train_cfg, store: Path, run_dir: Path, minutes: float,
                       total_steps: int, lr: float) -> dict:  # fmt: skip
     """Resume ``run_dir`` from its newest checkpoint to ``total_steps`` with peak ``lr`` (a warm
     restart of the cosine: the schedule is recomputed for the new length), within ``minutes``.
-    Used to spend the rest of a budget when the first plan ended early (docs/results.md, "Rotational spectra")."""
-    from rho_core.checkpoint import latest_valid_checkpoint
-    from rho_core.data.dataset import StoreDataset
-    from rho_core.training import resolve_train_config, train
+    Used to spend the rest of a budget when the first plan ended early (docs/results.md,
+    "Rotational spectra")."""
+    import dataclasses
 
-    tcfg = resolve_train_config(
-        {**train_d, "steps": total_steps, "lr": lr, "checkpoint_every": 0,
-         "checkpoint_every_seconds": 240.0}
-    )  # fmt: skip
-    t0 = time.perf_counter()
+    from rho_core.run import train_budgeted
+
+    cfg = dataclasses.replace(train_cfg, steps=int(total_steps), lr=float(lr))
     steps: list[int] = []
-
-    def callback(step: int, m: dict) -> None:
-        steps.append(step)
-        if step % 100 == 0:
-            dt = time.perf_counter() - t0
-            log(f"  step {step}/{total_steps} loss {m['loss']:.4f} ({dt:.0f} s)")
-        if time.perf_counter() - t0 > minutes * 60.0 and step < total_steps:
-            raise _Stop
-
-    try:
-        ckpt = train(mcfg, tcfg, StoreDataset(str(store)), run_dir, callback=callback).checkpoint
-    except _Stop:
-        ckpt = latest_valid_checkpoint(run_dir)
+    t0 = time.perf_counter()
+    res = train_budgeted(store, run_dir, mcfg, cfg, minutes or 0.0, plan=False, resume=True,
+                         callback=lambda s, m: steps.append(s))  # fmt: skip
     wall = time.perf_counter() - t0
     return {
-        "checkpoint": str(ckpt),
+        "checkpoint": str(res.get("checkpoint")),
         "first_step": steps[0] if steps else None,
         "last_step": steps[-1] if steps else None,
         "wall_s": wall,
@@ -396,20 +309,18 @@ def main(argv: list[str] | None = None) -> int:
     ckpt = args.checkpoint
     run_dir = out / (args.run_name or f"run-{time.strftime('%Y%m%d-%H%M%S')}")
     if ckpt is None and args.continue_to:
-        model_d, train_d = load_recipe(args.config, args.set)
-        mcfg = model_config(stores["train"], model_d)
+        mcfg, cfg = resolve(stores["train"], args.config, args.set)
         log(f"continuing {run_dir} to step {args.continue_to} for ≤ {args.max_minutes} min")
         result["continuation"] = continue_training(
-            mcfg, train_d, stores["train"], run_dir, args.max_minutes, args.continue_to,
+            mcfg, cfg.train, stores["train"], run_dir, args.max_minutes, args.continue_to,
             args.continue_lr,
         )  # fmt: skip
         ckpt = result["continuation"]["checkpoint"]
     elif ckpt is None:
-        model_d, train_d = load_recipe(args.config, args.set)
-        mcfg = model_config(stores["train"], model_d)
+        mcfg, cfg = resolve(stores["train"], args.config, args.set)
         run_dir.mkdir(parents=True, exist_ok=True)
         log(f"training {run_dir} for ≤ {args.max_minutes} min on {args.threads} thread(s)")
-        result["training"] = train_budget(mcfg, train_d, stores["train"], run_dir,
+        result["training"] = train_budget(mcfg, cfg.train, stores["train"], run_dir,
                                           args.max_minutes)  # fmt: skip
         ckpt = result["training"]["checkpoint"]
         log(json.dumps({k: v for k, v in result["training"].items()

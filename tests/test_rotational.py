@@ -266,8 +266,9 @@ def test_cli_generate_rotational_spectra(tmp_path, capsys):
 
 
 def test_spectra_recipe_builds_and_runs(tmp_path):
-    """configs/quality/spectra8k.yaml builds (benchmarks/quality_spectra.model_config) for an
-    8,192-point rotational store and runs one forward pass."""
+    """configs/quality/spectra8k.yaml resolves (rho_core.run.resolve_for_store, as the
+    benchmark and ``rho train`` do) for an 8,192-point rotational store and runs one forward
+    pass; ``--set`` overrides reach the model."""
     import sys
     from pathlib import Path
 
@@ -282,10 +283,11 @@ def test_spectra_recipe_builds_and_runs(tmp_path):
     recipe = Path(__file__).parents[1] / "configs" / "quality" / "spectra8k.yaml"
     cond = R.random_conditions(R.random_rotors(1, seed=5), 2, seed=6)
     store = R.generate_rotational_store(tmp_path / "r.zarr", cond, R.Grid(2000.0, 8000.0, 8192))
-    model_d, train_d = quality_spectra.load_recipe(str(recipe), [])
-    mcfg = quality_spectra.model_config(store, model_d)
+    mcfg, cfg = quality_spectra.resolve(store, str(recipe), [])
     assert mcfg.unet.fourier_channels == 12 and mcfg.unet.learned_positions == 8192
-    assert train_d["lr"] == 1e-3
+    assert mcfg.unet.dims == 1 and mcfg.unet.patch_size == 4 and cfg.train.lr == 1e-3
+    m2, _ = quality_spectra.resolve(store, str(recipe), ["model.fourier_channels=3"])
+    assert m2.unet.fourier_channels == 3
     model = DiffusionModel(mcfg).eval()
     x = torch.randn(1, 1, 8192)
     with torch.inference_mode():
