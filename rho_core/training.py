@@ -349,6 +349,10 @@ def _train(
                 state = load_checkpoint(path)
         if state is not None:
             saved = state["model_config"]
+            try:  # fill options added after the checkpoint was written with their defaults
+                saved = ModelConfig.from_dict(saved).to_dict()
+            except (ConfigError, TypeError, KeyError):
+                pass
             if saved != model_cfg.to_dict():
                 raise ConfigError(
                     f"{out_dir} holds checkpoints of a different model configuration; use a new "

@@ -190,3 +190,21 @@ def test_loader_workers_give_the_same_batches(tmp_path, blobs) -> None:
     main = train(mc, _tc(steps=3), blobs, tmp_path / "main")
     worker = train(mc, _tc(steps=3, num_workers=1), blobs, tmp_path / "worker")
     assert worker.losses == main.losses
+
+
+def test_resume_of_a_checkpoint_written_before_an_option_existed(tmp_path, blobs) -> None:
+    """A checkpoint whose saved model_config lacks options added later (here the optional UNet
+    keys) resumes: missing keys take their defaults before comparing."""
+    mc = _model_cfg(blobs)
+    tc = _tc(steps=4, checkpoint_every=2)
+    train(mc, _tc(steps=2, checkpoint_every=2), blobs, tmp_path / "old")
+    [(_, path)] = list_checkpoints(tmp_path / "old" / "checkpoints")
+    state = torch.load(path, weights_only=True)
+    saved = state["model_config"]
+    assert saved == mc.to_dict() and mc.unet.dropout == 0.0 and not mc.unet.coord_channels
+    # What an older version wrote: no keys for options that did not exist yet (at defaults).
+    saved["unet"].pop("dropout")
+    saved["unet"].pop("coord_channels")
+    torch.save(state, path)
+    resumed = train(mc, tc, blobs, tmp_path / "old")
+    assert resumed.start_step == 2 and resumed.step == 4
