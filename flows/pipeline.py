@@ -80,11 +80,37 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
     logger.info("[2/4] training %s (%d steps) -> %s", kind, p.train.steps, run_dir)
     # The MLflow run opens before training so loss/lr/samples/s can be watched live.
     mlflow_run = open_training_run(kind, p.run_name, run_dir, store, p.train.steps)
-    try:
-        trained = train(store=store, model=p.model, training=p.train, run_dir=run_dir)
+    try:  # any failure until the run is logged marks it FAILED (it would stay RUNNING)
+        trained, ev, tracked = _train_score_log(store, s, p, logger, run_dir, mlflow_run, generated)
     except BaseException:
         end_run(mlflow_run, "FAILED")
         raise
+    result = {
+        "store": store,
+        "run_dir": run_dir,
+        "checkpoint": trained["checkpoint"],
+        "samples": ev["samples"],
+        "figures": ev["figures"],
+        "wasserstein_mean": ev["scores"]["wasserstein_mean"],
+        "rel_l2_mean": ev["scores"]["rel_l2_mean"],
+        "condition_accuracy": ev["scores"].get("condition_accuracy"),
+        "score_set": ev["scores"].get("score_set"),
+        "leading_scores": {k: ev["scores"][k] for k in ev["scores"].get("leading", [])},
+        "dataset": p.dataset,
+        "params": p.model_dump(mode="json"),
+        "train_steps": trained.get("step"),
+        "train_samples_per_s": trained.get("samples_per_s"),
+        **{f"mlflow_{k}": v for k, v in tracked.items()},
+    }
+    publish_report(result, ev["scores"])  # Prefect artifacts: report, scores table, figures
+    return result
+
+
+def _train_score_log(store, s, p: PipelineParams, logger, run_dir, mlflow_run, generated: bool):
+    """Train, score and log into the already open MLflow run ``mlflow_run``; returns
+    ``(trained, evaluation, tracked)``."""
+    kind = s.kind
+    trained = train(store=store, model=p.model, training=p.train, run_dir=run_dir)
     if not trained.get("checkpoint"):
         from rho_core.errors import CheckpointError
 
@@ -125,25 +151,7 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
         p.register_model,
         run_id=mlflow_run,
     )
-    result = {
-        "store": store,
-        "run_dir": run_dir,
-        "checkpoint": trained["checkpoint"],
-        "samples": ev["samples"],
-        "figures": ev["figures"],
-        "wasserstein_mean": ev["scores"]["wasserstein_mean"],
-        "rel_l2_mean": ev["scores"]["rel_l2_mean"],
-        "condition_accuracy": ev["scores"].get("condition_accuracy"),
-        "score_set": ev["scores"].get("score_set"),
-        "leading_scores": {k: ev["scores"][k] for k in ev["scores"].get("leading", [])},
-        "dataset": p.dataset,
-        "params": p.model_dump(mode="json"),
-        "train_steps": trained.get("step"),
-        "train_samples_per_s": trained.get("samples_per_s"),
-        **{f"mlflow_{k}": v for k, v in tracked.items()},
-    }
-    publish_report(result, ev["scores"])  # Prefect artifacts: report, scores table, figures
-    return result
+    return trained, ev, tracked
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
