@@ -58,8 +58,14 @@ def ui(tmp_path_factory):
         yield proc, port, env
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            # SIGTERM, not SIGKILL: `rho ui` then stops the servers it started in their own
+            # sessions (a SIGKILL would leave them running after the tests).
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def test_other_origins_are_kept_out(ui):
