@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rho_cli.likelihood import add_ode_options, ode_options, parse_param_object
+from rho_cli.likelihood import add_ode_options, fraction_bar, ode_options, parse_param_object
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
@@ -105,18 +104,7 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     g = int(np.prod([a.size for a in axes]))
-    bar = (
-        None
-        if args.quiet
-        else tqdm(total=1000, desc=f"infer ({g} points)", unit="‰", file=sys.stderr)
-    )
-    done = [0]
-
-    def progress(f: float) -> None:
-        if bar is not None:
-            k = int(1000 * f)
-            bar.update(max(0, k - done[0]))
-            done[0] = max(done[0], k)
+    bar, progress = fraction_bar(f"infer ({g} points)", args.quiet)
 
     t0 = time.perf_counter()
     try:

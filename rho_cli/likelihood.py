@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +60,12 @@ def ode_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_param_object(text: str | None) -> dict[str, float]:
     """``--params`` → dict of numbers (a JSON object, or ``@FILE`` holding one)."""
+    from rho_cli.sample import read_params_json
     from rho_core.errors import ConfigError
 
     if not text:
         return {}
-    if text.startswith("@"):
-        path = Path(text[1:])
-        if not path.is_file():
-            raise ConfigError(f"--params file {path} does not exist")
-        text = path.read_text()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"--params is not valid JSON ({exc.msg}); e.g. '{{\"amplitude\": 1}}'"
-        ) from None
+    value = read_params_json(text, '{"amplitude": 1}')
     if not isinstance(value, dict):
         raise ConfigError("--params must be one JSON object, e.g. '{\"amplitude\": 1}'")
     out = {}
@@ -82,6 +74,23 @@ def parse_param_object(text: str | None) -> dict[str, float]:
             raise ConfigError(f"--params: {k!r} must be a finite number, got {v!r}")
         out[str(k)] = float(v)
     return out
+
+
+def fraction_bar(desc: str, quiet: bool) -> tuple[Any, Callable[[float], None]]:
+    """A per-mille tqdm bar on stderr (None when ``quiet``) and the ``progress(fraction)``
+    callback that advances it monotonically."""
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=1000, desc=desc, unit="‰", file=sys.stderr)
+    done = [0]
+
+    def progress(f: float) -> None:
+        if bar is not None:
+            k = int(1000 * f)
+            bar.update(max(0, k - done[0]))
+            done[0] = max(done[0], k)
+
+    return bar, progress
 
 
 def param_table(
@@ -152,7 +161,6 @@ def _indices(args: argparse.Namespace, n: int) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
@@ -173,14 +181,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     fields, params = store.read_batch(idx)
     table = param_table(loaded.param_names, list(store.param_names), params, fixed)
-    bar = None if args.quiet else tqdm(total=1000, desc="likelihood", unit="‰", file=sys.stderr)
-    done = [0]
-
-    def progress(f: float) -> None:
-        if bar is not None:
-            k = int(1000 * f)
-            bar.update(max(0, k - done[0]))
-            done[0] = max(done[0], k)
+    bar, progress = fraction_bar("likelihood", args.quiet)
 
     t0 = time.perf_counter()
     try:

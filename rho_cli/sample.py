@@ -86,8 +86,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"output store {args.out} already exists; choose a new --out")
 
 
-def parse_params(text: str) -> list[dict[str, Any]]:
-    """``--params`` value → list of parameter dicts (ConfigError on malformed JSON)."""
+def read_params_json(text: str, example: str) -> Any:
+    """The JSON of a ``--params`` value (inline, or ``@FILE``); ConfigError naming the problem,
+    with ``example`` (e.g. ``'{"l": 5}'``) as the hint."""
     from rho_core.errors import ConfigError
 
     if text.startswith("@"):
@@ -96,9 +97,16 @@ def parse_params(text: str) -> list[dict[str, Any]]:
             raise ConfigError(f"--params file {path} does not exist")
         text = path.read_text()
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"--params is not valid JSON ({exc.msg}); e.g. '{{\"l\": 5}}'") from None
+        raise ConfigError(f"--params is not valid JSON ({exc.msg}); e.g. '{example}'") from None
+
+
+def parse_params(text: str) -> list[dict[str, Any]]:
+    """``--params`` value → list of parameter dicts (ConfigError on malformed JSON)."""
+    from rho_core.errors import ConfigError
+
+    value = read_params_json(text, '{"l": 5}')
     if isinstance(value, dict):
         value = [value]
     if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):

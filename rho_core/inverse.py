@@ -64,6 +64,7 @@ from rho_core.samplers import (
     Callback,
     Denoiser,
     _infer_device,
+    initial_noise,
     timesteps_for,
 )
 from rho_core.schedules import Schedule
@@ -424,13 +425,7 @@ def sample_posterior(
                 x0g = _dps_x0(x0, x_req, yv, forward, float(dps_scale), c0)
         return (x - alpha * x0g) / sigma
 
-    if x_T is None:
-        gen_dev = generator.device if generator is not None else dev
-        x = torch.randn(shape, generator=generator, device=gen_dev, dtype=dtype).to(dev)
-    else:
-        if tuple(x_T.shape) != shape:
-            raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
-        x = x_T.to(device=dev, dtype=dtype)
+    x = initial_noise(shape, dev, dtype, generator, x_T)
     with torch.no_grad():
         out = SAMPLERS[sampler](
             eps_fn, x, schedule, grid, eta=float(eta), generator=generator, callback=callback

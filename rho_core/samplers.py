@@ -314,6 +314,24 @@ def _infer_device(
     return torch.device("cpu")
 
 
+def initial_noise(
+    shape: tuple[int, ...],
+    device: torch.device,
+    dtype: torch.dtype,
+    generator: torch.Generator | None = None,
+    x_T: Tensor | None = None,
+) -> Tensor:
+    """The sampler's start x_T ~ N(0, I) of ``shape`` on ``device``, drawn on the generator's
+    device (so a seed gives the same noise whatever the model's device), or the given ``x_T``
+    checked against ``shape``."""
+    if x_T is None:
+        gen_dev = generator.device if generator is not None else device
+        return torch.randn(shape, generator=generator, device=gen_dev, dtype=dtype).to(device)
+    if tuple(x_T.shape) != tuple(shape):
+        raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {tuple(shape)}")
+    return x_T.to(device=device, dtype=dtype)
+
+
 def guided_eps(
     denoiser: Denoiser, cond: Any, guidance: float
 ) -> Callable[[Tensor, Tensor], Tensor]:
@@ -424,13 +442,7 @@ def _sample(
     grid = timesteps_for(schedule, steps, spacing)
 
     dev = _infer_device(device, cond, denoiser, generator)
-    if x_T is None:
-        gen_dev = generator.device if generator is not None else dev
-        x = torch.randn(shape, generator=generator, device=gen_dev, dtype=dtype).to(dev)
-    else:
-        if tuple(x_T.shape) != shape:
-            raise ConfigError(f"x_T has shape {tuple(x_T.shape)}, expected {shape}")
-        x = x_T.to(device=dev, dtype=dtype)
+    x = initial_noise(shape, dev, dtype, generator, x_T)
 
     eps_guided = guided_eps(denoiser, cond, guidance)
     batch = shape[0]
