@@ -159,6 +159,14 @@ class ModelOptions:
         0, "Width of the full-resolution refinement head (0: none; needs patch_size > 1)."
     )
     out_channels: int | None = _opt(None, "Output channels; null: the field's channels.")
+    spectral_head: int = _opt(
+        0,
+        "Hidden width of a conditioned isotropic Fourier filter added to the network output (0: "
+        "none); the exact denoiser family of stationary Gaussian fields (rho_core.spectral_head).",
+    )
+    circular: bool = _opt(
+        False, "Periodic (circular) padding in every convolution, for fields on a periodic box."
+    )
 
     def __post_init__(self) -> None:
         _choice("conditioning", self.conditioning, CONDITIONINGS)

@@ -67,6 +67,16 @@ Learned positions (``learned_positions = n > 0``, fixed grids only). A free embe
 memorise position-specific structure (the line positions of a known molecule) directly instead of
 composing it from the position code. The input must then have ``n`` points per axis.
 
+Spectral head (``spectral_head = h > 0``). A conditioned isotropic Fourier filter of the input,
+``y ← y + irfftn(g(|κ|, e) · rfftn(x))`` with the gains from an ``h``-wide MLP of the wave-vector
+length and the joint embedding ``e`` (:mod:`rho_core.spectral_head`): the exact denoiser of a
+stationary Gaussian field is such a filter, which a stack of 3×3 kernels learns slowly at the small
+scales of red spectra. Zero-initialised like the output convolution.
+
+Periodic boxes (``circular = True``). Every padded convolution wraps around
+(``padding_mode="circular"``), so the network has no border and commutes with periodic shifts
+(exactly for ``patch_size = 1``; for ``p > 1`` with shifts by multiples of ``p · 2^(L−1)``).
+
 Shapes: input ``x (B, C_in, *spatial)`` with ``len(spatial) == dims``, every spatial size divisible
 by ``p · 2^(L−1)``; output ``(B, C_out, *spatial)``.
 """
@@ -81,6 +91,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rho_core.errors import ConfigError
+from rho_core.spectral_head import SpectralFilter
 
 __all__ = [
     "UNetConfig",
@@ -96,7 +107,7 @@ __all__ = [
 ]
 
 
-_LATER_OPTIONS = ("fourier_channels", "learned_positions")
+_LATER_OPTIONS = ("fourier_channels", "learned_positions", "spectral_head", "circular")
 """UNetConfig fields added after checkpoints existed; omitted from ``to_dict`` when 0."""
 
 
@@ -127,6 +138,11 @@ class UNetConfig:
             (module docstring, "Fourier features of position"); 0 = none.
         learned_positions: ``n``: grid size per axis of a learned additive position embedding
             after the stem (module docstring, "Learned positions"); 0 = none.
+        spectral_head: hidden width of the conditioned isotropic Fourier filter added to the
+            output (:mod:`rho_core.spectral_head`; module docstring, "Spectral head"); 0 = none.
+            Needs ``in_channels == out_channels``.
+        circular: periodic (``padding_mode="circular"``) convolutions, for fields on a periodic
+            box: no border, the network is exactly translation-equivariant on the torus.
     """
 
     dims: int = 3
@@ -146,6 +162,8 @@ class UNetConfig:
     refine_channels: int = 0
     fourier_channels: int = 0
     learned_positions: int = 0
+    spectral_head: int = 0
+    circular: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON/YAML) but store tuples so the config stays hashable.
@@ -199,6 +217,18 @@ class UNetConfig:
                 f"{self.patch_size}, got {lp!r}"
             )
         object.__setattr__(self, "learned_positions", int(lp))
+        sh = self.spectral_head
+        if isinstance(sh, bool) or int(sh) != sh or not 0 <= sh <= 4096:
+            raise ConfigError(f"spectral_head must be an integer in [0, 4096], got {sh!r}")
+        object.__setattr__(self, "spectral_head", int(sh))
+        if sh and self.in_channels != self.out_channels:
+            raise ConfigError(
+                f"spectral_head filters each channel of the input into the same output channel; "
+                f"it needs in_channels == out_channels (got {self.in_channels} → "
+                f"{self.out_channels}); set spectral_head=0"
+            )
+        if not isinstance(self.circular, bool):
+            raise ConfigError(f"circular must be true or false, got {self.circular!r}")
         if r and self.patch_size == 1:
             raise ConfigError(
                 "refine_channels needs patch_size > 1 (the plain U-Net already works at full "
@@ -563,6 +593,17 @@ class UNet(nn.Module):
                 # (benchmarks/train_recipe.py, docs/training.md).
                 # The values are unchanged; load_state_dict and .to(device) keep the layout.
                 self.refine.to(memory_format=REFINE_LAYOUT[d])
+        self.spectral = (
+            SpectralFilter(d, cfg.in_channels, emb_dim, cfg.spectral_head)
+            if cfg.spectral_head
+            else None
+        )
+        if cfg.circular:
+            for m in self.modules():
+                if isinstance(m, nn.modules.conv._ConvNd) and any(q > 0 for q in m.padding):
+                    # _conv_forward pads with F.pad(mode="circular") when padding_mode is not
+                    # "zeros"; the padding amounts were fixed in __init__.
+                    m.padding_mode = "circular"
 
     def forward(
         self, x: torch.Tensor, t: torch.Tensor, emb_cond: torch.Tensor | None = None
@@ -624,6 +665,8 @@ class UNet(nn.Module):
         if cfg.refine_channels:
             f = unpatchify(self.refine_feat(h), cfg.patch_size)
             y = y + self.refine(torch.cat([f, x_in.to(f.dtype)], dim=1))
+        if self.spectral is not None:
+            y = y + self.spectral(x_in, emb).to(y.dtype)
         return y
 
     def num_parameters(self) -> int:
