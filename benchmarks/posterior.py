@@ -49,6 +49,7 @@ Sections (``--sections``, comma-separated):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
@@ -215,6 +216,14 @@ def compare(samples: np.ndarray, ref_draws: np.ndarray, w: Wiener, y: np.ndarray
     }
 
 
+def method_options(method: str, options: dict) -> dict:
+    """sample_posterior keywords of a benchmark method: ``mmps``, ``dps`` or ``iso`` (MMPS with
+    the isotropic Σ = v σ²/(α² v + σ²) I at every noise level: no network derivative)."""
+    if method == "iso":
+        return {**options, "method": "mmps", "tweedie_min_log_snr": math.inf}
+    return {**options, "method": method}
+
+
 def grf_tasks(size: int, seed: int = 0):
     """The two observation operators: a random 50 % pixel mask and a 4× block average."""
     rng = np.random.default_rng(seed)
@@ -223,8 +232,9 @@ def grf_tasks(size: int, seed: int = 0):
 
 
 def run_grf_exact(
-    amp: float, index: float, noise: float, k: int, cg_list, steps_list, size: int = 64
-):
+    amp: float, index: float, noise: float, k: int, cg_list, steps_list, size: int = 64,
+    methods=("mmps",), **options,
+):  # fmt: skip
     from rho_core.data.random_fields import (
         field_variance,
         gaussian_field,
@@ -247,20 +257,22 @@ def run_grf_exact(
         w = Wiener(cov, a, noise)
         ref = w.draws(y, 256, rng)
         t_ref = time.perf_counter() - t0
-        for steps in steps_list:
-            for cg in cg_list:
-                den = FourierGaussianDenoiser(schedule, power)
-                t0 = time.perf_counter()
-                x = sample_posterior(
-                    den, (k, 1, size, size), schedule, torch.as_tensor(y).float(), op, noise,
-                    generator=torch.Generator().manual_seed(1), steps=steps, cg_iters=cg,
-                )  # fmt: skip
-                dt = time.perf_counter() - t0
-                s = x.double().reshape(k, -1).numpy()
-                row = {"task": name, "steps": steps, "cg_iters": cg, "seconds": dt, "M": a.shape[0]}
-                row.update(compare(s, ref, w, y, free, size))
-                rows.append(row)
-                print_grf_row(row, flush=True)
+        for method, steps, cg in itertools.product(methods, steps_list, cg_list):
+            den = FourierGaussianDenoiser(schedule, power)
+            stats: dict = {}
+            t0 = time.perf_counter()
+            x = sample_posterior(
+                den, (k, 1, size, size), schedule, torch.as_tensor(y).float(), op, noise,
+                generator=torch.Generator().manual_seed(1), steps=steps, cg_iters=cg,
+                stats=stats, **method_options(method, options),
+            )  # fmt: skip
+            dt = time.perf_counter() - t0
+            s = x.double().reshape(k, -1).numpy()
+            row = {"task": name, "method": method, "steps": steps, "cg_iters": cg, "seconds": dt,
+                   "M": a.shape[0], "guards": stats}  # fmt: skip
+            row.update(compare(s, ref, w, y, free, size))
+            rows.append(row)
+            print_grf_row(row, flush=True)
         rows[-1]["reference_seconds"] = t_ref
     return rows
 
@@ -272,8 +284,18 @@ def print_grf_header(title: str) -> None:
           f"{'s':>7}")  # fmt: skip
 
 
+def guard_summary(stats: dict) -> str:
+    """Share of the Tweedie sample-steps where a guard fired: isotropic fallback / CG cut short."""
+    n = stats.get("tweedie_steps", 0) * stats["sample_steps"] // max(stats.get("steps", 1), 1)
+    if not n:
+        return ""
+    return (f" fallback {stats['fallbacks'] / n:.0%} CG-cut {stats['curvature_stops'] / n:.0%}"
+            f" of {stats['tweedie_steps']} Tweedie steps")  # fmt: skip
+
+
 def print_grf_row(r: dict, flush: bool = False) -> None:
     extra = f" {r['method']:<5}" if "method" in r else ""
+    extra += guard_summary(r.get("guards", {}))
     print(
         f"   {r['task']:<10} {r['steps']:5d} {r['cg_iters']:3d} "
         f"{r['mean_err_over_prior_sd']:8.3f} {r['mc_floor_over_prior_sd']:8.3f} "
@@ -290,7 +312,7 @@ def print_grf_row(r: dict, flush: bool = False) -> None:
 
 def run_grf_model(
     checkpoint: str, amp: float, index: float, noise: float, k: int, steps: int, cg: int,
-    methods=("mmps", "dps"), truth_seed: int = 777,
+    methods=("mmps", "dps"), truth_seed: int = 777, **options,
 ):  # fmt: skip
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.random_fields import field_variance, gaussian_field, grf_covariance
@@ -335,11 +357,12 @@ def run_grf_model(
             s_z[0] / sigma
         )
         for method in methods:
+            stats: dict = {}
             t0 = time.perf_counter()
             x = sample_posterior(
                 model.denoiser, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
                 cond=cond, generator=torch.Generator().manual_seed(1), steps=steps,
-                cg_iters=cg, method=method,
+                cg_iters=cg, stats=stats, **method_options(method, options),
             )  # fmt: skip
             dt = time.perf_counter() - t0
             s = x.double().numpy()
@@ -347,7 +370,7 @@ def run_grf_model(
             row = {"task": name, "method": method, "steps": steps, "cg_iters": cg,
                    "seconds": dt, "s_per_sample": dt / k, "M": a.shape[0],
                    "uncond_s_per_sample": t_uncond / k,
-                   "prior_var_ratio_uncond": prior_var_ratio}  # fmt: skip
+                   "prior_var_ratio_uncond": prior_var_ratio, "guards": stats}  # fmt: skip
             row.update(compare(s.reshape(k, -1), ref, w, y_phys, free, size))
             rows.append(row)
             print_grf_row(row, flush=True)
@@ -422,9 +445,7 @@ def run_harmonics(
             "unguided_s_per_sample": t_u / k,
         }
         for method in methods:
-            kw = dict(options, method=method)
-            if method == "iso":  # MMPS with Σ isotropic at every λ (no network derivative)
-                kw.update(method="mmps", tweedie_min_log_snr=math.inf)
+            kw = method_options(method, options)
             t0 = time.perf_counter()
             x = sample_posterior(
                 model.denoiser, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
@@ -467,7 +488,11 @@ def main() -> None:
     ap.add_argument("--checkpoint", help="trained GRF run directory or checkpoint (grf)")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps (grf)")
     ap.add_argument("--cg", type=int, default=DEFAULT_CG_ITERS, help="CG iterations (grf)")
-    ap.add_argument("--methods", default="mmps,dps", help="methods (grf, harmonics)")
+    ap.add_argument(
+        "--methods", default="mmps,dps", help="mmps, dps, iso (grf, harmonics; docstring)"
+    )
+    ap.add_argument("--exact-methods", default="mmps", help="methods (grf-exact)")
+    ap.add_argument("--truth-seed", type=int, default=777, help="GRF realisation observed (grf)")
     ap.add_argument("--sh-checkpoint", help="trained harmonics checkpoint (harmonics)")
     ap.add_argument("--sh-store", help="the harmonics store it was trained on (harmonics)")
     ap.add_argument("--sh-conditions", type=int, default=6, help="conditions (harmonics)")
@@ -479,7 +504,7 @@ def main() -> None:
     )  # fmt: skip
     ap.add_argument(
         "--tweedie-min-log-snr", type=float, default=None,
-        help="λ below which Σ is isotropic (grf, harmonics; default: the library's)",
+        help="λ below which Σ is isotropic (grf-exact, grf, harmonics; default: the library's)",
     )  # fmt: skip
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", help="also write the results to this JSON file")
@@ -503,6 +528,7 @@ def main() -> None:
         out["grf_exact"] = run_grf_exact(
             amp, index, args.grf_noise, args.k,
             [int(v) for v in args.grf_cg.split(",")], [int(v) for v in args.grf_steps.split(",")],
+            methods=tuple(args.exact_methods.split(",")), **tweedie,
         )  # fmt: skip
     if "grf" in sections:
         if not args.checkpoint:
@@ -513,7 +539,7 @@ def main() -> None:
         )
         out["grf_model"] = run_grf_model(
             args.checkpoint, amp, index, args.grf_noise, args.k, args.steps, args.cg,
-            tuple(args.methods.split(",")),
+            tuple(args.methods.split(",")), args.truth_seed, **tweedie,
         )  # fmt: skip
         for r in out["grf_model"]:
             print(f"   {r['task']:<10} {r['method']:<5} {r['s_per_sample']:.2f} s/sample "

@@ -93,6 +93,7 @@ def conjugate_gradient(
     iters: int,
     rtol: float = 0.0,
     shift: Tensor | None = None,
+    info: dict | None = None,
 ) -> Tensor:
     """Solve ``matvec(u) = b`` for a symmetric positive-definite operator, one system per row.
 
@@ -104,6 +105,9 @@ def conjugate_gradient(
         shift: a known positive diagonal D inside the operator, K = K₀ + D with K₀ meant to be
             positive semi-definite (``(B, M)``-broadcastable): then a curvature pᵀKp ≤ pᵀDp
             already means pᵀK₀p ≤ 0, and the row stops there.
+        info: if given, ``info["curvature_stops"]`` (rows stopped by a non-positive curvature
+            while their residual was still above 10⁻³ ‖b‖, i.e. a solve left unfinished) and
+            ``info["matvecs"]`` (operator applications) are added to.
 
     Returns:
         u ``(B, M)`` from a zero start. A row stops where its residual vanishes or where it meets
@@ -116,6 +120,7 @@ def conjugate_gradient(
     p = r.clone()
     rs = (r * r).sum(-1, keepdim=True)
     stop = (rtol * rtol) * rs
+    unfinished = 1e-6 * rs
     tiny = torch.finfo(b.dtype).tiny
     active = rs > tiny
     for _ in range(iters):
@@ -124,7 +129,12 @@ def conjugate_gradient(
         ap = matvec(p)
         curv = (p * ap).sum(-1, keepdim=True)
         floor = torch.zeros_like(curv) if shift is None else (shift * p * p).sum(-1, keepdim=True)
-        active = active & (curv > floor + tiny) & torch.isfinite(curv)
+        ok = (curv > floor + tiny) & torch.isfinite(curv)
+        if info is not None:
+            info["matvecs"] = info.get("matvecs", 0) + 1
+            cut = active & ~ok & (rs > unfinished)
+            info["curvature_stops"] = info.get("curvature_stops", 0) + int(cut.sum())
+        active = active & ok
         step = torch.where(active, rs / torch.where(active, curv, 1.0), 0.0)
         u = u + step * p
         r = r - step * ap
@@ -175,6 +185,7 @@ def _mmps_x0(
     noise_var: Tensor,
     cg_iters: int,
     cg_rtol: float,
+    info: dict | None = None,
 ) -> Tensor:
     """x̂₀ + γ Jᵀ Aᵀ u with (A Σ Aᵀ + σ_y²) u = y − A x̂₀, Σ v = γ Jᵀ v (module docstring)."""
 
@@ -187,7 +198,7 @@ def _mmps_x0(
 
     with torch.no_grad():
         resid = y - forward(x0.detach())
-    u = conjugate_gradient(lambda v: gram(v).detach(), resid, cg_iters, cg_rtol, noise_var)
+    u = conjugate_gradient(lambda v: gram(v).detach(), resid, cg_iters, cg_rtol, noise_var, info)
     (g,) = torch.autograd.grad(x0, x_req, adjoint(u))
     return (x0 + gamma * g).detach()
 
@@ -298,6 +309,7 @@ def sample_posterior(
     callback: Callback | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    stats: dict | None = None,
 ) -> Tensor:
     """Draw ``shape[0]`` samples of p(x | y, cond) for y = A x + σ_y n (module docstring).
 
@@ -330,6 +342,11 @@ def sample_posterior(
         dps_scale: ζ, the DPS step size (``method="dps"``).
         guidance: classifier-free guidance scale of the prior (1 = plain conditional).
         spacing, x_T, callback, device, dtype: as for :func:`rho_core.samplers.sample`.
+        stats: a dict to fill with what the guards did (``mmps``; diagnostics): ``steps``,
+            ``isotropic_steps`` (steps below ``tweedie_min_log_snr``), ``tweedie_steps``,
+            ``fallbacks`` (sample-steps whose Tweedie correction was replaced by the isotropic
+            one), ``curvature_stops`` (sample-steps whose CG stopped at a non-positive
+            curvature with its residual still above 10⁻³ of the start), ``matvecs`` (CG operator applications), ``sample_steps`` (B × steps).
 
     Returns:
         ``(B, C, *spatial)`` samples (ordinary tensor, no autograd history).
@@ -383,6 +400,15 @@ def sample_posterior(
     grid = timesteps_for(schedule, steps, spacing or "lambda")
     nxt = {t: (grid[i + 1] if i + 1 < len(grid) else -1) for i, t in enumerate(grid)}
     x0_fn = _x0_predictor(denoiser, cond, guidance, schedule)
+    info = stats
+    if info is not None:
+        for key in ("steps", "isotropic_steps", "tweedie_steps", "fallbacks", "curvature_stops",
+                    "matvecs", "sample_steps"):  # fmt: skip
+            info.setdefault(key, 0)
+
+    def count(key: str, n: int = 1) -> None:
+        if info is not None:
+            info[key] += n
 
     def abar(t: int) -> float:
         return 1.0 if t < 0 else float(schedule.alphas_cumprod[t])
@@ -398,6 +424,8 @@ def sample_posterior(
                 raise ConfigError(
                     f"denoiser returned shape {tuple(x0.shape)} for input {tuple(x.shape)}"
                 )
+            count("steps")
+            count("sample_steps", batch)
             if (
                 method == "mmps"
                 and tweedie_min_log_snr is not None
@@ -405,17 +433,20 @@ def sample_posterior(
             ):
                 r2 = prior_var * sigma * sigma / (alpha * alpha * prior_var + sigma * sigma)
                 x0g = _isotropic_x0(x0, yv, forward, adjoint, noise_var, r2, cg_iters)
+                count("isotropic_steps")
             elif method == "mmps":
                 x0g = _mmps_x0(
                     x0, x_req, sigma * sigma / alpha, yv, forward, adjoint, noise_var,
-                    cg_iters, cg_rtol,
+                    cg_iters, cg_rtol, info,
                 )  # fmt: skip
+                count("tweedie_steps")
                 # Guard: a Kalman correction far beyond the spread of p(x₀ | x_t) comes from a
                 # Jacobian that is not a covariance (measured: ×10³ jumps with an under-trained
                 # net); those samples take the isotropic update instead.
                 r2 = prior_var * sigma * sigma / (alpha * alpha * prior_var + sigma * sigma)
                 jump = (x0g - x0.detach()).flatten(1).pow(2).mean(1).sqrt()
                 bad = ~torch.isfinite(jump) | (jump > MAX_CORRECTION * math.sqrt(r2))
+                count("fallbacks", int(bad.sum()))
                 if bool(bad.any()):
                     iso = _isotropic_x0(x0, yv, forward, adjoint, noise_var, r2, cg_iters)
                     x0g = torch.where(append_dims(bad, x0g.ndim), iso, x0g)

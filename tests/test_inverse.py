@@ -432,3 +432,23 @@ def test_truncated_cg_stops_on_an_indefinite_covariance_part() -> None:
     guarded = conjugate_gradient(matvec, b, iters=2, shift=d)
     assert float(plain.abs().max()) > 1e5  # the unguarded solve follows the tiny curvature
     assert float(guarded.abs().max()) < 10 and torch.isfinite(guarded).all()
+    info: dict = {}
+    conjugate_gradient(matvec, b, iters=2, shift=d, info=info)
+    assert info["curvature_stops"] == 1 and info["matvecs"] >= 1  # the stop is reported
+
+
+def test_stats_report_which_update_each_step_used(problem) -> None:
+    """``stats``: every step is either isotropic (below tweedie_min_log_snr) or Tweedie; with an
+    exact Gaussian denoiser the Tweedie covariance is a true covariance, so no guard fires."""
+    schedule, mean, std, a, y, *_ = problem
+    den = GaussianDenoiser(schedule, mean.view(1, N), std.view(1, N))
+    stats: dict = {}
+    sample_posterior(
+        den, (16, 1, N), schedule, y.float(), Linear(a), SIGMA_Y,
+        generator=torch.Generator().manual_seed(0), steps=20, stats=stats,
+    )  # fmt: skip
+    assert stats["steps"] == 20 and stats["sample_steps"] == 16 * 20
+    assert stats["isotropic_steps"] + stats["tweedie_steps"] == 20
+    assert 0 < stats["isotropic_steps"] < 20  # the default λ = −3 splits the grid
+    assert stats["fallbacks"] == 0 and stats["curvature_stops"] == 0
+    assert stats["matvecs"] > 0
