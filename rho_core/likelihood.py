@@ -113,6 +113,7 @@ DIVERGENCES = ("auto", "exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
 CONTINUATIONS = ("frozen_score", "none")
 PRIORS = ("denoised", "standard")
+METHODS = ("ode", "elbo")
 
 
 @dataclass
@@ -134,6 +135,8 @@ class LikelihoodResult:
         latent: x at λ_min, ``(B, *shape)`` float64.
         seconds: wall time.
         physical_log_prob: log-density in physical units (when a normaliser was given), else None.
+        method: ``"ode"`` (exact up to the solver) or ``"elbo"`` (the variational bound's
+            Monte-Carlo estimate, :mod:`rho_core.elbo`: ``steps`` are its draws).
     """
 
     log_prob: Tensor
@@ -150,6 +153,7 @@ class LikelihoodResult:
     latent: Tensor = field(repr=False)
     seconds: float = 0.0
     physical_log_prob: Tensor | None = None
+    method: str = "ode"
 
     @property
     def bits_per_dim_std(self) -> Tensor:
@@ -169,6 +173,7 @@ class LikelihoodResult:
             "steps": int(self.steps),
             "rejected": int(self.rejected),
             "seconds": float(self.seconds),
+            "method": self.method,
         }
         if self.physical_log_prob is not None:
             out["physical_log_prob"] = self.physical_log_prob.tolist()
@@ -404,8 +409,15 @@ def log_likelihood(
     first_step: float | None = None,
     normalizer: Any = None,
     progress: Callable[[float], None] | None = None,
+    method: str = "ode",
+    samples: int = 64,
+    antithetic: bool = False,
+    control_variate: Any = "auto",
+    proposal: str = "mixed",
+    eval_batch: int = 64,
 ) -> LikelihoodResult:
-    """log p(x) of each sample under the probability-flow ODE of ``denoiser`` (module docstring).
+    """log p(x) of each sample under the probability-flow ODE of ``denoiser`` (module docstring),
+    or (``method="elbo"``) the continuous-time variational bound (:mod:`rho_core.elbo`).
 
     Args:
         denoiser: ``denoiser(x_t, t, cond) -> ε̂``, ``x_t`` ``(B, *shape)``, ``t`` float64
@@ -433,6 +445,13 @@ def log_likelihood(
         normalizer: a :class:`rho_core.data.normalization.Normalizer`; when given,
             ``physical_log_prob`` is filled in.
         progress: called with the fraction of the λ range done after every accepted step.
+        method: ``ode`` (default) or ``elbo``. With ``elbo`` the options ``samples``,
+            ``antithetic``, ``control_variate``, ``proposal``, ``eval_batch``, ``continuation``,
+            ``lambda_margin``, ``normalizer``, ``progress`` apply, ``shared_probes`` means the
+            same (λ, ε) draws for the whole batch, ``generator`` draws them, and the prior is
+            always N(0, I) (exact KL); the ODE-only options are ignored.
+        samples, antithetic, control_variate, proposal, eval_batch: the ELBO's Monte-Carlo
+            options (:func:`rho_core.elbo.elbo_log_likelihood`).
 
     Returns:
         :class:`LikelihoodResult`.
@@ -440,6 +459,30 @@ def log_likelihood(
     Raises:
         ConfigError: for unknown options, an empty batch or a solver that does not converge.
     """
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "elbo":
+        from rho_core.elbo import elbo_log_likelihood
+
+        if start_t is not None:
+            raise ConfigError("start_t is an ODE diagnostic; use method='ode'")
+        return elbo_log_likelihood(
+            denoiser,
+            x,
+            schedule,
+            cond,
+            generator,
+            samples=samples,
+            antithetic=antithetic,
+            control_variate=control_variate,
+            proposal=proposal,
+            continuation=continuation,
+            lambda_margin=lambda_margin,
+            shared_noise=shared_probes,
+            eval_batch=eval_batch,
+            normalizer=normalizer,
+            progress=progress,
+        )
     if divergence not in DIVERGENCES:
         raise ConfigError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     if probe not in PROBES:
@@ -588,6 +631,7 @@ def concat_results(results: list[LikelihoodResult]) -> LikelihoodResult:
         latent=cat("latent"),
         seconds=sum(r.seconds for r in results),
         physical_log_prob=None if any(p is None for p in phys) else torch.cat(phys),  # type: ignore[arg-type]
+        method=results[0].method,
     )
 
 
