@@ -61,25 +61,37 @@ TRAIN_N = (-1.0, -1.5, -2.0, -2.5)
 HELD_N = (-1.25, -1.75, -2.25)
 
 
-def ensure_stores(data_dir: Path, size: int = 64, dims: int = 2) -> dict[str, Path]:
-    """The training, fresh-truth and held-out stores (generated when missing)."""
+def ensure_stores(
+    data_dir: Path,
+    size: int = 64,
+    dims: int = 2,
+    k_train: int = 128,
+    k_truth: int = 256,
+    lognormal: bool = False,
+) -> dict[str, Path]:
+    """The training, fresh-truth and held-out stores (generated when missing). The 2-D Gaussian
+    stores are ``train64``/``truth64``/``heldout64``; other cases get a ``-{dims}d`` and/or
+    ``-lognormal`` suffix."""
     from rho_core.data.normalization import fit_normalization
     from rho_core.data.random_fields import generate_random_field_store
     from rho_core.data.store import store_exists
 
+    suffix = ("" if dims == 2 else f"-{dims}d") + ("-lognormal" if lognormal else "")
     paths = {
-        "train": data_dir / f"train{size}",
-        "truth": data_dir / f"truth{size}",
-        "heldout": data_dir / f"heldout{size}",
+        "train": data_dir / f"train{size}{suffix}",
+        "truth": data_dir / f"truth{size}{suffix}",
+        "heldout": data_dir / f"heldout{size}{suffix}",
     }
     specs = {
-        "train": (TRAIN_N, 128, 1),
-        "truth": (TRAIN_N, 256, 3),
-        "heldout": (HELD_N, 256, 2),
+        "train": (TRAIN_N, k_train, 1),
+        "truth": (TRAIN_N, k_truth, 3),
+        "heldout": (HELD_N, k_truth, 2),
     }
     for key, (idx, k, seed) in specs.items():
         if not store_exists(paths[key]):
-            generate_random_field_store(paths[key], size, dims, TRAIN_A, idx, k, seed=seed)
+            generate_random_field_store(
+                paths[key], size, dims, TRAIN_A, idx, k, seed=seed, lognormal=lognormal
+            )
             if key == "train":
                 fit_normalization(paths[key], "standard", write=True)
     return paths
@@ -226,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--truth-only", action="store_true", help="score fresh true fields (floors)")
     ap.add_argument("--lognormal", action="store_true", help="the stores are log-normal")
+    ap.add_argument("--size", type=int, default=64, help="points per axis of the stores")
+    ap.add_argument("--dims", type=int, default=2, help="spatial dims of the stores (2 or 3)")
+    ap.add_argument("--k-train", type=int, default=128, help="training realisations/condition")
+    ap.add_argument("--k-truth", type=int, default=256, help="fresh true realisations/condition")
+    ap.add_argument("--make-stores", action="store_true", help="only generate the stores")
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--figures", help="directory for the P(k)-ratio, sample-grid and PDF figures")
     args = ap.parse_args(argv)
@@ -235,7 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     from rho_core.field_stats import summarize
 
     torch.set_num_threads(args.threads)
-    paths = ensure_stores(Path(args.data_dir))
+    paths = ensure_stores(
+        Path(args.data_dir), args.size, args.dims, args.k_train, args.k_truth, args.lognormal
+    )
+    if args.make_stores:
+        print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+        return 0
     train, truth, held = (load_by_condition(paths[k]) for k in ("train", "truth", "heldout"))
     loaded, meta = None, {}
     if not args.truth_only:
