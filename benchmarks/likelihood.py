@@ -154,16 +154,21 @@ class BatchFourierDenoiser:
         return ((xd - a * x0) / s2.sqrt()).to(x.dtype)
 
 
-def mean_mode_term(schedule) -> float:
-    """log-density the continued ODE gives a mode of zero data variance (module docstring)."""
+def mean_mode_term(schedule, method: str = "ode") -> float:
+    """log-density the continued ODE (``+½``) or the ELBO (``+¼``, rho_core.elbo) gives a mode
+    of zero data variance (module docstring)."""
     tau0 = math.exp(-float(schedule.log_snr_table[0]))
-    return -0.5 * math.log(2 * math.pi * tau0) + 0.5
+    return -0.5 * math.log(2 * math.pi * tau0) + (0.5 if method == "ode" else 0.25)
 
 
-def exact_model_space(fields, amp, idx, scale: float, schedule) -> np.ndarray:
+def exact_model_space(fields, amp, idx, scale: float, schedule, method: str = "ode") -> np.ndarray:
     """Reference log p in the model space y = (x − m)/scale for zero-mean GRF fields (B,)."""
     m = fields[0].size
-    return grf_log_prob(fields, amp, idx) + (m - 1) * math.log(scale) + mean_mode_term(schedule)
+    return (
+        grf_log_prob(fields, amp, idx)
+        + (m - 1) * math.log(scale)
+        + mean_mode_term(schedule, method)
+    )
 
 
 def grf_exact_section(probes: int, n: int, grid: int, width: float, seed: int = 0) -> dict:
@@ -278,6 +283,7 @@ class WhitenedGrid:
         self.u = np.linspace(-width, width, count)
         c = np.array([math.log(est["amplitude"][0]), est["spectral_index"][0]])
         chol = np.linalg.cholesky(est["cov"])
+        self.centre, self.chol = c, chol
         uu = np.stack(np.meshgrid(self.u, self.u, indexing="ij"))  # (2, count, count)
         pts = c[:, None, None] + np.einsum("ij,jkl->ikl", chol, uu)
         self.amplitude = np.exp(pts[0])
@@ -352,6 +358,152 @@ def baseline_section(n_fields: int, seed: int = 7) -> dict:
 
 
 # ------------------------------------------------------------------------------------------
+# 3b. The variational bound (ELBO) with exact denoisers
+# ------------------------------------------------------------------------------------------
+
+
+def gaussian_fit_moments(grid_: WhitenedGrid, log_likelihood: np.ndarray) -> dict:
+    """Posterior (mean, std) of (A, n) from a Gaussian fit in the whitened coordinates u
+    (``rho_core.inference.gaussian_fit`` of log L + log A: flat prior in (A, n)), moments of
+    A = exp(c₀ + (L u)₀) and n by 20,000 draws. For coarse grids with Monte-Carlo noise."""
+    from rho_core.inference import gaussian_fit
+
+    lp = np.asarray(log_likelihood, dtype=np.float64).reshape(grid_.amplitude.shape)
+    m, c = gaussian_fit([grid_.u, grid_.u], lp + np.log(grid_.amplitude))
+    u = np.random.default_rng(0).multivariate_normal(m, c, 20000)
+    p = grid_.centre + u @ grid_.chol.T
+    a, n = np.exp(p[:, 0]), p[:, 1]
+    return {
+        "amplitude": (float(a.mean()), float(a.std())),
+        "spectral_index": (float(n.mean()), float(n.std())),
+    }
+
+
+def elbo_gaussian_section(dim: int, n: int, seed: int = 0) -> list[dict]:
+    """ELBO on the exact Gaussian denoiser: error and reported standard error vs K, for the
+    control variates none / exact reference / a wrong reference (1.5 s², mean 0)."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.linspace(0.05, 1.0, dim, dtype=torch.float64)
+    mu = torch.rand(dim, generator=g, dtype=torch.float64) - 0.5
+    x = mu + s * torch.randn(n, dim, generator=g, dtype=torch.float64)
+    variants = [
+        ("no control variate", {"control_variate": "none"}),
+        ("exact reference", {"control_variate": (mu, s * s)}),
+        ("reference 1.5 s², mean 0", {"control_variate": 1.5 * s * s}),
+        ("ref 1.5 s², antithetic", {"control_variate": 1.5 * s * s, "antithetic": True}),
+    ]
+    rows = []
+    for name in ("linear", "cosine"):
+        sch = make_schedule(name, 1000)
+        den = GaussianDenoiser(sch, mu, s)
+        ref = -den.log_prob(x) / (dim * LN2)
+        for label, kw in variants:
+            for k in (16, 64, 256, 1024):
+                t0 = time.perf_counter()
+                res = log_likelihood(
+                    den, x, sch, generator=torch.Generator().manual_seed(1), method="elbo",
+                    samples=k, eval_batch=8192, **kw,
+                )  # fmt: skip
+                dt = time.perf_counter() - t0
+                err = res.bits_per_dim - ref
+                rows.append(
+                    {
+                        "schedule": name,
+                        "variant": label,
+                        "K": k,
+                        "nfe": res.nfe,
+                        "mean_err_bpd": float(err.mean()),
+                        "mean_abs_err_bpd": float(err.abs().mean()),
+                        "mean_se_bpd": float(res.bits_per_dim_std.mean()),
+                        "corr": float(torch.corrcoef(torch.stack([res.bits_per_dim, ref]))[0, 1]),
+                        "s_per_sample": dt / n,
+                    }
+                )
+    return rows
+
+
+def elbo_grf_section(n: int, infer_fields: int, samples: int, seed: int = 0) -> dict:
+    """ELBO with the exact Fourier denoiser of 64² GRFs (cosine, shift −4), spectral control
+    variate: NLL vs the exact density for K = 16…256 on ``n`` fields; then inference with
+    common random numbers on ``infer_fields`` fields of the held-out box (3 × 3 whitened grid
+    ±2σ of the power-spectrum fit, Gaussian fit) against the exact posterior — the ELBO's
+    Monte-Carlo noise alone, without any model error."""
+    size, amp, idx = 64, 1.0, -2.0
+    rng = np.random.default_rng(seed)
+    fields = np.stack([gaussian_field(size, 2, amp, idx, rng)[None] for _ in range(n)])
+    sch = make_schedule("cosine", 1000, shift=-4.0)
+    power = spectrum_grid(size, 2, amp, idx)
+    scale = float(np.sqrt(power.sum() / size**2))
+    ref = exact_model_space(fields, amp, idx, scale, sch, method="elbo")
+    y = torch.as_tensor(fields / scale)
+    bden = BatchFourierDenoiser(sch)
+    p = torch.as_tensor(power / scale**2)[None].expand(n, -1, -1)
+    m = size * size
+    out: dict = {"fields": n, "nll": []}
+    for k in (16, 64, 256):
+        t0 = time.perf_counter()
+        r = log_likelihood(bden, y, sch, cond=p, generator=torch.Generator().manual_seed(0),
+                           method="elbo", samples=k, eval_batch=256)  # fmt: skip
+        dt = time.perf_counter() - t0
+        err = (ref - r.log_prob.numpy()) / (m * LN2)
+        out["nll"].append(
+            {
+                "K": k,
+                "mean_err_bpd": float(err.mean()),
+                "mean_abs_err_bpd": float(np.abs(err).mean()),
+                "mean_se_bpd": float(r.bits_per_dim_std.mean()),
+                "mean_se_nats": float(r.log_prob_std.mean()),
+                "s_per_field": dt / n,
+            }
+        )
+    kn = kappa_norm(size, 2)
+    safe = np.where(kn > 0, kn, 1.0)
+    names = WhitenedGrid.names
+    rec = {k: {w: [] for w in ("m", "s", "ex_m", "ex_s", "pit", "pit_ex")} for k in names}
+    rng = np.random.default_rng(seed + 5)
+    t0 = time.perf_counter()
+    for f in range(infer_fields):
+        truth = {"amplitude": rng.uniform(*HELD_OUT_BOX[0])}
+        truth["spectral_index"] = rng.uniform(*HELD_OUT_BOX[1])
+        field = gaussian_field(size, 2, truth["amplitude"], truth["spectral_index"], rng)
+        est = spectrum_fit(field)
+        grid_ = WhitenedGrid(est, 3, 2.0)
+        amps, idxs = grid_.flat()
+        powers = np.stack(
+            [np.where(kn > 0, a * safe**i, 0.0) for a, i in zip(amps, idxs, strict=True)]
+        )
+        yy = torch.as_tensor(field[None, None] / scale).expand(amps.size, -1, -1, -1)
+        r = log_likelihood(
+            bden, yy, sch, cond=torch.as_tensor(powers / scale**2), method="elbo",
+            samples=samples, shared_probes=True, eval_batch=512,
+            generator=torch.Generator().manual_seed(f),
+        )  # fmt: skip
+        mo = gaussian_fit_moments(grid_, r.log_prob.numpy())
+        ex = exact_moments(field, est)
+        for k in names:
+            rec[k]["m"].append(mo[k][0])
+            rec[k]["s"].append(mo[k][1])
+            rec[k]["ex_m"].append(ex[k][0])
+            rec[k]["ex_s"].append(ex[k][1])
+            rec[k]["pit"].append(_gauss_pit(truth[k], mo[k]))
+            rec[k]["pit_ex"].append(_gauss_pit(truth[k], ex[k]))
+    out["infer"] = {
+        "fields": infer_fields,
+        "samples": samples,
+        "grid": "3x3 whitened ±2σ, Gaussian fit",
+        "s_per_field": (time.perf_counter() - t0) / max(1, infer_fields),
+    }
+    for k in names:
+        r_ = rec[k]
+        out["infer"][k] = {
+            "elbo_vs_exact": compare_posteriors(r_["m"], r_["s"], r_["ex_m"], r_["ex_s"]),
+            "coverage_elbo": coverage(r_["pit"]),
+            "coverage_exact": coverage(r_["pit_ex"]),
+        }
+    return out
+
+
+# ------------------------------------------------------------------------------------------
 # 4. Trained model
 # ------------------------------------------------------------------------------------------
 
@@ -392,8 +544,9 @@ def trained_nll_section(loaded, stores: list[str], n: int, opts: dict) -> list[d
         dt = time.perf_counter() - t0
         m = int(np.prod(fields.shape[1:]))
         ref = exact_model_space(
-            fields.astype(np.float64), params[:, 0], params[:, 1], scale, loaded.model.schedule
-        )
+            fields.astype(np.float64), params[:, 0], params[:, 1], scale, loaded.model.schedule,
+            method=opts.get("method", "ode"),
+        )  # fmt: skip
         err = (ref - res.log_prob.numpy()) / (m * LN2)
         for j in range(len(idx)):
             rows.append(
@@ -420,9 +573,45 @@ def trained_nll_section(loaded, stores: list[str], n: int, opts: dict) -> list[d
                 else None,
                 "nfe": res.nfe,
                 "s_per_field": dt / len(idx),
+                "method": res.method,
             }
         )
     return rows
+
+
+def trained_gap_section(loaded, store: str, n: int, ode_opts: dict, elbo_opts: dict) -> dict:
+    """The variational bound's gap on the trained model: ELBO and ODE log p of the same fields
+    (ELBO − ODE ≤ 0 up to Monte-Carlo noise; the mean-mode constants differ by ¼ nat, removed),
+    each against the exact density; seconds and NFE per field of both."""
+    from rho_core.data.store import open_store
+    from rho_core.likelihood import model_log_likelihood
+
+    st = open_store(store)
+    idx = _spread_indices(st.params, n)
+    fields, params = st.read_batch(idx)
+    scale = loaded.normalizer.std if loaded.normalizer is not None else 1.0
+    m = int(np.prod(fields.shape[1:]))
+    out: dict = {"store": store, "fields": len(idx)}
+    lp = {}
+    for name, opts in (("ode", ode_opts), ("elbo", elbo_opts)):
+        t0 = time.perf_counter()
+        res = model_log_likelihood(loaded, fields, params, **opts)
+        dt = time.perf_counter() - t0
+        ref = exact_model_space(fields.astype(np.float64), params[:, 0], params[:, 1], scale,
+                                loaded.model.schedule, method=name)  # fmt: skip
+        lp[name] = res.log_prob.numpy() - (0.5 if name == "ode" else 0.25)
+        err = (ref - res.log_prob.numpy()) / (m * LN2)
+        out[name] = {
+            "mean_diff_vs_exact_bpd": float(err.mean()),
+            "per_field_diff_bpd": err.tolist(),
+            "mean_se_bpd": float(res.bits_per_dim_std.mean()),
+            "s_per_field": dt / len(idx),
+            "nfe_per_field": res.nfe / max(1, -(-len(idx) // opts.get("batch_size", 8))),
+        }
+        print(f"  {name}: {json.dumps(out[name], default=float)}", flush=True)
+    gap = (lp["ode"] - lp["elbo"]) / (m * LN2)
+    out["gap_ode_minus_elbo_bpd"] = {"mean": float(gap.mean()), "per_field": gap.tolist()}
+    return out
 
 
 def trained_levels_section(loaded, store: str, times: list[float], opts: dict) -> list[dict]:
@@ -467,7 +656,9 @@ def trained_levels_section(loaded, store: str, times: list[float], opts: dict) -
     return rows
 
 
-def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, opts: dict) -> dict:
+def trained_infer_section(
+    loaded, store: str, n: int, grid: int, width: float, opts: dict, fit: str = "grid"
+) -> dict:
     from rho_core.data.store import open_store
     from rho_core.likelihood import model_log_likelihood
 
@@ -489,7 +680,14 @@ def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, o
             loaded, fields, np.stack([amps, idxs], 1), shared_probes=True, **opts
         )
         dt = time.perf_counter() - t0
-        model = grid_.moments(res.log_prob.numpy())
+        if fit == "gaussian":
+            try:
+                model = gaussian_fit_moments(grid_, res.log_prob.numpy())
+            except Exception as exc:  # no maximum inside the grid: fall back to the trapezoid
+                print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid moments", flush=True)
+                model = grid_.moments(res.log_prob.numpy())
+        else:
+            model = grid_.moments(res.log_prob.numpy())
         exact = exact_moments(field[0].astype(np.float64), est)
         rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe}
         for k in names:
@@ -501,7 +699,10 @@ def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, o
                 a[f"pit_{key}"].append(_gauss_pit(truth[k], ms))
         per_field.append(rec)
         print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
-    out = {"fields": len(idx), "grid": grid, "width_sigma": width, "per_field": per_field}
+    pits = {k: {w: agg[k][f"pit_{w}"] for w in ("model", "ex", "bl")} for k in names}
+    out = {"fields": len(idx), "grid": grid, "width_sigma": width, "fit": fit,
+           "per_field": per_field, "pits": pits}  # fmt: skip
+    out["s_per_field"] = float(np.mean([r["seconds"] for r in per_field])) if per_field else None
     for k in names:
         a = agg[k]
         out[k] = {
@@ -512,6 +713,44 @@ def trained_infer_section(loaded, store: str, n: int, grid: int, width: float, o
             "coverage_baseline": coverage(a["pit_bl"]),
         }
     return out
+
+
+def rank_plot(pits: dict, path: str, title: str) -> None:
+    """Calibration figure: PIT (rank) histograms of model / exact / baseline per parameter and
+    the coverage curve (fraction of true values inside the central interval vs its level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rho_core.inference import rank_histogram
+
+    names = list(pits)
+    fig, axs = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.4))
+    labels = {"model": "model (ELBO)", "ex": "exact", "bl": "power-spectrum fit"}
+    levels = np.linspace(0, 1, 51)
+    for j, k in enumerate(names):
+        ax = axs[j]
+        for w, c in (("ex", "C0"), ("bl", "C2"), ("model", "C3")):
+            u = np.asarray(pits[k][w])
+            h = rank_histogram(u, 10)
+            ax.step(np.linspace(0, 1, 11), np.r_[h, h[-1]], where="post", color=c, label=labels[w])
+            cov = [np.mean(np.abs(2 * u - 1) <= lv) for lv in levels]
+            axs[-1].plot(levels, cov, color=c, ls="-" if j == 0 else "--",
+                         label=f"{labels[w]}, {k}")  # fmt: skip
+        n = len(pits[k]["model"])
+        ax.axhline(n / 10, color="k", lw=0.8, ls=":")
+        ax.set_xlabel(f"rank (PIT) of the true {k}")
+        ax.set_ylabel("fields")
+        ax.legend(fontsize=7)
+    axs[-1].plot([0, 1], [0, 1], color="k", lw=0.8, ls=":")
+    axs[-1].set_xlabel("credible level")
+    axs[-1].set_ylabel("coverage")
+    axs[-1].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------
@@ -537,6 +776,15 @@ def main() -> None:
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--method", choices=("ode", "elbo"), default="ode",
+                    help="likelihood of the trained sections")  # fmt: skip
+    ap.add_argument("--samples", type=int, default=64, help="ELBO draws per field / grid node")
+    ap.add_argument("--antithetic", action="store_true", help="ELBO antithetic pairs")
+    ap.add_argument("--eval-batch", type=int, default=64, help="ELBO network inputs per call")
+    ap.add_argument("--infer-fit", choices=("grid", "gaussian"), default="grid",
+                    help="trained-infer posterior moments: trapezoid or Gaussian fit")  # fmt: skip
+    ap.add_argument("--elbo-infer-fields", type=int, default=100, help="elbo-grf inference fields")
+    ap.add_argument("--plot", help="trained-infer calibration (rank) figure, PNG")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -565,14 +813,34 @@ def main() -> None:
         report["baseline"] = out
         print(f"\n== exact posterior vs power-spectrum fit, {args.infer_fields} held-out fields ==")
         print(json.dumps(out, indent=1, default=float))
+    if "elbo-gaussian" in sections:
+        rows = elbo_gaussian_section(args.dim, args.n)
+        report["elbo_gaussian"] = rows
+        print(f"\n== ELBO, exact Gaussian denoiser, D = {args.dim}, {args.n} samples (bits/dim) ==")
+        for r in rows:
+            print(json.dumps(r, default=float))
+    if "elbo-grf" in sections:
+        out = elbo_grf_section(args.grf_fields, args.elbo_infer_fields, args.samples)
+        report["elbo_grf"] = out
+        print("\n== ELBO, GRF 64², exact Fourier denoiser (cosine, shift −4) ==")
+        print(json.dumps(out, indent=1, default=float))
     loaded = None
-    opts = {
+    ode_opts = {
         "rtol": args.rtol,
         "atol": args.rtol,
         "probes": args.probes,
         "batch_size": args.batch_size,
     }
-    if args.checkpoint and ({"trained-nll", "trained-infer", "trained-levels"} & set(sections)):
+    elbo_opts = {
+        "method": "elbo",
+        "samples": args.samples,
+        "antithetic": args.antithetic,
+        "eval_batch": args.eval_batch,
+        "batch_size": args.batch_size,
+    }
+    opts = elbo_opts if args.method == "elbo" else ode_opts
+    trained = {"trained-nll", "trained-infer", "trained-levels", "trained-gap"}
+    if args.checkpoint and (trained & set(sections)):
         from rho_core.checkpoint import load_for_sampling
 
         loaded = load_for_sampling(args.checkpoint)
@@ -587,15 +855,30 @@ def main() -> None:
     if loaded is not None and "trained-levels" in sections:
         print("\n== trained model log p_t(x_t) vs exact, by noise level (bits/dim) ==")
         times = [float(v) for v in args.levels.split(",")]
-        report["trained_levels"] = trained_levels_section(loaded, args.data[0], times, opts)
+        report["trained_levels"] = trained_levels_section(loaded, args.data[0], times, ode_opts)
+    if loaded is not None and "trained-gap" in sections:
+        print("\n== trained model: ELBO vs ODE on the same fields ==")
+        report["trained_gap"] = [
+            trained_gap_section(loaded, d, args.fields, ode_opts, elbo_opts) for d in args.data
+        ]
+        for r in report["trained_gap"]:
+            print(json.dumps({k: v for k, v in r.items()}, default=float))
     if loaded is not None and "trained-infer" in sections:
         out = trained_infer_section(
-            loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts
-        )
+            loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
+            fit=args.infer_fit,
+        )  # fmt: skip
         report["trained_infer"] = out
+        if args.plot:
+            title = f"{loaded.path} step {loaded.step}: {out['fields']} fields of {args.data[0]}"
+            rank_plot(out["pits"], args.plot, title)
         print("\n== trained model inference vs exact posterior and baseline ==")
         print(
-            json.dumps({k: v for k, v in out.items() if k != "per_field"}, indent=1, default=float)
+            json.dumps(
+                {k: v for k, v in out.items() if k not in ("per_field", "pits")},
+                indent=1,
+                default=float,
+            )
         )
     if args.json:
         with open(args.json, "w") as fh:
