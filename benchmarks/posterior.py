@@ -445,12 +445,12 @@ def run_harmonics(
             "unguided_s_per_sample": t_u / k,
         }
         for method in methods:
-            kw = method_options(method, options)
+            stats: dict = {}
             t0 = time.perf_counter()
             x = sample_posterior(
                 model.denoiser, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
                 cond=cond, generator=torch.Generator().manual_seed(1), steps=steps,
-                cg_iters=cg, **kw,
+                cg_iters=cg, stats=stats, **method_options(method, options),
             )  # fmt: skip
             dt = time.perf_counter() - t0
             post = back(x)
@@ -462,17 +462,22 @@ def run_harmonics(
             ]
             row[f"rel_l2_{method}"] = float(np.mean(errs))
             row[f"rel_l2_{method}_max"] = float(np.max(errs))
+            row[f"rel_l2_{method}_median"] = float(np.median(errs))
+            row[f"{method}_share_le_0.1"] = float(np.mean(np.asarray(errs) <= 0.1))
             row[f"rel_l2_{method}_unobserved"] = float(np.mean(free_err))
             row[f"{method}_s_per_sample"] = dt / k
+            row[f"{method}_guards"] = stats
         rows.append(row)
         r = row
         parts = "  ".join(
-            f"{m} {r[f'rel_l2_{m}']:.3f} (max {r[f'rel_l2_{m}_max']:.3f}, unobs "
-            f"{r[f'rel_l2_{m}_unobserved']:.3f}) {r[f'{m}_s_per_sample']:.2f} s"
+            f"{m} {r[f'rel_l2_{m}']:.3f} (median {r[f'rel_l2_{m}_median']:.3f}, max "
+            f"{r[f'rel_l2_{m}_max']:.3f}, ≤0.1: {r[f'{m}_share_le_0.1']:.0%}) "
+            f"{r[f'{m}_s_per_sample']:.2f} s"
             for m in methods
         )
         print(f"   {label:<10} unguided {r['rel_l2_unguided']:.3f} "
-              f"{r['unguided_s_per_sample']:.2f} s  {parts}", flush=True)  # fmt: skip
+              f"{r['unguided_s_per_sample']:.2f} s  {parts}"
+              f"{guard_summary(r.get('mmps_guards', {}))}", flush=True)  # fmt: skip
     return rows
 
 

@@ -346,7 +346,8 @@ def sample_posterior(
             ``isotropic_steps`` (steps below ``tweedie_min_log_snr``), ``tweedie_steps``,
             ``fallbacks`` (sample-steps whose Tweedie correction was replaced by the isotropic
             one), ``curvature_stops`` (sample-steps whose CG stopped at a non-positive
-            curvature with its residual still above 10⁻³ of the start), ``matvecs`` (CG operator applications), ``sample_steps`` (B × steps).
+            curvature with its residual still above 10⁻³ of the start), ``matvecs`` (CG
+            operator applications), ``sample_steps`` (B × steps).
 
     Returns:
         ``(B, C, *spatial)`` samples (ordinary tensor, no autograd history).
