@@ -33,21 +33,31 @@ The Monte-Carlo estimator
 * λ: stratified importance sampling. The proposal q(λ) is piecewise constant; ``proposal``
   ``"uniform"`` (uniform in λ over [λ_min, λ_max]), ``"time"`` (uniform in the fractional step
   t over the schedule, i.e. the training distribution, plus 10 % uniform over the continuation)
-  or ``"mixed"`` (the average of the two, default). K = ``samples`` draws in K/2 equal-mass
+  or ``"mixed"`` (the average of the two); ``"focused"`` (the default with a control variate)
+  puts 75 % of the mass uniformly on [−log v_max − 3, max(−log v_min + 3, λ₀ + 5)], where the
+  reference's modes (variances v) pass from noise- to signal-dominated and where a trained
+  model's errors live, and 25 % on ``mixed`` (full support keeps it unbiased).
+  K = ``samples`` draws in K/2 equal-mass
   strata of q, two per stratum, so the standard error is estimated from the within-stratum
   differences: SE² = Σ_j (h_{j,1} − h_{j,2})² / (4 M²), M = K/2.
 * ε: ``antithetic`` pairs (ε, −ε) cancel the part of ‖ε − ε̂‖² that is odd in ε (for a linear
   denoiser the cross term 2 ε·(x-dependent part) vanishes exactly); each draw then costs two
   denoiser evaluations.
-* Control variate: ‖ε − ε̂‖² contains ≈ Σ_i a_i² ε_i² with a_i = w_i/(1 + w_i), w_i the SNR of
-  coordinate i — a χ² fluctuation of √(2D) that does not depend on the model. Subtracting
-  Σ_i c_i(λ)(ε_i² − 1) keeps the estimate unbiased for *any* c that does not depend on ε, and
-  removes that fluctuation when c_i ≈ a_i². ``control_variate``:
-  ``"spectral"`` — c per Fourier mode of the spatial axes (ortho FFT of ε, E|ε̃_κ|² = 1) with
-  w_κ = e^λ P̂(κ), P̂ the periodogram of x averaged over integer |κ| shells (a deterministic
-  function of x: no bias); ``"none"``; or a tensor of per-element reference variances
-  (broadcastable to one sample) for c_i = (e^λ v_i/(1 + e^λ v_i))². ``"auto"`` is spectral for
-  inputs with spatial axes (``x.ndim ≥ 3``), else none.
+* Control variate (a Gaussian reference): ‖ε − ε̂‖² carries a χ² fluctuation of size √(2D) per
+  draw that has nothing to do with the model. Each draw is also evaluated with the exact
+  denoiser ε̂_ref of a Gaussian reference N(m, V) (V diagonal in pixels or in Fourier modes), and
+  the estimator samples only g − g_ref, adding the reference's *exact* λ-integral
+  ½ Σ_i [log(1 + w_i) + (1 − q_i)/(1 + w_i)] between the ends (w_i = e^λ v_i,
+  q_i = |x̃_i − m_i|²/v_i; :func:`_reference_integral`). Unbiased for *any* reference that does
+  not depend on ε; the closer the reference to the model, the smaller the variance (zero for
+  an exact Gaussian denoiser with its own reference). ``control_variate``:
+  ``"spectral"`` — V per Fourier mode of the spatial axes (ortho FFT) from the periodogram of x
+  averaged over integer |κ| shells, m = 0 (a deterministic function of x: no bias);
+  ``("fourier", P)`` — a given reference power per Fourier mode, ``(B | 1, *shape)`` (per
+  sample, e.g. a theory spectrum at each grid node θ, which leaves to be sampled only the
+  model's deviation from that theory); a tensor of per-element variances, or a
+  (mean, variances) pair, for a diagonal reference in pixel space; ``"none"``. ``"auto"`` is
+  spectral for inputs with spatial axes (``x.ndim ≥ 3``), else none.
 * Common random numbers: ``shared_noise=True`` gives every sample of the batch the same (λ, ε)
   draws (one field under many parameters θ). The control variate and the χ² part are then
   identical across θ and differences of log p across θ have far lower variance than each value.
@@ -72,14 +82,17 @@ from rho_core.schedules import Schedule
 
 __all__ = ["elbo_log_likelihood", "lambda_proposal", "PROPOSALS"]
 
-PROPOSALS = ("mixed", "uniform", "time")
+PROPOSALS = ("auto", "focused", "mixed", "uniform", "time")
 LN2 = math.log(2.0)
 _CONT_SHARE = 0.1  # mass of the continuation region under the "time" proposal
 _CONT_CELLS = 64
 
 
 def lambda_proposal(
-    schedule: Schedule, lam_max: float, kind: str = "mixed"
+    schedule: Schedule,
+    lam_max: float,
+    kind: str = "mixed",
+    focus: tuple[float, float] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Piecewise-constant proposal density of λ on [λ_min, lam_max].
 
@@ -87,8 +100,8 @@ def lambda_proposal(
     each cell ``(n,)`` (sums to 1). Cells: the schedule's integer steps (λ_{T−1} … λ₀) and, when
     ``lam_max`` > λ₀, 64 equal cells of the continuation.
     """
-    if kind not in PROPOSALS:
-        raise ConfigError(f"proposal must be one of {PROPOSALS}, got {kind!r}")
+    if kind not in PROPOSALS or kind == "auto":
+        raise ConfigError(f"proposal must be one of {PROPOSALS[1:]}, got {kind!r}")
     table = schedule.log_snr_table.to(torch.float64).flip(0)  # ascending λ_{T−1} … λ₀
     lam0 = float(table[-1])
     sched_cells = table.numel() - 1
@@ -110,6 +123,13 @@ def lambda_proposal(
         mass = time_mass
     else:
         mass = 0.5 * (uniform + time_mass)
+    if kind == "focused":
+        if focus is None:
+            raise ConfigError("the focused proposal needs a reference (control variate)")
+        lo, hi = max(focus[0], float(edges[0])), min(focus[1], float(edges[-1]))
+        if hi > lo:  # the length of every cell inside [lo, hi]
+            inside = (edges[1:].clamp(lo, hi) - edges[:-1].clamp(lo, hi)).clamp(min=0.0)
+            mass = 0.25 * 0.5 * (uniform + time_mass) + 0.75 * inside / inside.sum()
     return edges, mass / mass.sum()
 
 
@@ -161,7 +181,7 @@ def elbo_log_likelihood(
     samples: int = 64,
     antithetic: bool = False,
     control_variate: Any = "auto",
-    proposal: str = "mixed",
+    proposal: str = "auto",
     continuation: str = "frozen_score",
     lambda_margin: float = 20.0,
     shared_noise: bool = False,
@@ -182,7 +202,8 @@ def elbo_log_likelihood(
         samples: K (λ, ε) draws per sample, even, ≥ 2.
         antithetic: evaluate each draw at ε and −ε (2 evaluations per draw).
         control_variate: ``auto`` / ``spectral`` / ``none`` / per-element reference variances.
-        proposal: λ proposal, ``mixed`` / ``uniform`` / ``time``.
+        proposal: λ proposal, ``auto`` (``focused`` with a control variate, else ``mixed``),
+            ``focused``, ``mixed``, ``uniform`` or ``time`` (module docstring).
         continuation, lambda_margin: the data end (module docstring).
         shared_noise: the same draws for every sample of the batch (common random numbers).
         eval_batch: inputs per denoiser call.
@@ -237,6 +258,15 @@ def elbo_log_likelihood(
         x_ref = torch.fft.fftn(xd, dim=dims, norm="ortho")
     elif isinstance(cv, str):
         ref_var, basis, x_ref = None, "none", None
+    elif isinstance(cv, tuple | list) and isinstance(cv[0], str):
+        if cv[0] != "fourier" or spatial < 1:
+            raise ConfigError(
+                "control_variate=(kind, power) needs kind 'fourier' and (B, C, *spatial) inputs"
+            )
+        ref_var = torch.as_tensor(cv[1], dtype=torch.float64, device=dev)
+        ref_var = ref_var.reshape(-1, *shape).expand(b, *shape)
+        basis = "fourier"
+        x_ref = torch.fft.fftn(xd, dim=dims, norm="ortho")
     else:
         if isinstance(cv, tuple | list):
             ref_mean = torch.as_tensor(cv[0], dtype=torch.float64, device=dev).expand(1, *shape)
@@ -247,7 +277,16 @@ def elbo_log_likelihood(
     if ref_var is not None:
         ref_var = ref_var.clamp(min=1e-30)
 
-    edges, mass = lambda_proposal(schedule, lam_max, proposal)
+    focus = None
+    if ref_var is not None:  # where the reference's modes go from noise- to signal-dominated
+        v = ref_var[ref_var > 1e-12 * float(ref_var.max())]
+        focus = (
+            -math.log(float(v.max())) - 3.0,
+            max(-math.log(float(v.min())) + 3.0, lam0 + 5.0),
+        )
+    if proposal == "auto":
+        proposal = "focused" if focus is not None else "mixed"
+    edges, mass = lambda_proposal(schedule, lam_max, proposal, focus)
     k = int(samples)
     nb = 1 if shared_noise else b
     # two draws per stratum; every sample its own stratified set unless shared

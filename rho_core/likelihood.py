@@ -413,7 +413,7 @@ def log_likelihood(
     samples: int = 64,
     antithetic: bool = False,
     control_variate: Any = "auto",
-    proposal: str = "mixed",
+    proposal: str = "auto",
     eval_batch: int = 64,
 ) -> LikelihoodResult:
     """log p(x) of each sample under the probability-flow ODE of ``denoiser`` (module docstring),
@@ -658,7 +658,9 @@ def model_log_likelihood(
             (with ``shared_probes`` every batch, and every field in it, gets the same probes:
             common random numbers for comparing parameter values on one field).
         progress: called with the overall fraction done.
-        options: passed to :func:`log_likelihood` (rtol, atol, divergence, probes, …).
+        options: passed to :func:`log_likelihood` (rtol, atol, divergence, probes, method, …);
+            an ELBO ``control_variate=("fourier", P)`` with one row of P per field is sliced
+            along with the batches.
 
     Returns:
         One :class:`LikelihoodResult` for all N fields; ``physical_log_prob`` is filled in
@@ -691,6 +693,12 @@ def model_log_likelihood(
             if progress is not None:
                 progress((k + f) / n_batches)
 
+        opts = dict(options)
+        cv = opts.get("control_variate")
+        if isinstance(cv, tuple) and len(cv) == 2 and isinstance(cv[0], str):
+            pw = torch.as_tensor(cv[1])
+            if pw.shape[0] == n and n > 1:  # one reference spectrum per field: this batch's
+                opts["control_variate"] = (cv[0], pw[sl])
         res = log_likelihood(
             model.denoiser,
             y[sl].to(device),
@@ -700,7 +708,7 @@ def model_log_likelihood(
             shared_probes=shared_probes,
             normalizer=norm,
             progress=prog,
-            **options,
+            **opts,
         )
         if res.physical_log_prob is None:
             res.physical_log_prob = res.log_prob.clone()
