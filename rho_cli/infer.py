@@ -13,7 +13,8 @@ grid parameter (:mod:`rho_core.inference`) and — when the observed store recor
 — its rank (the PIT, uniform over many fields if the posterior is calibrated). ``--out DIR``
 writes ``posterior.csv`` (the grid table), ``summary.json`` and ``posterior.png``. A
 hash-conditioned model is refused: it cannot be asked about parameters it never saw.
-MLflow logging is not done here (the pipeline does not call this command yet).
+``--mlflow-run RUN_ID`` (default ``$RHO_MLFLOW_RUN_ID``) logs the posterior into that MLflow run
+(:mod:`tasks.inference`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prior of a grid parameter (default flat; repeatable)",
     )
     p.add_argument("--out", help="directory for posterior.csv, summary.json, posterior.png")
+    p.add_argument(
+        "--mlflow-run",
+        default=os.environ.get("RHO_MLFLOW_RUN_ID") or None,
+        metavar="RUN_ID",
+        help="log the posterior (metrics infer/…, params, the --out files) into this MLflow "
+        "run (default: $RHO_MLFLOW_RUN_ID; none when unset)",
+    )
     add_ode_options(p)
     p.set_defaults(func=_run)
 
@@ -170,6 +179,25 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
 
+    meta = {
+        "checkpoint": str(loaded.path),
+        "step": loaded.step,
+        "observed": str(args.observed),
+        "index": args.index,
+        "observed_params": truth,
+        "fixed": fixed,
+        "grid": {
+            n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
+        },
+        "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
+        "posterior": summary,
+        "nfe": res.nfe,
+        "seconds": seconds,
+        "method": res.method,
+        "divergence": res.divergence,
+        "probes": res.probes,
+        "settings": {**options, "batch_size": args.batch_size, "seed": args.seed},
+    }
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -188,29 +216,14 @@ def _run(args: argparse.Namespace) -> int:
                         float(post.density.reshape(-1)[k]),
                     ]
                 )
-        meta = {
-            "checkpoint": str(loaded.path),
-            "step": loaded.step,
-            "observed": str(args.observed),
-            "index": args.index,
-            "observed_params": truth,
-            "fixed": fixed,
-            "grid": {
-                n: [float(a[0]), float(a[-1]), int(a.size)]
-                for n, a in zip(names, axes, strict=True)
-            },
-            "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
-            "posterior": summary,
-            "nfe": res.nfe,
-            "seconds": seconds,
-            "method": res.method,
-            "divergence": res.divergence,
-            "probes": res.probes,
-            "settings": {**options, "batch_size": args.batch_size, "seed": args.seed},
-        }
         (out / "summary.json").write_text(json.dumps(meta, indent=2) + "\n")
         _plot(post, summary, out / "posterior.png")
         print(f"wrote {out}/posterior.csv, summary.json, posterior.png", file=sys.stderr)
+    if args.mlflow_run:
+        from tasks.inference import log_inference
+
+        log_inference(args.mlflow_run, meta, args.out)
+        print(f"logged the posterior to MLflow run {args.mlflow_run}", file=sys.stderr)
     return 0
 
 
