@@ -29,7 +29,10 @@ Sections (``--sections``, comma-separated):
     any store, ``--truth-seed``), the observation and noise converted to the model's normalised
     space exactly as ``rho sample --observed`` does (``observation_in_model_space``), samples
     mapped back to physical units. Also the seconds per sample of MMPS, DPS and the unguided
-    sampler at the same steps.
+    sampler at the same steps. Network or guidance? ``--methods`` also takes ``exact`` (MMPS with
+    the exact Fourier denoiser in the model's space: the same path with a perfect prior),
+    ``hyb-J`` (the network's x̂₀ with the exact prior's Jacobian, i.e. exact Tweedie Σ) and
+    ``hyb-x0`` (the exact x̂₀ with the network's Jacobian); ``iso`` = no Jacobian at all.
 
 ``harmonics``
     A trained spherical-harmonics checkpoint (``--sh-checkpoint``, ``--sh-store`` its store): a
@@ -313,6 +316,27 @@ def print_grf_row(r: dict, flush: bool = False) -> None:
 # ------------------------------------------------------------------------------------------
 
 
+class HybridDenoiser:
+    """x̂₀ whose *value* comes from one denoiser and whose *Jacobian* ∂x̂₀/∂x_t from another::
+
+        x̂₀(x) = value(x).detach() + jac(x) − jac(x).detach()
+
+    With a trained network and the exact Fourier denoiser of the same GRF (in model space) this
+    splits a posterior error into the network's mean (x̂₀, i.e. its prior) and its covariance
+    (the Tweedie Σ = (σ²/α) J that MMPS takes from the Jacobian). Exposes ``x0`` so
+    :func:`rho_core.inverse.sample_posterior` uses it directly."""
+
+    def __init__(self, value, jac) -> None:
+        self.value, self.jac = value, jac
+
+    def x0(self, x, t):
+        j = self.jac(x, t).to(x.dtype)
+        return self.value(x, t).to(x.dtype).detach() + j - j.detach()
+
+    def __call__(self, x, t, cond=None):  # ε̂, for completeness (sample_posterior uses x0)
+        raise NotImplementedError("HybridDenoiser is meant for sample_posterior (x0)")
+
+
 def run_grf_model(
     checkpoint: str, amp: float, index: float, noise: float, k: int, steps: int, cg: int,
     methods=("mmps", "dps"), truth_seed: int = 777, **options,
@@ -332,6 +356,24 @@ def run_grf_model(
     truth = gaussian_field(size, 2, amp, index, np.random.default_rng(truth_seed))
     cond = torch.tensor([[amp, index]], dtype=torch.float64).expand(k, 2)
     norm = loaded.normalizer
+    # the exact prior in the model's space (affine normalisation z = a x + b: mean b, power a²P)
+    from rho_core.data.random_fields import spectrum_grid
+    from rho_core.diffusion import x0_from_output
+
+    zero = float(np.asarray(norm.forward(np.zeros(1)))[0]) if norm is not None else 0.0
+    slope = float(np.asarray(norm.forward(np.ones(1)))[0]) - zero if norm is not None else 1.0
+    power = torch.as_tensor(spectrum_grid(size, 2, amp, index) * slope**2)
+    exact = FourierGaussianDenoiser(model.schedule, power, mean=zero)
+
+    def net_x0(x, t):
+        out = model(x, t, cond[: x.shape[0]]).to(x.dtype)
+        return x0_from_output(model.prediction, model.schedule, x, t, out)
+
+    denoisers = {
+        "exact": exact,  # the exact prior through the same model-space path (a check)
+        "hyb-J": HybridDenoiser(net_x0, exact.x0),  # network x̂₀, exact Jacobian
+        "hyb-x0": HybridDenoiser(exact.x0, net_x0),  # exact x̂₀, network Jacobian
+    }
     rows = []
     # unguided cost at the same steps (and a check of the prior's own variance)
     t0 = time.perf_counter()
@@ -362,10 +404,13 @@ def run_grf_model(
         for method in methods:
             stats: dict = {}
             t0 = time.perf_counter()
+            den, how = denoisers.get(method, model.denoiser), method
+            if method in denoisers:
+                how = "mmps"
             x = sample_posterior(
-                model.denoiser, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
+                den, (k, *shape), model.schedule, y_z.float(), op, s_z.float(),
                 cond=cond, generator=torch.Generator().manual_seed(1), steps=steps,
-                cg_iters=cg, stats=stats, **method_options(method, options),
+                cg_iters=cg, stats=stats, **method_options(how, options),
             )  # fmt: skip
             dt = time.perf_counter() - t0
             s = x.double().numpy()
@@ -497,8 +542,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="steps (grf)")
     ap.add_argument("--cg", type=int, default=DEFAULT_CG_ITERS, help="CG iterations (grf)")
     ap.add_argument(
-        "--methods", default="mmps,dps", help="mmps, dps, iso (grf, harmonics; docstring)"
-    )
+        "--methods", default="mmps,dps",
+        help="mmps, dps, iso (grf, harmonics); exact, hyb-J, hyb-x0 (grf; docstring)",
+    )  # fmt: skip
     ap.add_argument("--exact-methods", default="mmps", help="methods (grf-exact)")
     ap.add_argument("--truth-seed", type=int, default=777, help="GRF realisation observed (grf)")
     ap.add_argument("--sh-checkpoint", help="trained harmonics checkpoint (harmonics)")
