@@ -665,7 +665,7 @@ def theory_reference(amps: np.ndarray, idxs: np.ndarray, size: int, scale: float
 
 def trained_infer_section(
     loaded, store: str, n: int, grid: int, width: float, opts: dict, fit: str = "grid",
-    reference: str = "periodogram",
+    reference: str = "periodogram", max_minutes: float | None = None,
 ) -> dict:  # fmt: skip
     from rho_core.data.store import open_store
     from rho_core.likelihood import model_log_likelihood
@@ -676,7 +676,11 @@ def trained_infer_section(
     per_field = []
     what = ("model_m", "model_s", "ex_m", "ex_s", "bl_m", "bl_s", "pit_model", "pit_ex", "pit_bl")
     agg = {k: {w: [] for w in what} for k in names}
+    t_start = time.perf_counter()
     for i in idx:
+        if max_minutes is not None and time.perf_counter() - t_start > 60 * max_minutes:
+            print(f"  time budget of {max_minutes} min spent after {len(per_field)} fields")
+            break
         field, row = st.read(int(i))
         truth = dict(zip(names, row.tolist(), strict=True))
         est = spectrum_fit(field[0].astype(np.float64))
@@ -712,7 +716,7 @@ def trained_infer_section(
         per_field.append(rec)
         print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
     pits = {k: {w: agg[k][f"pit_{w}"] for w in ("model", "ex", "bl")} for k in names}
-    out = {"fields": len(idx), "grid": grid, "width_sigma": width, "fit": fit,
+    out = {"fields": len(per_field), "grid": grid, "width_sigma": width, "fit": fit,
            "reference": reference, "per_field": per_field, "pits": pits}  # fmt: skip
     out["s_per_field"] = float(np.mean([r["seconds"] for r in per_field])) if per_field else None
     for k in names:
@@ -800,6 +804,7 @@ def main() -> None:
                     help="trained-infer ELBO control variate: the field's periodogram or the "
                     "GRF spectrum of each grid node")  # fmt: skip
     ap.add_argument("--plot", help="trained-infer calibration (rank) figure, PNG")
+    ap.add_argument("--max-minutes", type=float, help="trained-infer: stop after this budget")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -881,7 +886,7 @@ def main() -> None:
     if loaded is not None and "trained-infer" in sections:
         out = trained_infer_section(
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
-            fit=args.infer_fit, reference=args.reference,
+            fit=args.infer_fit, reference=args.reference, max_minutes=args.max_minutes,
         )  # fmt: skip
         report["trained_infer"] = out
         if args.plot:
