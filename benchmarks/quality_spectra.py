@@ -25,7 +25,7 @@ precision ≥ 0.9, median position error ≤ 1 point, median intensity error ≤
 Run (the recipe of docs/spectra.md; one thread):
 
     .venv/bin/python benchmarks/quality_spectra.py --config configs/quality/spectra8k.yaml \\
-        --max-minutes 55 --threads 1 --out data/spectra --json /tmp/spectra8k.json
+        --max-minutes 60 --threads 1 --out data/spectra --json /tmp/spectra8k.json
 
 Architecture comparison at small scale (2,048 points, 2–8 GHz): ``--points 2048 --f-max 8000``
 with ``--set model.fourier_channels=0`` etc. (docs/spectra.md).
