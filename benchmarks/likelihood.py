@@ -696,16 +696,19 @@ def trained_infer_section(
             loaded, fields, np.stack([amps, idxs], 1), shared_probes=True, **kw
         )
         dt = time.perf_counter() - t0
+        fit_ok = True
         if fit == "gaussian":
             try:
                 model = gaussian_fit_moments(grid_, res.log_prob.numpy())
             except Exception as exc:  # no maximum inside the grid: fall back to the trapezoid
                 print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid moments", flush=True)
                 model = grid_.moments(res.log_prob.numpy())
+                fit_ok = False
         else:
             model = grid_.moments(res.log_prob.numpy())
         exact = exact_moments(field[0].astype(np.float64), est)
-        rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe}
+        rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe, "fit_ok": fit_ok,
+               "log_l": res.log_prob.tolist(), "log_l_std": res.log_prob_std.tolist()}  # fmt: skip
         for k in names:
             rec[k] = {"model": model[k], "exact": exact[k], "baseline": est[k]}
             a = agg[k]
