@@ -285,7 +285,7 @@ def test_spectra_recipe_builds_and_runs(tmp_path):
     store = R.generate_rotational_store(tmp_path / "r.zarr", cond, R.Grid(2000.0, 8000.0, 8192))
     mcfg, cfg = quality_spectra.resolve(store, str(recipe), [])
     assert mcfg.unet.fourier_channels == 12 and mcfg.unet.learned_positions == 8192
-    assert mcfg.unet.dims == 1 and mcfg.unet.patch_size == 4 and cfg.train.lr == 1e-3
+    assert mcfg.unet.dims == 1 and mcfg.unet.patch_size == 4 and cfg.train.lr == 2e-3
     m2, _ = quality_spectra.resolve(store, str(recipe), ["model.fourier_channels=3"])
     assert m2.unet.fourier_channels == 3
     model = DiffusionModel(mcfg).eval()
