@@ -78,6 +78,7 @@ import torch
 from torch import Tensor
 
 from rho_core.errors import ConfigError
+from rho_core.log_density import LikelihoodResult, physical_log_prob, time_from_log_snr
 from rho_core.schedules import Schedule
 
 __all__ = ["elbo_log_likelihood", "lambda_proposal", "PROPOSALS"]
@@ -216,7 +217,6 @@ def elbo_log_likelihood(
         error, ``nfe`` the denoiser evaluations per sample, ``steps`` the draws K;
         ``prior_log_prob`` = −KL, ``delta_log_prob`` = −(diffusion + data-end terms).
     """
-    from rho_core.likelihood import LikelihoodResult, physical_log_prob, time_from_log_snr
 
     if samples < 2 or samples % 2:
         raise ConfigError(f"samples must be an even number ≥ 2, got {samples}")
