@@ -328,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                 best = min(ok) if ok else "none"
                 print(f"{sampler} ({den} denoiser): fewest steps with all targets met: {best}")
     result["curve"] = curve
-    if args.figures:
-        write_figures(Path(args.figures), rows)
-    if args.json:
+    if args.json:  # before the figures: a plotting error must not lose the numbers
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
+    if args.figures:
+        write_figures(Path(args.figures), rows)
     return 0
 
 

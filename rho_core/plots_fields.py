@@ -69,9 +69,9 @@ def sample_grid_figure(
 
     def img(a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
-        if a.ndim == 3 and a.shape[0] == 1:
+        if a.ndim in (3, 4) and a.shape[0] == 1:  # (1, N, N) or (1, N, N, N): drop the channel
             a = a[0]
-        if a.ndim == 3:
+        if a.ndim == 3:  # a volume: its central slice
             a = a[:, :, a.shape[2] // 2]
         if a.ndim == 1:
             a = a[None, :]

@@ -126,3 +126,17 @@ def test_config_round_trip_and_errors():
         UNetConfig(dims=2, spectral_head=-1)
     with pytest.raises(ConfigError, match="circular"):
         UNetConfig(dims=2, circular="yes")
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 8, 8), (3, 8, 8), (3, 1, 6, 6, 6), (3, 6, 6, 6)])
+def test_sample_grid_figure_takes_2d_and_3d_fields(shape):
+    """The GRF benchmark's sample grid: 2-D images and (the 3-D run) volumes with or without a
+    channel axis; a volume shows its central slice."""
+    from rho_core.plots_fields import sample_grid_figure
+
+    rng = np.random.default_rng(0)
+    fig = sample_grid_figure(rng.normal(size=shape), rng.normal(size=shape), n=3)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    assert len(images) == 6
+    side = shape[-1]
+    assert all(im.get_array().shape == (side, side) for im in images)
