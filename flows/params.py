@@ -267,6 +267,7 @@ def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
     }
     quick_eval = {"sampler": "ddim", "steps": 20, "max_conditions": 4}
     plain_2d = {"patch_size": None, "refine_channels": 0}
+    stationary = {"prediction": "v", "spectral_head": 32, "circular": True, "fourier_features": 1}
     quick = {"model": tiny_model, "train": quick_train, "evaluate": quick_eval}
     return {
         ("spherical_harmonics", False): sh32,
@@ -287,6 +288,8 @@ def _presets() -> dict[tuple[str, bool], dict[str, Any]]:
         ("gaussian_random_field", True): {
             "random_field": {"size": 16, "realizations": 8, "amplitudes": [1.0]},
             **quick,
+            # the full recipe's field-specific choices (configs/quality/grf64.yaml)
+            "model": {**tiny_model, **stationary},
         },
         ("rotational_spectrum", False): spectra,
         ("rotational_spectrum", True): {
