@@ -227,6 +227,35 @@ class RotationalParams(_Params):
         return str(data_dir() / "stores" / name)
 
 
+class InferParams(_Params):
+    """After training: the posterior of the model's parameters for observed fields
+    (``rho infer``; tasks.inference), logged into the run's MLflow record."""
+
+    enabled: bool | None = Field(
+        None,
+        description="Run parameter inference. Default: on for gaussian_random_field (fresh "
+        "realisations at a held-out condition; the exact posterior is logged beside the "
+        "model's), off for the other datasets.",
+    )
+    fields: int = Field(2, ge=1, le=100, description="Observed fields to infer from.")
+    method: Literal["elbo", "ode"] = Field(
+        "elbo", description="elbo: variational bound (fast); ode: probability-flow ODE (exact)."
+    )
+    samples: int = Field(64, ge=2, le=4096, description="ELBO (λ, ε) draws per grid node (even).")
+    points: int = Field(
+        0, ge=0, le=201, description="Grid nodes per parameter (0: 41 for one, 21 for two)."
+    )
+
+    @model_validator(mode="after")
+    def _even(self):
+        if self.samples % 2:
+            raise ValueError(f"infer.samples must be even, got {self.samples}")
+        return self
+
+    def active(self, dataset: str) -> bool:
+        return dataset == "gaussian_random_field" if self.enabled is None else self.enabled
+
+
 # ------------------------------------------------------------------------------------ pipeline
 def _recipe(path: Path) -> dict[str, Any]:
     """A recipe file's model/train/evaluate sections, complete (keys it leaves out take the
@@ -362,6 +391,10 @@ class PipelineParams(_Params):
         default_factory=lambda: TrainParams.model_validate(_presets()[_DEFAULT]["train"])
     )
     evaluate: EvalParams = Field(default_factory=EvalParams)  # type: ignore[valid-type]
+    infer: InferParams = Field(
+        default_factory=InferParams,
+        description="Parameter inference after training (default on for random fields).",
+    )
     run_name: str | None = Field(None, description="MLflow run name; default a timestamp.")
     runs_dir: str | None = Field(None, description="Training runs folder; default data/runs.")
     register_model: bool = Field(True, description="Register the model and maybe move 'champion'.")

@@ -85,6 +85,7 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
     except BaseException:
         end_run(mlflow_run, "FAILED")
         raise
+    inference = tracked.pop("inference", None)
     result = {
         "store": store,
         "run_dir": run_dir,
@@ -102,6 +103,8 @@ def _train_evaluate_track(store: str, p: PipelineParams, logger, generated: bool
         "train_samples_per_s": trained.get("samples_per_s"),
         **{f"mlflow_{k}": v for k, v in tracked.items()},
     }
+    if inference is not None:
+        result["inference"] = inference
     publish_report(result, ev["scores"])  # Prefect artifacts: report, scores table, figures
     return result
 
@@ -123,7 +126,7 @@ def _train_score_log(store, s, p: PipelineParams, logger, run_dir, mlflow_run, g
         out_dir=str(Path(run_dir) / "eval"),
         history=trained.get("history"),
     )
-    logger.info("[4/4] logging to MLflow")
+    logger.info("[4/4] logging to MLflow")  # (then [5/5] parameter inference when on)
     section = dataset_section(p) if generated else None
     config = {
         "data": {
@@ -151,7 +154,67 @@ def _train_score_log(store, s, p: PipelineParams, logger, run_dir, mlflow_run, g
         p.register_model,
         run_id=mlflow_run,
     )
+    if p.infer.active(p.dataset):
+        tracked["inference"] = _infer(store, s, trained["checkpoint"], p, logger, run_dir,
+                                      tracked.get("run_id") or mlflow_run)  # fmt: skip
     return trained, ev, tracked
+
+
+def _infer(store, s, checkpoint, p: PipelineParams, logger, run_dir, run_id) -> dict[str, Any]:
+    """Parameter inference of ``p.infer.fields`` observed fields (tasks.inference), each logged
+    into the MLflow run ``run_id`` (``infer/field<i>/…``) with the aggregate ``infer/…``.
+
+    Optional: a failure is logged (and tagged ``infer.error`` on the run) but does not fail the
+    pipeline, whose model is already trained, scored and registered."""
+    from tasks import tracking
+    from tasks.inference import (
+        aggregate_metrics,
+        auto_grid,
+        infer_field,
+        log_inference,
+        observed_fields,
+        write_outputs,
+    )  # fmt: skip
+
+    q = p.infer
+    try:
+        obs, indices, what = observed_fields(s, q.fields, seed=0)
+        grids = auto_grid(s, points=q.points)
+        options = {"method": q.method}
+        if q.method == "elbo":
+            options["samples"] = q.samples
+        logger.info(
+            "[5/5] parameter inference (%s) on %s, grid %s",
+            q.method, what, {n: [float(a[0]), float(a[-1]), a.size] for n, a in grids},
+        )  # fmt: skip
+        infs = []
+        for k, i in enumerate(indices):
+            inf = infer_field(checkpoint, obs, i, grids, options=options, batch_size=16,
+                              note=logger.info)  # fmt: skip
+            out = Path(run_dir) / "infer" / f"field{k}"
+            write_outputs(inf, out)
+            if run_id:
+                log_inference(run_id, inf.meta, out, prefix=f"infer/field{k}")
+            for n, r in inf.meta["posterior"].items():
+                exact = (
+                    f", exact {r['exact_mean']:.4g} ± {r['exact_std']:.3g}"
+                    if "exact_mean" in r
+                    else ""
+                )
+                logger.info("  field %d: %s %.4g ± %.3g (true %s%s)", k, n, r["mean"], r["std"],
+                            f"{r['true']:.4g}" if "true" in r else "?", exact)  # fmt: skip
+            infs.append(inf)
+        agg = aggregate_metrics(infs)
+        if run_id and agg:
+            tracking.log_metrics(run_id, agg)
+        return {"observed": obs, "fields": len(infs), "metrics": agg,
+                "dir": str(Path(run_dir) / "infer")}  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - optional step: say why, keep the trained model
+        logger.warning("parameter inference failed (%s: %s); the trained model is kept",
+                       type(exc).__name__, exc)  # fmt: skip
+        if run_id:
+            tracking.set_tags(run_id, {"infer.error": f"{type(exc).__name__}: {exc}"[:500]})
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -176,6 +239,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"model {result['mlflow_model_name']} version {result['mlflow_model_version']} "
             f"({champ})"
         )
+    inf = result.get("inference")
+    if inf and inf.get("error"):
+        lines.append(f"parameter inference failed: {inf['error']}")
+    elif inf:
+        agg = inf.get("metrics") or {}
+        what = ", ".join(f"{k.removeprefix('infer/')} {v:.3g}" for k, v in sorted(agg.items()))
+        lines.append(f"parameter inference on {inf['fields']} field(s): {what or 'done'}; "
+                     f"posteriors in {inf['dir']}")  # fmt: skip
     lines += [
         f"open it: `rho ui`, then {result['mlflow_url']}",
         f"store {result['store']}",

@@ -43,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall-time budget: stop cleanly with a final checkpoint after M minutes",
     )
     p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="fine-tune: start from this checkpoint's weights (same model configuration)",
+    )
+    p.add_argument(
         "--conditioning", choices=("continuous", "hash", "none"), help="condition embedding"
     )
     p.add_argument(
@@ -104,6 +109,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "train.checkpoint_every": args.checkpoint_every,
         "train.max_minutes": args.max_minutes,
         "train.nproc": args.nproc,
+        "train.init_from": args.init_from,
         "model.conditioning": args.conditioning,
     }
 

@@ -251,6 +251,11 @@ class TrainConfig:
         0.0, "Wall-time budget in minutes; stops cleanly with a checkpoint (0: none)."
     )
     nproc: int = _opt(1, "Processes per node (torchrun data parallel; 1: in-process).")
+    init_from: str | None = _opt(
+        None,
+        "Fine-tune: start from this checkpoint's weights (its EMA when saved) with a fresh "
+        "optimizer and schedule; the model configuration must match (ignored on resume).",
+    )
 
     def __post_init__(self) -> None:
         need = _need

@@ -291,6 +291,41 @@ def train(
         return _train(model_cfg, train_cfg, dataset, out_dir, callback, resume, force_resume)
 
 
+def _saved_model_dict(state: dict) -> dict:
+    """A checkpoint's model configuration, with options added since it was written filled in
+    with their defaults (so old checkpoints compare equal to today's form of the same model)."""
+    saved = state["model_config"]
+    try:
+        return ModelConfig.from_dict(saved).to_dict()
+    except (ConfigError, TypeError, KeyError):
+        return saved
+
+
+def _init_weights(model: torch.nn.Module, model_cfg: Any, path: str | os.PathLike) -> None:
+    """Load a checkpoint's weights into ``model`` for fine-tuning (``TrainConfig.init_from``).
+
+    The EMA weights are used when the checkpoint has them (they are the model that was
+    evaluated), else the raw ones. Raises :class:`ConfigError` when the file is missing or
+    unreadable, or when its model configuration differs from ``model_cfg`` (the differing keys
+    are named: for a store with another parameter range the conditioning differs).
+    """
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from: checkpoint {path} does not exist")
+    try:
+        state = load_checkpoint(path)
+    except Exception as exc:  # a truncated or foreign file
+        raise ConfigError(f"init_from: cannot read checkpoint {path}: {exc}") from exc
+    saved, want = _saved_model_dict(state), model_cfg.to_dict()
+    if saved != want:
+        keys = sorted(k for k in set(saved) | set(want) if saved.get(k) != want.get(k))
+        raise ConfigError(
+            f"init_from: {path} holds a different model configuration (differs in {keys}); "
+            "fine-tuning needs the same network and conditioning (parameter names and ranges)"
+        )
+    ema_state = state.get("ema") or {}
+    model.load_state_dict(ema_state.get("module") or state["model"])
+
+
 def _train(
     model_cfg: ModelConfig,
     train_cfg: TrainConfig,
@@ -348,12 +383,7 @@ def _train(
             if not is_main and path is not None:
                 state = load_checkpoint(path)
         if state is not None:
-            saved = state["model_config"]
-            try:  # fill options added after the checkpoint was written with their defaults
-                saved = ModelConfig.from_dict(saved).to_dict()
-            except (ConfigError, TypeError, KeyError):
-                pass
-            if saved != model_cfg.to_dict():
+            if _saved_model_dict(state) != model_cfg.to_dict():
                 raise ConfigError(
                     f"{out_dir} holds checkpoints of a different model configuration; use a new "
                     "output directory"
@@ -373,6 +403,12 @@ def _train(
             start = int(state["step"])
             if is_main:
                 log.info("resuming from %s at step %d", path, start)
+    if start == 0 and cfg.init_from:  # fine-tuning: weights only, every rank the same file
+        _init_weights(model, model_cfg, cfg.init_from)
+        if ema is not None:
+            ema = EMA(model, cfg.ema_half_life_samples, cfg.ema_rampup_ratio)
+        if is_main:
+            log.info("initialised the weights from %s (fine-tuning)", cfg.init_from)
     if world > 1:  # every rank must agree on the step count
         box = [start]
         dist.broadcast_object_list(box, src=0)

@@ -1,19 +1,40 @@
-"""MLflow logging of parameter inference (``rho infer``): the posterior summary of one observed
-field as metrics, the grid and settings as params, the table / summary / plot as artifacts.
+"""Parameter inference of one observed field, end to end (``rho infer`` and the pipeline).
 
-rho_core knows nothing of MLflow; ``rho infer --mlflow-run RUN_ID`` (or the pipeline, with the
-run it has open) calls :func:`log_inference` after writing its output directory.
+:func:`infer_field` loads the model and the observed sample, evaluates log p(x_obs | θ) on the
+parameter grid (:func:`rho_core.likelihood.grid_log_likelihood`) and summarises the posterior
+(:mod:`rho_core.inference`); for a Gaussian-random-field store it adds the *exact* posterior on
+the same grid (``grf_log_prob``) beside the model's. :func:`write_outputs` writes
+``posterior.csv``, ``summary.json`` and ``posterior.png``; :func:`log_inference` logs the summary
+into an MLflow run (metrics ``infer/…``, the grid and settings as params, the files as artifacts).
+rho_core knows nothing of MLflow or files here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks import tracking
 
-__all__ = ["inference_metrics", "log_inference"]
+__all__ = [
+    "FieldInference",
+    "aggregate_metrics",
+    "auto_grid",
+    "observed_fields",
+    "infer_field",
+    "inference_metrics",
+    "log_inference",
+    "write_outputs",
+]
 
 
 def inference_metrics(meta: Mapping[str, Any], prefix: str = "infer") -> dict[str, float]:
@@ -24,7 +45,7 @@ def inference_metrics(meta: Mapping[str, Any], prefix: str = "infer") -> dict[st
     out: dict[str, float] = {}
     for name, s in meta.get("posterior", {}).items():
         base = f"{prefix}/{name}"
-        for key in ("mean", "std", "map", "edge_mass", "true", "pit"):
+        for key in ("mean", "std", "map", "edge_mass", "true", "pit", "exact_mean", "exact_std"):
             if key in s and s[key] is not None:
                 out[f"{base}/{key}"] = float(s[key])
         for lv in ("ci68", "ci95"):
@@ -63,3 +84,323 @@ def log_inference(
     else:
         tracking.log_dict(run_id, dict(meta), f"{prefix}/summary.json")
     return metrics
+
+
+# ---------------------------------------------------------------------------------- the runner
+@dataclass
+class FieldInference:
+    """One field's inference: ``meta`` (the ``summary.json`` document), the model posterior,
+    the grid log-likelihoods ``(n_1, …, n_P)`` and their Monte-Carlo std, the exact posterior
+    when the store's distribution is known (else None) and the warnings printed."""
+
+    meta: dict
+    posterior: Any
+    log_likelihood: np.ndarray
+    log_likelihood_std: np.ndarray
+    exact: Any = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def auto_grid(store: Any, names: Sequence[str] | None = None, points: int = 0) -> list[tuple]:
+    """A default grid over the parameters that vary in ``store``: each over the store's range
+    (the model's training range when the store is the training store); ``points`` nodes per
+    axis (default 41 for one parameter, 21 for two, 9 for more)."""
+    from rho_core.errors import ConfigError
+
+    params = np.asarray(store.params, dtype=np.float64)
+    if names is None:
+        names = [n for j, n in enumerate(store.param_names) if np.ptp(params[:, j]) > 0]
+    if not names:
+        raise ConfigError("the store's parameters do not vary: nothing to infer")
+    count = points or {1: 41, 2: 21}.get(len(names), 9)
+    out = []
+    for n in names:
+        j = list(store.param_names).index(n)
+        lo, hi = float(params[:, j].min()), float(params[:, j].max())
+        out.append((n, np.linspace(lo, hi, count)))
+    return out
+
+
+def exact_grid_log_likelihood(store: Any, field_: np.ndarray, names, axes, fixed) -> Any:
+    """log p(x | θ) on the grid for a Gaussian-random-field store (``grf_log_prob``), or None
+    for other kinds (no closed form) and log-normal fields."""
+    if store.kind != "gaussian_random_field" or (store.provenance or {}).get("lognormal"):
+        return None
+    from rho_core.data.random_fields import grf_log_prob
+
+    mesh = np.meshgrid(*axes, indexing="ij")
+    vals = {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}
+    g = mesh[0].size
+    amp = vals.get("amplitude", np.full(g, float(fixed.get("amplitude", np.nan))))
+    idx = vals.get("spectral_index", np.full(g, float(fixed.get("spectral_index", np.nan))))
+    if not (np.all(np.isfinite(amp)) and np.all(np.isfinite(idx))):
+        return None
+    x = np.broadcast_to(field_[None], (g, *field_.shape))
+    return grf_log_prob(x, amp, idx).reshape(mesh[0].shape)
+
+
+def infer_field(
+    checkpoint: str | Path,
+    observed: str | Path,
+    index: int = 0,
+    grids: Sequence[tuple[str, np.ndarray]] | None = None,
+    fixed: Mapping[str, float] | None = None,
+    priors: Mapping[str, tuple] | None = None,
+    options: Mapping[str, Any] | None = None,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+    progress: Callable[[float], None] | None = None,
+    note: Callable[[str], None] = _note,
+) -> FieldInference:
+    """The posterior of the model's parameters given sample ``index`` of ``observed``.
+
+    Args:
+        checkpoint: checkpoint file or run directory (continuous conditioning).
+        observed: store holding the observed field (same field shape as the model's).
+        grids: ``[(name, nodes)]``; default :func:`auto_grid` over the parameters that vary.
+        fixed: values of the model's other parameters; default the observed sample's own.
+        priors: ``{name: spec}`` of :func:`rho_core.inference.parse_prior` (default flat).
+        options: :func:`rho_core.likelihood.log_likelihood` options (``method``, …).
+        batch_size, seed, device, progress: as :func:`rho_core.likelihood.grid_log_likelihood`.
+        note: receives warnings and "fixing …" messages.
+
+    Raises:
+        ConfigError: a hash-conditioned or unconditional model, unknown parameters, an index
+            outside the store, a field shape the model was not trained on.
+    """
+    from rho_core.checkpoint import load_for_sampling
+    from rho_core.data.store import open_store
+    from rho_core.errors import ConfigError
+    from rho_core.inference import grid_posterior, log_prior_grid
+    from rho_core.likelihood import check_inferable, grid_log_likelihood
+
+    options = dict(options or {})
+    priors = dict(priors or {})
+    fixed = dict(fixed or {})
+    store = open_store(observed)
+    if not 0 <= index < store.n:
+        raise ConfigError(f"--index {index} is outside the store's {store.n} samples")
+    grids = list(grids) if grids else auto_grid(store)
+    names = [n for n, _ in grids]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"each parameter may have one --grid, got {names}")
+    axes = [np.asarray(a, dtype=np.float64) for _, a in grids]
+    log_prior = log_prior_grid(names, axes, priors)  # validates the prior names early
+    loaded = load_for_sampling(checkpoint, device)
+    check_inferable(loaded.model_config, names)
+    if loaded.field_shape and tuple(loaded.field_shape) != tuple(store.field_shape):
+        raise ConfigError(
+            f"observed fields have shape {tuple(store.field_shape)} but the model was trained "
+            f"on {tuple(loaded.field_shape)}"
+        )
+    field_, row = store.read(index)
+    truth = {n: float(row[k]) for k, n in enumerate(store.param_names)}
+    warnings: list[str] = []
+    for n in loaded.param_names:  # other parameters: given, else the observed sample's value
+        if n not in names and n not in fixed and n in truth:
+            fixed[n] = truth[n]
+            note(f"fixing {n} = {truth[n]:g} (the observed sample's value)")
+    cfg = loaded.model_config.conditioning
+    for n, ax in zip(names, axes, strict=True):
+        j = list(cfg.param_names).index(n)
+        lo, hi = cfg.param_low[j], cfg.param_high[j]
+        if ax[0] < lo - 1e-9 * abs(lo) or ax[-1] > hi + 1e-9 * abs(hi):
+            warnings.append(
+                f"warning: the grid of {n} [{ax[0]:g}, {ax[-1]:g}] leaves the training range "
+                f"[{lo:g}, {hi:g}]; the model extrapolates there"
+            )
+            note(warnings[-1])
+
+    t0 = time.perf_counter()
+    res = grid_log_likelihood(
+        loaded, field_, names, axes, fixed, batch_size=batch_size, seed=seed,
+        progress=progress, **options,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    shape = tuple(a.size for a in axes)
+    ll = res.log_prob.numpy().reshape(shape)
+    post = grid_posterior(names, axes, ll, log_prior)
+    summary = post.summary()
+    exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
+    exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
+    for n in names:
+        if n in truth:
+            summary[n]["true"] = truth[n]
+            summary[n]["pit"] = post.pit(n, truth[n])
+        if exact is not None:
+            summary[n]["exact_mean"] = exact.mean(n)
+            summary[n]["exact_std"] = exact.std(n)
+        if summary[n]["edge_mass"] > 0.01:
+            warnings.append(
+                f"warning: {100 * summary[n]['edge_mass']:.1f} % of the posterior of {n} lies "
+                "in the outermost grid cells; widen the grid"
+            )
+    meta = {
+        "checkpoint": str(loaded.path),
+        "step": loaded.step,
+        "observed": str(observed),
+        "index": int(index),
+        "observed_params": truth,
+        "fixed": fixed,
+        "grid": {
+            n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
+        },
+        "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
+        "posterior": summary,
+        "exact_posterior": "grf_log_prob on the same grid" if exact is not None else None,
+        "nfe": res.nfe,
+        "seconds": seconds,
+        "method": res.method,
+        "divergence": res.divergence,
+        "probes": res.probes,
+        "steps": res.steps,
+        "settings": {**options, "batch_size": batch_size, "seed": seed},
+    }
+    return FieldInference(meta, post, ll, res.log_prob_std.numpy().reshape(shape), exact, warnings)
+
+
+def write_outputs(inf: FieldInference, out_dir: str | Path) -> list[Path]:
+    """``posterior.csv`` (one row per grid node: parameters, log-likelihood and its std, log
+    prior, posterior density, and the exact log-likelihood when known), ``summary.json`` and
+    ``posterior.png`` in ``out_dir``; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    post = inf.posterior
+    names, axes = list(post.names), post.axes
+    mesh = [m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")]
+    ll, sd = inf.log_likelihood.reshape(-1), inf.log_likelihood_std.reshape(-1)
+    exact = None if inf.exact is None else inf.exact.log_likelihood.reshape(-1)
+    with open(out / "posterior.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            [*names, "log_likelihood", "log_likelihood_std", "log_prior", "posterior"]
+            + (["exact_log_likelihood"] if exact is not None else [])
+        )
+        for k in range(ll.size):
+            w.writerow(
+                [*(float(m[k]) for m in mesh), float(ll[k]),
+                 "" if math.isnan(sd[k]) else float(sd[k]),
+                 float(post.log_prior.reshape(-1)[k]), float(post.density.reshape(-1)[k])]
+                + ([float(exact[k])] if exact is not None else [])
+            )  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(inf.meta, indent=2) + "\n")
+    plot_posterior(post, inf.meta["posterior"], out / "posterior.png", exact=inf.exact)
+    return [out / "posterior.csv", out / "summary.json", out / "posterior.png"]
+
+
+def plot_posterior(post, summary: dict, path: Path, exact=None) -> None:
+    """Marginals with the 68/95 % intervals, the true value and (when known) the exact
+    posterior's marginal; the joint for two parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(post.names)
+    k = len(names)
+    ncols = k + (1 if k == 2 else 0)
+    fig, axs = plt.subplots(1, ncols, figsize=(4 * ncols, 3.4), squeeze=False)
+    for i, n in enumerate(names):
+        ax = axs[0, i]
+        x, p = post.axes[i], post.marginal(i)
+        ax.plot(x, p, color="k", label="model")
+        if exact is not None:
+            ax.plot(x, exact.marginal(i), color="C2", ls=":", label="exact")
+        s = summary[n]
+        for lv, alpha in (("ci95", 0.15), ("ci68", 0.3)):
+            lo, hi = s[lv]
+            sel = (x >= lo) & (x <= hi)
+            ax.fill_between(x[sel], p[sel], color="C0", alpha=alpha, label=f"{lv[2:]} %")
+        if "true" in s:
+            ax.axvline(s["true"], color="C3", ls="--", label="true")
+        ax.set_xlabel(n)
+        ax.set_ylabel("posterior density")
+        ax.legend(fontsize=8)
+    if k == 2:
+        ax = axs[0, 2]
+        d = post.density
+        flat = np.sort(d.reshape(-1))[::-1]
+        cum = np.cumsum(flat) / flat.sum()
+        levels = sorted(
+            {float(flat[min(np.searchsorted(cum, q), flat.size - 1)]) for q in (0.95, 0.68)}
+        )
+        ax.contourf(post.axes[1], post.axes[0], d, levels=30, cmap="Blues")
+        if len(levels) == 2 and levels[0] < levels[1]:
+            ax.contour(post.axes[1], post.axes[0], d, levels=levels, colors="k", linewidths=0.8)
+        if "true" in summary[names[0]] and "true" in summary[names[1]]:
+            ax.plot(summary[names[1]]["true"], summary[names[0]]["true"], "r*", ms=10)
+        ax.set_xlabel(names[1])
+        ax.set_ylabel(names[0])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------- the pipeline's step
+def observed_fields(store: Any, count: int, seed: int = 0) -> tuple[str, list[int], str]:
+    """``(observed_store, indices, what)``: the fields the pipeline infers from.
+
+    For a Gaussian-random-field training store: ``count`` *fresh* realisations (seed offset
+    from the store's) at a held-out condition inside the training box — the geometric middle of
+    the amplitudes and the midpoint between the two middle spectral indices — written beside
+    the store as ``<store>-observed-<count>.zarr`` (reused when present). For other kinds:
+    ``count`` samples of the training store itself, evenly spread (a weaker test: the model saw
+    them).
+    """
+    from rho_core.data.store import open_store
+
+    path = Path(store.path)
+    if store.kind == "gaussian_random_field":
+        prov = dict(store.provenance or {})
+        amps = sorted(float(a) for a in prov["amplitudes"])
+        idx = sorted(float(n) for n in prov["spectral_indices"])
+        amp = float(np.exp(np.mean(np.log([amps[0], amps[-1]]))))
+        mid = len(idx) // 2
+        n_mid = idx[0] if len(idx) == 1 else 0.5 * (idx[mid - 1] + idx[mid])
+        obs = path.with_name(f"{path.stem}-observed-{count}.zarr")
+        try:
+            ok = open_store(obs).n == count
+        except Exception:  # noqa: BLE001 - absent or unreadable: (re)write it
+            ok = False
+        if not ok:
+            from rho_core.data.random_fields import generate_random_field_store
+
+            generate_random_field_store(
+                obs, size=int(prov["size"]), dims=int(prov["dims"]), amplitudes=[amp],
+                spectral_indices=[n_mid], realizations=count,
+                seed=int(prov.get("seed", 0)) + 7919, lognormal=bool(prov.get("lognormal")),
+                mode="w",
+            )  # fmt: skip
+        what = f"{count} fresh realisation(s) at amplitude {amp:g}, spectral_index {n_mid:g}"
+        return str(obs), list(range(count)), what
+    idx_ = np.unique(np.linspace(0, store.n - 1, min(count, store.n)).round().astype(int))
+    return str(path), [int(i) for i in idx_], f"{len(idx_)} sample(s) of the training store"
+
+
+def aggregate_metrics(infs: Sequence[FieldInference], prefix: str = "infer") -> dict[str, float]:
+    """Over several fields, per parameter: ``{prefix}/{name}/abs_z_true`` (mean |mean − true| /
+    std), and when the exact posterior is known ``abs_z_exact`` (mean |mean − exact mean| /
+    exact std) and ``std_ratio`` (median model std / exact std)."""
+    out: dict[str, float] = {}
+    if not infs:
+        return out
+    for name in infs[0].posterior.names:
+        rows = [inf.meta["posterior"][name] for inf in infs]
+        z = [abs(r["mean"] - r["true"]) / r["std"] for r in rows if "true" in r and r["std"] > 0]
+        if z:
+            out[f"{prefix}/{name}/abs_z_true"] = float(np.mean(z))
+        ex = [r for r in rows if "exact_mean" in r and r.get("exact_std", 0) > 0]
+        if ex:
+            out[f"{prefix}/{name}/abs_z_exact"] = float(
+                np.mean([abs(r["mean"] - r["exact_mean"]) / r["exact_std"] for r in ex])
+            )
+            out[f"{prefix}/{name}/std_ratio"] = float(
+                np.median([r["std"] / r["exact_std"] for r in ex])
+            )
+    return out

@@ -181,6 +181,59 @@ def test_failing_input_then_pipeline_end_to_end(prefect_harness, mlflow_uri, dat
     assert Path(result["run_dir"], "eval", "figures", "denoising.png").is_file()
 
 
+def test_random_field_pipeline_infers_parameters(prefect_harness, mlflow_uri, data_home):
+    """dataset gaussian_random_field: after training, the pipeline infers the spectral index of
+    fresh realisations at a held-out condition and logs the model's and the exact posterior to
+    the MLflow run; the exact log-likelihood column is checked against an independent
+    Fourier-sum formula (differences across the grid: the constant drops out)."""
+    import csv
+
+    from flows.pipeline import pipeline, summary_lines
+    from tasks import tracking
+
+    params = {
+        "dataset": "gaussian_random_field",
+        "random_field": {"size": 8, "amplitudes": [1.0], "spectral_indices": [-1.0, -2.0],
+                         "realizations": 4},  # fmt: skip
+        "model": {"base_channels": 8, "channel_mult": [1, 2], "cond_dim": 16,
+                  "spectral_head": 8},  # fmt: skip
+        "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
+        "evaluate": {"steps": 3, "n_conditions": 2},
+        "infer": {"fields": 1, "samples": 8, "points": 9},
+    }
+    result = pipeline(params=PipelineParams.model_validate(params), quick=True)
+    inf = result["inference"]
+    assert "error" not in inf and inf["fields"] == 1
+    from rho_core.data.store import open_store
+
+    obs = open_store(inf["observed"])  # a fresh realisation at the held-out index −1.5
+    assert obs.n == 1 and obs.params.tolist() == [[1.0, -1.5]]
+    train_store = open_store(result["store"])
+    x_obs = obs.read(0)[0][0].astype(np.float64)
+    assert not any(np.allclose(x_obs, train_store.read(i)[0][0]) for i in range(train_store.n))
+    run = tracking.client().get_run(result["mlflow_run_id"])
+    m = run.data.metrics
+    for key in ("mean", "std", "exact_mean", "exact_std", "true", "pit"):
+        assert f"infer/field0/spectral_index/{key}" in m, key
+    assert m["infer/field0/spectral_index/true"] == -1.5
+    assert {"infer/spectral_index/std_ratio", "infer/spectral_index/abs_z_exact"} <= set(m)
+    assert run.data.params["infer/field0.method"] == "elbo"
+    arts = {a.path for a in tracking.client().list_artifacts(run.info.run_id, "infer/field0")}
+    assert {"infer/field0/posterior.csv", "infer/field0/posterior.png"} <= arts
+    rows = list(csv.DictReader(open(Path(inf["dir"], "field0", "posterior.csv"))))
+    n_grid = np.array([float(r["spectral_index"]) for r in rows])
+    assert n_grid.size == 9 and n_grid[0] == -2.0 and n_grid[-1] == -1.0  # the training range
+    exact = np.array([float(r["exact_log_likelihood"]) for r in rows])
+    f2 = np.abs(np.fft.fft2(x_obs)) ** 2
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(8) * 8, np.fft.fftfreq(8) * 8, indexing="ij"))
+    nz = k > 0
+    indep = np.array(
+        [-0.5 * np.sum(f2[nz] / (64 * k[nz] ** n) + n * np.log(k[nz])) for n in n_grid]
+    )  # A = 1: P = |κ|^n
+    assert np.allclose(exact - exact[0], indep - indep[0], atol=1e-6 * np.abs(indep).max())
+    assert any("parameter inference on 1 field" in line for line in summary_lines(result))
+
+
 def test_data_flow_reuses_the_store(prefect_harness, data_home, monkeypatch):
     """Same parameters twice: the second run is a cache hit and the store is not rewritten."""
     from flows.params import SphericalHarmonicsParams

@@ -208,3 +208,29 @@ def test_resume_of_a_checkpoint_written_before_an_option_existed(tmp_path, blobs
     torch.save(state, path)
     resumed = train(mc, tc, blobs, tmp_path / "old")
     assert resumed.start_step == 2 and resumed.step == 4
+
+
+def test_init_from_starts_at_the_checkpoint_weights(tmp_path, blobs) -> None:
+    """Fine-tuning (TrainConfig.init_from): the new run's first loss equals the loss the source
+    model's EMA weights give on the same batch, far below a fresh network's; a different model
+    or a missing file is refused with the reason."""
+    mc = _model_cfg(blobs)
+    src = train(mc, _tc(steps=60, lr=3e-3, ema_half_life_samples=20.0), blobs, tmp_path / "src")
+    fresh = train(mc, _tc(steps=1, lr=1e-12, warmup_steps=0), blobs, tmp_path / "fresh")
+    tuned = train(
+        mc, _tc(steps=1, lr=1e-12, warmup_steps=0, init_from=str(src.checkpoint)), blobs,
+        tmp_path / "tuned",
+    )  # fmt: skip
+    assert tuned.start_step == 0 and tuned.step == 1
+    # lr ≈ 0: the one step leaves the weights as loaded, so the saved model is the source EMA.
+    a = torch.load(src.checkpoint, weights_only=True)["ema"]["module"]
+    b = torch.load(tuned.checkpoint, weights_only=True)["model"]
+    for k, v in a.items():
+        assert torch.allclose(v, b[k], atol=1e-6), k
+    # Same seed, same batch and noise: the loaded weights fit it far better than fresh ones.
+    assert tuned.losses[0] < 0.7 * fresh.losses[0], (tuned.losses, fresh.losses)
+    with pytest.raises(ConfigError, match=r"different model configuration.*prediction"):
+        train(_model_cfg(blobs, prediction="v"), _tc(init_from=str(src.checkpoint)), blobs,
+              tmp_path / "other")  # fmt: skip
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(mc, _tc(init_from=str(tmp_path / "nope.pt")), blobs, tmp_path / "none")
