@@ -245,6 +245,13 @@ class InferParams(_Params):
     points: int = Field(
         0, ge=0, le=201, description="Grid nodes per parameter (0: 41 for one, 21 for two)."
     )
+    zoom: int = Field(
+        1,
+        ge=0,
+        le=5,
+        description="Refinement passes: after the pass over the training range, re-grid around "
+        "the posterior (mean ± 5 std) — a 64² field's posterior is far narrower than the range.",
+    )
 
     @model_validator(mode="after")
     def _even(self):

@@ -60,6 +60,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="log the posterior (metrics infer/…, params, the --out files) into this MLflow "
         "run (default: $RHO_MLFLOW_RUN_ID; none when unset)",
     )
+    p.add_argument(
+        "--zoom",
+        type=int,
+        default=0,
+        metavar="N",
+        help="refinement passes: re-grid around the posterior (mean ± 5 std, clipped to the "
+        "training range, as many nodes) N times; for a posterior far narrower than the grid",
+    )
     add_ode_options(p)
     p.set_defaults(func=_run)
 
@@ -69,16 +77,20 @@ def _run(args: argparse.Namespace) -> int:
     from tasks.inference import infer_field, write_outputs
 
     options = ode_options(args)
+    if args.zoom < 0:
+        from rho_core.errors import ConfigError
+
+        raise ConfigError(f"--zoom must be ≥ 0, got {args.zoom}")
     grids = [parse_grid(g) for g in args.grid]
     priors = dict(parse_prior(p) for p in args.prior)
     fixed = parse_param_object(args.params)
-    g = int(np.prod([a.size for _, a in grids]))
+    g = int(np.prod([a.size for _, a in grids])) * (args.zoom + 1)
     bar, progress = fraction_bar(f"infer ({g} points)", args.quiet)
     try:
         inf = infer_field(
             args.checkpoint, args.observed, args.index, grids, fixed, priors, options,
             batch_size=args.batch_size, seed=args.seed, device=args.device, progress=progress,
-            note=lambda m: print(m, file=sys.stderr),
+            note=lambda m: print(m, file=sys.stderr), zoom=args.zoom,
         )  # fmt: skip
     finally:
         if bar is not None:

@@ -157,6 +157,7 @@ def infer_field(
     device: str = "auto",
     progress: Callable[[float], None] | None = None,
     note: Callable[[str], None] = _note,
+    zoom: int = 0,
 ) -> FieldInference:
     """The posterior of the model's parameters given sample ``index`` of ``observed``.
 
@@ -169,6 +170,10 @@ def infer_field(
         options: :func:`rho_core.likelihood.log_likelihood` options (``method``, …).
         batch_size, seed, device, progress: as :func:`rho_core.likelihood.grid_log_likelihood`.
         note: receives warnings and "fixing …" messages.
+        zoom: refinement passes: after each pass the grid is replaced by one of as many nodes
+            around the posterior (:func:`rho_core.inference.zoomed_axes`: mean ± 5 std, clipped
+            to the model's training range); the summary is that of the last grid, and
+            ``meta["passes"]`` lists every pass's grid and seconds.
 
     Raises:
         ConfigError: a hash-conditioned or unconditional model, unknown parameters, an index
@@ -177,7 +182,7 @@ def infer_field(
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
     from rho_core.errors import ConfigError
-    from rho_core.inference import grid_posterior, log_prior_grid
+    from rho_core.inference import grid_posterior, log_prior_grid, zoomed_axes
     from rho_core.likelihood import check_inferable, grid_log_likelihood
 
     options = dict(options or {})
@@ -217,15 +222,33 @@ def infer_field(
             )
             note(warnings[-1])
 
-    t0 = time.perf_counter()
-    res = grid_log_likelihood(
-        loaded, field_, names, axes, fixed, batch_size=batch_size, seed=seed,
-        progress=progress, **options,
-    )  # fmt: skip
-    seconds = time.perf_counter() - t0
-    shape = tuple(a.size for a in axes)
-    ll = res.log_prob.numpy().reshape(shape)
-    post = grid_posterior(names, axes, ll, log_prior)
+    limits = [
+        (
+            cfg.param_low[list(cfg.param_names).index(n)],
+            cfg.param_high[list(cfg.param_names).index(n)],
+        )
+        for n in names
+    ]
+    passes, seconds, nfe, post = [], 0.0, 0, None
+    for k in range(int(zoom) + 1):
+        if k:
+            axes = zoomed_axes(post, limits)
+            log_prior = log_prior_grid(names, axes, priors)
+        t0 = time.perf_counter()
+        sub = None if progress is None else (lambda f, k=k: progress((k + f) / (zoom + 1)))
+        res = grid_log_likelihood(
+            loaded, field_, names, axes, fixed, batch_size=batch_size, seed=seed,
+            progress=sub, **options,
+        )  # fmt: skip
+        dt = time.perf_counter() - t0
+        seconds, nfe = seconds + dt, nfe + res.nfe
+        shape = tuple(a.size for a in axes)
+        ll = res.log_prob.numpy().reshape(shape)
+        post = grid_posterior(names, axes, ll, log_prior)
+        span = {
+            n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
+        }
+        passes.append({"grid": span, "seconds": dt})
     summary = post.summary()
     exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
     exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
@@ -254,8 +277,9 @@ def infer_field(
         "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
         "posterior": summary,
         "exact_posterior": "grf_log_prob on the same grid" if exact is not None else None,
-        "nfe": res.nfe,
+        "nfe": nfe,
         "seconds": seconds,
+        "passes": passes,
         "method": res.method,
         "divergence": res.divergence,
         "probes": res.probes,

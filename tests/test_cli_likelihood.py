@@ -151,6 +151,40 @@ def test_infer_prints_posterior_and_writes_table_and_plot(tmp_path, capsys) -> N
     assert (out / "posterior.png").stat().st_size > 1000
 
 
+def test_infer_zoom_regrids_around_the_first_posterior(tmp_path, capsys) -> None:
+    """--zoom 1: the second pass's grid is mean ± 5 std of the first pass's posterior (clipped to
+    the training range), its table and summary are the second pass's."""
+    from rho_core.inference import grid_posterior
+
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "zoom"
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--zoom", "1", "--out", str(out), *FAST])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    first, second = summary["passes"]
+    assert first["grid"]["a"] == [0.0, 1.0, 5]
+    rows = list(csv.DictReader(open(out / "posterior.csv")))
+    a = np.array([float(r["a"]) for r in rows])
+    assert summary["grid"]["a"] == second["grid"]["a"] == [a[0], a[-1], 5]
+    # reproduce the first pass from its own grid: the zoomed span follows from its moments
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--out", str(tmp_path / "one"), *FAST])  # fmt: skip
+    assert code == 0
+    capsys.readouterr()
+    one = [
+        float(r["log_likelihood"]) for r in csv.DictReader(open(tmp_path / "one" / "posterior.csv"))
+    ]
+    post = grid_posterior(["a"], [np.linspace(0, 1, 5)], one)
+    m, sd = post.mean("a"), post.std("a")
+    lo, hi = max(m - max(5 * sd, 0.25), 0.0), min(m + max(5 * sd, 0.25), 1.0)
+    np.testing.assert_allclose(a, np.linspace(lo, hi, 5), rtol=1e-9, atol=1e-12)
+    ll = np.array([float(r["log_likelihood"]) for r in rows])
+    assert math.isclose(summary["posterior"]["a"]["mean"],
+                        grid_posterior(["a"], [a], ll).mean("a"), rel_tol=1e-9)  # fmt: skip
+
+
 def test_infer_refuses_hash_conditioned_models_and_bad_grids(tmp_path, capsys) -> None:
     store, _, _ = _store(tmp_path)
     ckpt = _checkpoint(tmp_path, conditioning="hash")

@@ -199,7 +199,7 @@ def test_random_field_pipeline_infers_parameters(prefect_harness, mlflow_uri, da
                   "spectral_head": 8},  # fmt: skip
         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
         "evaluate": {"steps": 3, "n_conditions": 2},
-        "infer": {"fields": 1, "samples": 8, "points": 9},
+        "infer": {"fields": 1, "samples": 8, "points": 9, "zoom": 0},
     }
     result = pipeline(params=PipelineParams.model_validate(params), quick=True)
     inf = result["inference"]

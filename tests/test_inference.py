@@ -158,3 +158,30 @@ def test_linear_moments_are_exact_for_the_interpolant() -> None:
     # a posterior squeezed into the first cell: mean inside the cell, spread > 0
     post = grid_posterior(["a"], [np.array([0.0, 1.0, 2.0])], np.array([0.0, -50.0, -100.0]))
     assert 0.0 < post.mean("a") < 1.0 and post.std("a") > 0.1
+
+
+def test_zoomed_axes_centre_on_the_posterior_and_respect_limits() -> None:
+    """A Gaussian log-likelihood (mean 0.3, std 0.02) on a coarse grid over [0, 1]: the zoomed
+    axis spans mean ± 5 std (never less than one old cell), clipped to the limits."""
+    from rho_core.inference import grid_posterior, zoomed_axes
+
+    ax = np.linspace(0.0, 1.0, 201)
+    post = grid_posterior(["a"], [ax], -0.5 * ((ax - 0.3) / 0.02) ** 2)
+    (z,) = zoomed_axes(post, [(0.0, 1.0)])
+    assert z.size == 201
+    # the piecewise-linear marginal's variance is σ² + h²/6 (h = 0.005): 5 std = 0.10052
+    np.testing.assert_allclose([z[0], z[-1]], [0.3 - 0.10052, 0.3 + 0.10052], atol=2e-5)
+    # narrower than a cell of a coarse grid: the marginal is a triangle of half-width h = 0.1
+    # (std h/√6), so the zoom spans ± 5h/√6 — wider than the unresolved std, at least a cell
+    coarse = np.linspace(0.0, 1.0, 11)
+    post = grid_posterior(["a"], [coarse], -0.5 * ((coarse - 0.3) / 0.001) ** 2)
+    (z,) = zoomed_axes(post, [(0.0, 1.0)], count=5)
+    half = 5 * 0.1 / np.sqrt(6)
+    np.testing.assert_allclose([z[0], z[-1]], [0.3 - half, 0.3 + half], atol=1e-9)
+    # at the edge: clipped to the limits
+    post = grid_posterior(["a"], [ax], -0.5 * ((ax - 0.02) / 0.02) ** 2)
+    (z,) = zoomed_axes(post, [(0.0, 1.0)])
+    # truncated normal (α = −1): mean μ + σλ, std σ√(1 − λ − λ²), λ = φ(1)/Φ(1) = 0.28760
+    lam = 0.28760
+    hi = 0.02 + 0.02 * lam + 5 * 0.02 * np.sqrt(1 - lam - lam**2)
+    assert z[0] == 0.0 and abs(z[-1] - hi) < 1e-3
