@@ -193,10 +193,18 @@ def test_random_field_pipeline_infers_parameters(prefect_harness, mlflow_uri, da
 
     params = {
         "dataset": "gaussian_random_field",
-        "random_field": {"size": 8, "amplitudes": [1.0], "spectral_indices": [-1.0, -2.0],
-                         "realizations": 4},  # fmt: skip
-        "model": {"base_channels": 8, "channel_mult": [1, 2], "cond_dim": 16,
-                  "spectral_head": 8},  # fmt: skip
+        "random_field": {
+            "size": 8,
+            "amplitudes": [1.0],
+            "spectral_indices": [-1.0, -2.0],
+            "realizations": 4,
+        },  # fmt: skip
+        "model": {
+            "base_channels": 8,
+            "channel_mult": [1, 2],
+            "cond_dim": 16,
+            "spectral_head": 8,
+        },  # fmt: skip
         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
         "evaluate": {"steps": 3, "n_conditions": 2},
         "infer": {"fields": 1, "samples": 8, "points": 9, "zoom": 0},
