@@ -57,3 +57,16 @@ def mlflow_uri(tmp_path, monkeypatch, _mlflow_template_db):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("RHO_MLFLOW_ARTIFACTS", raising=False)
     return uri
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op torch thread for the test: the tensors of these tests are tiny, and on a
+    shared 2-core machine OpenMP threads only spin-wait against each other. Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

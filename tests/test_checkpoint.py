@@ -23,14 +23,7 @@ from rho_core.errors import CheckpointError
 from rho_core.model import DiffusionModel, default_model_config
 from rho_core.training import TrainConfig, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(step: int) -> dict:

@@ -19,12 +19,7 @@ FAST = ["--rtol", "1e-2", "--atol", "1e-2", "--quiet"]
 NORM = Normalizer("standard", mean=0.5, std=2.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _checkpoint(tmp_path, conditioning: str = "continuous"):

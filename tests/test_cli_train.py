@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from rho_cli.main import main
 from rho_core.checkpoint import load_for_sampling
@@ -15,14 +14,7 @@ from rho_core.data.store import create_store, open_store
 from rho_core.data.synthetic import GaussianBlobs
 from rho_core.evaluation import generate
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ from rho_core.schedules import make_schedule
 N, M, SIGMA_Y, B = 32, 8, 0.05, 2000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian_problem(seed: int = 0):

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from gaussian_cases import gaussian_case  # tests/gaussian_cases.py
 
 from rho_core.data.normalization import Normalizer
 from rho_core.errors import ConfigError
@@ -28,22 +29,11 @@ from rho_core.schedules import make_schedule
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _gaussian_case(name: str, d: int = 32, b: int = 12, seed: int = 0):
-    sch = make_schedule(name, 1000)
-    g = torch.Generator().manual_seed(seed)
-    s = torch.linspace(0.05, 1.0, d, dtype=torch.float64)
-    mu = torch.rand(d, generator=g, dtype=torch.float64) - 0.5
-    den = GaussianDenoiser(sch, mu, s)
-    x = mu + s * torch.randn(b, d, generator=g, dtype=torch.float64)
-    return sch, den, mu, s, x
+    return gaussian_case(name, d, b, seed)
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "sigmoid"])

@@ -12,31 +12,22 @@ import math
 import numpy as np
 import pytest
 import torch
+from gaussian_cases import gaussian_case  # tests/gaussian_cases.py
 
 from rho_core.data.random_fields import gaussian_field, grf_log_prob, spectrum_grid
 from rho_core.errors import ConfigError
-from rho_core.exact import FourierGaussianDenoiser, GaussianDenoiser
+from rho_core.exact import FourierGaussianDenoiser
 from rho_core.likelihood import log_likelihood
 from rho_core.schedules import make_schedule
 
 LN2 = math.log(2.0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _case(name: str, d: int = 64, b: int = 32, seed: int = 0):
-    sch = make_schedule(name, 1000)
-    g = torch.Generator().manual_seed(seed)
-    s = torch.linspace(0.05, 1.0, d, dtype=torch.float64)
-    mu = torch.rand(d, generator=g, dtype=torch.float64) - 0.5
-    x = mu + s * torch.randn(b, d, generator=g, dtype=torch.float64)
-    return sch, GaussianDenoiser(sch, mu, s), mu, s, x
+    return gaussian_case(name, d, b, seed)
 
 
 def _elbo(den, x, sch, seed=1, **kw):

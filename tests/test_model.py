@@ -12,14 +12,7 @@ from rho_core.ema import EMA, ema_beta
 from rho_core.errors import ConfigError
 from rho_core.model import DiffusionModel, ModelConfig, default_model_config
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(prediction: str = "eps", conditioning: str = "continuous") -> ModelConfig:

@@ -31,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fields(lo: int, hi: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -38,13 +38,7 @@ def gaussian_denoiser(schedule, mu=MU, std=STD, calls=None):
     return denoiser
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny; on a shared 2-core machine intra-op threads only add contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def moments(x):

@@ -15,14 +15,7 @@ from rho_core.errors import ConfigError, DataError
 from rho_core.model import default_model_config
 from rho_core.training import TrainConfig, batch_positions, lr_at, resolve_train_config, train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model_cfg(ds: GaussianBlobs, **kw):

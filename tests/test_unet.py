@@ -19,14 +19,7 @@ from rho_core.unet import (
     unpatchify,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids OpenMP spin-waiting on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(dims: int, attention: bool, cond_dim: int = 6, patch: int = 1) -> UNetConfig:
