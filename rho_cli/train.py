@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wall-time budget: stop cleanly with a final checkpoint after M minutes",
     )
     p.add_argument(
+        "--fit-schedule",
+        action="store_true",
+        help="with --max-minutes: time a 6-step scratch run first and shorten --steps so the "
+        "learning-rate schedule ends inside the budget (a resumed run keeps its first plan)",
+    )
+    p.add_argument(
         "--init-from",
         metavar="CKPT",
         help="fine-tune: start from this checkpoint's weights (same model configuration)",
@@ -114,6 +120,34 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _fit_schedule(args: argparse.Namespace, model_cfg: Any, cfg: Any) -> Any:
+    """``cfg`` with ``train.steps`` shortened to fit ``train.max_minutes``
+    (:func:`rho_core.run.plan_steps`); a run directory that already has a ``config.json`` keeps
+    the steps planned when it started (a resume must not change the schedule)."""
+    import dataclasses
+    import json
+
+    from rho_core.errors import ConfigError
+    from rho_core.run import plan_steps
+
+    tc = cfg.train
+    if not tc.max_minutes:
+        raise ConfigError(
+            "--fit-schedule needs a budget: give --max-minutes (or train.max_minutes)"
+        )
+    saved = os.path.join(args.out, "config.json")
+    if os.path.isfile(saved):
+        with open(saved) as fh:
+            steps = int(json.load(fh)["train"]["steps"])
+        print(f"--fit-schedule: resuming {args.out}, keeping its {steps} planned steps",
+              file=sys.stderr)  # fmt: skip
+    else:
+        steps, step_s = plan_steps(args.data, model_cfg, tc, tc.max_minutes)
+        print(f"--fit-schedule: {step_s:.3f} s/step measured → {steps} steps fit "
+              f"{tc.max_minutes:g} min (of {tc.steps} asked)", file=sys.stderr)  # fmt: skip
+    return dataclasses.replace(cfg, train=dataclasses.replace(tc, steps=steps))
+
+
 def _run(args: argparse.Namespace) -> int:
     from rho_core.errors import ConfigError
     from rho_core.run import resolve_for_store, train_run
@@ -127,6 +161,8 @@ def _run(args: argparse.Namespace) -> int:
 
         os.environ[FORCE_RESUME_ENV] = "1"
     model_cfg, cfg = resolve_for_store(args.data, args.config, _overrides(args))
+    if args.fit_schedule:
+        cfg = _fit_schedule(args, model_cfg, cfg)
     dist = {
         "nnodes": args.nnodes,
         "node_rank": args.node_rank,

@@ -144,3 +144,28 @@ def test_train_errors_are_one_line(tiny_store, tmp_path, capsys) -> None:
     assert code == 2 and "unknown training config keys ['stpes']" in err
     code = main(["train", "--data", str(tmp_path / "none.zarr"), "--out", str(tmp_path / "r")])
     assert code == 2 and "none.zarr" in capsys.readouterr().err
+
+
+def test_fit_schedule_plans_steps_into_the_budget(tiny_store, trained, tmp_path, capsys) -> None:
+    """--fit-schedule: a 6-step calibration shortens --steps so the schedule ends in the budget
+    (steps × measured s/step ≤ 93 % of the budget); the run then ends its whole schedule; a
+    resume keeps the first plan; without a budget it is a one-line error."""
+    store, _, _ = tiny_store
+    cfg = trained.parent / "cfg.yaml"
+    run = tmp_path / "fit"
+    args = ["train", "--data", str(store), "--out", str(run), "--config", str(cfg),
+            "--steps", "100000", "--max-minutes", "0.3", "--fit-schedule", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("--fit-schedule:"))
+    step_s, planned = float(line.split()[1]), int(line.split("→ ")[1].split()[0])
+    assert 1 <= planned < 100000 and planned * step_s <= 0.93 * (0.3 * 60 - 15) + 1e-9
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["train"]["steps"] == planned
+    result = json.loads((run / "result.json").read_text())
+    assert result["step"] == planned  # the plan fits: the schedule ran to its end
+    assert main(args) == 0  # resume: nothing left, same plan
+    assert f"keeping its {planned} planned steps" in capsys.readouterr().err
+    bad = ["train", "--data", str(store), "--out", str(tmp_path / "x"), "--fit-schedule"]
+    assert main(bad) == 2
+    assert "--fit-schedule needs a budget" in capsys.readouterr().err
