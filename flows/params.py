@@ -241,9 +241,9 @@ class InferParams(_Params):
     method: Literal["elbo", "ode"] = Field(
         "elbo", description="elbo: variational bound (fast); ode: probability-flow ODE (exact)."
     )
-    samples: int = Field(64, ge=2, le=4096, description="ELBO (λ, ε) draws per grid node (even).")
+    samples: int = Field(32, ge=2, le=4096, description="ELBO (λ, ε) draws per grid node (even).")
     points: int = Field(
-        0, ge=0, le=201, description="Grid nodes per parameter (0: 41 for one, 21 for two)."
+        0, ge=0, le=201, description="Grid nodes per parameter (0: 41 for one, 15 for two)."
     )
     zoom: int = Field(
         1,

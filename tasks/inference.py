@@ -108,7 +108,7 @@ def _note(msg: str) -> None:
 def auto_grid(store: Any, names: Sequence[str] | None = None, points: int = 0) -> list[tuple]:
     """A default grid over the parameters that vary in ``store``: each over the store's range
     (the model's training range when the store is the training store); ``points`` nodes per
-    axis (default 41 for one parameter, 21 for two, 9 for more)."""
+    axis (default 41 for one parameter, 15 for two, 7 for more)."""
     from rho_core.errors import ConfigError
 
     params = np.asarray(store.params, dtype=np.float64)
@@ -116,7 +116,7 @@ def auto_grid(store: Any, names: Sequence[str] | None = None, points: int = 0) -
         names = [n for j, n in enumerate(store.param_names) if np.ptp(params[:, j]) > 0]
     if not names:
         raise ConfigError("the store's parameters do not vary: nothing to infer")
-    count = points or {1: 41, 2: 21}.get(len(names), 9)
+    count = points or {1: 41, 2: 15}.get(len(names), 7)
     out = []
     for n in names:
         j = list(store.param_names).index(n)
