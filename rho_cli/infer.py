@@ -108,14 +108,12 @@ def _run(args: argparse.Namespace) -> int:
         if "exact_mean" in s:
             line += f"  exact posterior {s['exact_mean']:.5g} ± {s['exact_std']:.3g}"
         print(line)
-    for w in inf.warnings:
-        if "outermost" in w:
-            print(w, file=sys.stderr)
     lp_std = inf.log_likelihood_std
     std_max = float(np.nanmax(lp_std)) if np.isfinite(lp_std).any() else 0.0
     if meta["method"] == "elbo":
         how = (
-            f"ELBO, {meta['steps']} shared (λ, ε) draws per point, max log-p std {std_max:.3g} "
+            f"ELBO, {meta['settings'].get('samples')} shared (λ, ε) draws per point, max log-p "
+            f"std {std_max:.3g} "
             "nats (differences across the grid are far less noisy)"
         )
     else:
@@ -126,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     seconds = meta["seconds"]
     print(
-        f"{g} grid points, {meta['nfe']} denoiser evaluations, {seconds:.1f} s "
+        f"{g} grid points, {meta['nfe']} batched denoiser evaluations, {seconds:.1f} s "
         f"({seconds / g:.2f} s per point); {how}",
         file=sys.stderr,
     )

@@ -250,6 +250,7 @@ def infer_field(
         }
         passes.append({"grid": span, "seconds": dt})
     summary = post.summary()
+    n_pre = len(warnings)  # the posterior's warnings follow; those before were already noted
     exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
     exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
     for n in names:
@@ -264,6 +265,16 @@ def infer_field(
                 f"warning: {100 * summary[n]['edge_mass']:.1f} % of the posterior of {n} lies "
                 "in the outermost grid cells; widen the grid"
             )
+        ax = post.axes[list(names).index(n)]
+        cell = float(np.max(np.diff(ax)))
+        if summary[n]["std"] < cell:
+            warnings.append(
+                f"warning: the posterior of {n} (std {summary[n]['std']:.3g}) is narrower than "
+                f"the grid spacing ({cell:.3g}): its moments and intervals are unreliable; use "
+                "more nodes or another zoom pass"
+            )
+    for w in warnings[n_pre:]:
+        note(w)
     meta = {
         "checkpoint": str(loaded.path),
         "step": loaded.step,

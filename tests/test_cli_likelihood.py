@@ -180,6 +180,20 @@ def test_infer_zoom_regrids_around_the_first_posterior(tmp_path, capsys) -> None
                         grid_posterior(["a"], [a], ll).mean("a"), rel_tol=1e-9)  # fmt: skip
 
 
+def test_infer_warns_when_the_grid_cannot_resolve_the_posterior(tmp_path, capsys) -> None:
+    """Two nodes one unit apart: any piecewise-linear density on [0, 1] has std ≤ 1/2 < the
+    spacing, so its moments are unreliable and the user is told so (with the numbers)."""
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:2", *FAST])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: the posterior of a (std " in err and "narrower than the grid spacing (1)" in err
+    )
+
+
 def test_infer_refuses_hash_conditioned_models_and_bad_grids(tmp_path, capsys) -> None:
     store, _, _ = _store(tmp_path)
     ckpt = _checkpoint(tmp_path, conditioning="hash")
