@@ -143,7 +143,7 @@ def _fit_schedule(args: argparse.Namespace, model_cfg: Any, cfg: Any) -> Any:
               file=sys.stderr)  # fmt: skip
     else:
         steps, step_s = plan_steps(args.data, model_cfg, tc, tc.max_minutes)
-        print(f"--fit-schedule: {step_s:.3f} s/step measured → {steps} steps fit "
+        print(f"--fit-schedule: {step_s:.4g} s/step measured → {steps} steps fit "
               f"{tc.max_minutes:g} min (of {tc.steps} asked)", file=sys.stderr)  # fmt: skip
     return dataclasses.replace(cfg, train=dataclasses.replace(tc, steps=steps))
 
