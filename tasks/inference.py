@@ -207,28 +207,27 @@ def infer_field(
     field_, row = store.read(index)
     truth = {n: float(row[k]) for k, n in enumerate(store.param_names)}
     warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+        note(msg)
+
     for n in loaded.param_names:  # other parameters: given, else the observed sample's value
         if n not in names and n not in fixed and n in truth:
             fixed[n] = truth[n]
             note(f"fixing {n} = {truth[n]:g} (the observed sample's value)")
     cfg = loaded.model_config.conditioning
-    for n, ax in zip(names, axes, strict=True):
+    limits = []  # the training range of each grid parameter
+    for n in names:
         j = list(cfg.param_names).index(n)
-        lo, hi = cfg.param_low[j], cfg.param_high[j]
+        limits.append((cfg.param_low[j], cfg.param_high[j]))
+    for n, ax, (lo, hi) in zip(names, axes, limits, strict=True):
         if ax[0] < lo - 1e-9 * abs(lo) or ax[-1] > hi + 1e-9 * abs(hi):
-            warnings.append(
+            warn(
                 f"warning: the grid of {n} [{ax[0]:g}, {ax[-1]:g}] leaves the training range "
                 f"[{lo:g}, {hi:g}]; the model extrapolates there"
             )
-            note(warnings[-1])
 
-    limits = [
-        (
-            cfg.param_low[list(cfg.param_names).index(n)],
-            cfg.param_high[list(cfg.param_names).index(n)],
-        )
-        for n in names
-    ]
     passes, seconds, nfe, post = [], 0.0, 0, None
     for k in range(int(zoom) + 1):
         if k:
@@ -250,7 +249,6 @@ def infer_field(
         }
         passes.append({"grid": span, "seconds": dt})
     summary = post.summary()
-    n_pre = len(warnings)  # the posterior's warnings follow; those before were already noted
     exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
     exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
     for n in names:
@@ -261,20 +259,18 @@ def infer_field(
             summary[n]["exact_mean"] = exact.mean(n)
             summary[n]["exact_std"] = exact.std(n)
         if summary[n]["edge_mass"] > 0.01:
-            warnings.append(
+            warn(
                 f"warning: {100 * summary[n]['edge_mass']:.1f} % of the posterior of {n} lies "
                 "in the outermost grid cells; widen the grid"
             )
         ax = post.axes[list(names).index(n)]
         cell = float(np.max(np.diff(ax)))
         if summary[n]["std"] < cell:
-            warnings.append(
+            warn(
                 f"warning: the posterior of {n} (std {summary[n]['std']:.3g}) is narrower than "
                 f"the grid spacing ({cell:.3g}): its moments and intervals are unreliable; use "
                 "more nodes or another zoom pass"
             )
-    for w in warnings[n_pre:]:
-        note(w)
     meta = {
         "checkpoint": str(loaded.path),
         "step": loaded.step,
@@ -282,9 +278,7 @@ def infer_field(
         "index": int(index),
         "observed_params": truth,
         "fixed": fixed,
-        "grid": {
-            n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
-        },
+        "grid": passes[-1]["grid"],
         "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
         "posterior": summary,
         "exact_posterior": "grf_log_prob on the same grid" if exact is not None else None,
