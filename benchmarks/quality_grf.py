@@ -40,6 +40,11 @@ shared 2-core machine)::
         --curve-conditions 2
     .venv/bin/python benchmarks/quality_grf.py --truth-only   # the floors: true fields scored
 
+A model trained on another store (e.g. the denser grid of session 8: 9 amplitudes × 16 indices,
+``configs/quality/grf64.yaml``) is scored with ``--train-store STORE``: the memorisation check runs
+against that store, the "train" rows stay the truth store's 12 conditions (each must be in it) and
+the held-out ones must not be.
+
 Prints a table per condition and a summary; ``--json`` writes everything.
 """
 
@@ -243,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k-train", type=int, default=128, help="training realisations/condition")
     ap.add_argument("--k-truth", type=int, default=256, help="fresh true realisations/condition")
     ap.add_argument("--make-stores", action="store_true", help="only generate the stores")
+    ap.add_argument(
+        "--train-store",
+        help="the store the checkpoint was trained on, when it is not the default train store "
+        "(e.g. a denser grid): the memorisation check runs against it; the 'train' conditions "
+        "scored are still those of the truth store, and each must be in it",
+    )
     ap.add_argument("--json", help="write all results here")
     ap.add_argument("--figures", help="directory for the P(k)-ratio, sample-grid and PDF figures")
     args = ap.parse_args(argv)
@@ -258,7 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.make_stores:
         print("\n".join(f"{k}: {v}" for k, v in paths.items()))
         return 0
+    if args.train_store:
+        paths["train"] = Path(args.train_store)
     train, truth, held = (load_by_condition(paths[k]) for k in ("train", "truth", "heldout"))
+    missing = sorted(set(truth) - set(train))
+    if missing:
+        ap.error(f"{paths['train']} lacks the truth store's conditions {missing}: the 'train' "
+                 "split scores conditions the model was trained on")  # fmt: skip
+    trained_on_held = sorted(set(held) & set(train))
+    if trained_on_held:
+        ap.error(f"{paths['train']} holds the held-out conditions {trained_on_held}")
     loaded, meta = None, {}
     if not args.truth_only:
         from rho_core.checkpoint import load_for_sampling
@@ -267,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--checkpoint is required (or --truth-only)")
         loaded = load_for_sampling(args.checkpoint, "cpu")
         meta = {"checkpoint": str(args.checkpoint), "step": getattr(loaded, "step", None)}
-    conds_tr = sorted(train)
+    meta["train_store"] = str(paths["train"])
+    meta["train_conditions"] = len(train)
+    conds_tr = sorted(truth)
     conds_ho = sorted(held)
     if args.max_conditions:
         conds_tr, conds_ho = conds_tr[: args.max_conditions], conds_ho[: args.max_conditions]

@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fit-schedule",
         action="store_true",
-        help="with --max-minutes: time a 6-step scratch run first and shorten --steps so the "
+        help="with --max-minutes: time a 24-step scratch run first and shorten --steps so the "
         "learning-rate schedule ends inside the budget (a resumed run keeps its first plan)",
     )
     p.add_argument(

@@ -147,7 +147,7 @@ def test_train_errors_are_one_line(tiny_store, tmp_path, capsys) -> None:
 
 
 def test_fit_schedule_plans_steps_into_the_budget(tiny_store, trained, tmp_path, capsys) -> None:
-    """--fit-schedule: a 6-step calibration shortens --steps so the schedule ends in the budget
+    """--fit-schedule: a 24-step calibration shortens --steps so the schedule ends in the budget
     (steps × measured s/step ≤ 93 % of the budget); the run then ends its whole schedule; a
     resume keeps the first plan; without a budget it is a one-line error."""
     store, _, _ = tiny_store
