@@ -1,7 +1,8 @@
 """`rho infer`: the posterior of a model's parameters given one observed field, on a grid.
 
 ``rho infer --checkpoint CKPT --observed STORE [--index I] --grid 'spectral_index=-3:-1:41'
-[--grid ...] [--params JSON] [--prior NAME=normal:MU:SIGMA ...] [--out DIR]``
+[--grid ...] [--params JSON] [--prior NAME=normal:MU:SIGMA ...] [--zoom N] [--fit gaussian]
+[--out DIR]``
 
 log p(x_obs | θ) is computed with the probability-flow ODE (:mod:`rho_core.likelihood`) at every
 node of the tensor grid (batched, the same Hutchinson probes for every node) — or, with
@@ -10,7 +11,10 @@ every node (common random numbers), far cheaper per node; the model's other
 parameters are fixed by ``--params``. With a flat prior unless ``--prior`` is given, prints the
 posterior mean, standard deviation, MAP and the central 68 % / 95 % credible intervals of every
 grid parameter (:mod:`rho_core.inference`) and — when the observed store records the true value
-— its rank (the PIT, uniform over many fields if the posterior is calibrated). ``--out DIR``
+— its rank (the PIT, uniform over many fields if the posterior is calibrated). ``--fit
+gaussian`` takes these from a Gaussian fitted to the grid's log-posterior instead of the
+trapezoid rule: the cheap recipe of docs/likelihood.md §6, a coarse pass then ``--zoom 1
+--zoom-width 2`` onto 3 nodes per axis. ``--out DIR``
 writes ``posterior.csv`` (the grid table), ``summary.json`` and ``posterior.png``. A
 hash-conditioned model is refused: it cannot be asked about parameters it never saw.
 ``--mlflow-run RUN_ID`` (default ``$RHO_MLFLOW_RUN_ID``) logs the posterior into that MLflow run
@@ -68,6 +72,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refinement passes: re-grid around the posterior (mean ± 5 std, clipped to the "
         "training range, as many nodes) N times; for a posterior far narrower than the grid",
     )
+    p.add_argument(
+        "--fit",
+        choices=("grid", "gaussian"),
+        default="grid",
+        help="grid: moments and intervals of the grid posterior (trapezoid; several nodes per "
+        "posterior std); gaussian: of a Gaussian fitted to the grid's log-posterior by least "
+        "squares (coarse grids, e.g. 3 nodes over ± 2 std, and noisy log-likelihoods)",
+    )
+    p.add_argument(
+        "--zoom-width",
+        type=float,
+        default=5.0,
+        metavar="W",
+        help="a zoom pass spans mean ± W std (default 5; 2 suits --fit gaussian with 3 nodes)",
+    )
+    p.add_argument(
+        "--zoom-nodes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="nodes per axis of the zoomed grids (default: as many as --grid)",
+    )
     add_ode_options(p)
     p.set_defaults(func=_run)
 
@@ -84,13 +110,16 @@ def _run(args: argparse.Namespace) -> int:
     grids = [parse_grid(g) for g in args.grid]
     priors = dict(parse_prior(p) for p in args.prior)
     fixed = parse_param_object(args.params)
-    g = int(np.prod([a.size for _, a in grids])) * (args.zoom + 1)
+    first = int(np.prod([a.size for _, a in grids]))
+    per_zoom = args.zoom_nodes ** len(grids) if args.zoom_nodes else first
+    g = first + max(args.zoom, 0) * per_zoom
     bar, progress = fraction_bar(f"infer ({g} points)", args.quiet)
     try:
         inf = infer_field(
             args.checkpoint, args.observed, args.index, grids, fixed, priors, options,
             batch_size=args.batch_size, seed=args.seed, device=args.device, progress=progress,
-            note=lambda m: print(m, file=sys.stderr), zoom=args.zoom,
+            note=lambda m: print(m, file=sys.stderr), zoom=args.zoom, fit=args.fit,
+            zoom_width=args.zoom_width, zoom_nodes=args.zoom_nodes,
         )  # fmt: skip
     finally:
         if bar is not None:

@@ -91,7 +91,9 @@ def log_inference(
 class FieldInference:
     """One field's inference: ``meta`` (the ``summary.json`` document), the model posterior,
     the grid log-likelihoods ``(n_1, …, n_P)`` and their Monte-Carlo std, the exact posterior
-    when the store's distribution is known (else None) and the warnings printed."""
+    when the store's distribution is known (else None), the warnings printed, and with
+    ``fit="gaussian"`` the fitted :class:`rho_core.inference.GaussianPosterior` of the model
+    (``fitted``; the summary's numbers) and of the exact likelihood (``exact_fitted``)."""
 
     meta: dict
     posterior: Any
@@ -99,6 +101,8 @@ class FieldInference:
     log_likelihood_std: np.ndarray
     exact: Any = None
     warnings: list[str] = field(default_factory=list)
+    fitted: Any = None
+    exact_fitted: Any = None
 
 
 def _note(msg: str) -> None:
@@ -158,6 +162,9 @@ def infer_field(
     progress: Callable[[float], None] | None = None,
     note: Callable[[str], None] = _note,
     zoom: int = 0,
+    fit: str = "grid",
+    zoom_width: float = 5.0,
+    zoom_nodes: int = 0,
 ) -> FieldInference:
     """The posterior of the model's parameters given sample ``index`` of ``observed``.
 
@@ -174,6 +181,16 @@ def infer_field(
             around the posterior (:func:`rho_core.inference.zoomed_axes`: mean ± 5 std, clipped
             to the model's training range); the summary is that of the last grid, and
             ``meta["passes"]`` lists every pass's grid and seconds.
+        fit: ``"grid"``: moments, intervals and PIT of the grid posterior (trapezoid rule;
+            needs several nodes per posterior σ); ``"gaussian"``: of the Gaussian fitted to the
+            grid's log-posterior by least squares (:class:`rho_core.inference.GaussianPosterior`;
+            for coarse grids, e.g. 3 nodes per axis over ± 2σ, and noisy log-likelihoods). Zoom
+            passes then centre on the fit where it brackets the grid (its mass outside the
+            grid ≤ 35 %; else on the grid posterior). Falls back to the grid, with a warning,
+            when the log-posterior on the last grid is not concave.
+        zoom_width: a zoomed grid spans mean ± ``zoom_width`` std (default 5; ~2 with
+            ``fit="gaussian"`` and 3 nodes).
+        zoom_nodes: nodes per axis of the zoomed grids (default 0: as many as the first).
 
     Raises:
         ConfigError: a hash-conditioned or unconditional model, unknown parameters, an index
@@ -182,9 +199,20 @@ def infer_field(
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
     from rho_core.errors import ConfigError
-    from rho_core.inference import grid_posterior, log_prior_grid, zoomed_axes
+    from rho_core.inference import (
+        gaussian_posterior,
+        grid_posterior,
+        log_prior_grid,
+        zoomed_axes,
+    )
     from rho_core.likelihood import check_inferable, grid_log_likelihood
 
+    if fit not in ("grid", "gaussian"):
+        raise ConfigError(f"--fit must be grid or gaussian, got {fit!r}")
+    if not zoom_width > 0:
+        raise ConfigError(f"--zoom-width must be > 0, got {zoom_width}")
+    if zoom_nodes < 0 or zoom_nodes == 1:
+        raise ConfigError(f"--zoom-nodes must be 0 (as the first grid) or ≥ 2, got {zoom_nodes}")
     options = dict(options or {})
     priors = dict(priors or {})
     fixed = dict(fixed or {})
@@ -228,10 +256,12 @@ def infer_field(
                 f"[{lo:g}, {hi:g}]; the model extrapolates there"
             )
 
-    passes, seconds, nfe, post = [], 0.0, 0, None
+    passes, seconds, nfe, post, fitted = [], 0.0, 0, None, None
     for k in range(int(zoom) + 1):
         if k:
-            axes = zoomed_axes(post, limits)
+            brackets = fitted is not None and all(fitted.edge_mass(i) <= 0.35 for i in names)
+            around = fitted if brackets else post
+            axes = zoomed_axes(around, limits, width=zoom_width, count=zoom_nodes or None)
             log_prior = log_prior_grid(names, axes, priors)
         t0 = time.perf_counter()
         sub = None if progress is None else (lambda f, k=k: progress((k + f) / (zoom + 1)))
@@ -244,20 +274,43 @@ def infer_field(
         shape = tuple(a.size for a in axes)
         ll = res.log_prob.numpy().reshape(shape)
         post = grid_posterior(names, axes, ll, log_prior)
+        fitted = None
+        if fit == "gaussian":
+            try:
+                fitted = gaussian_posterior(names, axes, ll, log_prior)
+            except ConfigError as exc:
+                if k == int(zoom):
+                    warn(f"warning: Gaussian fit failed ({exc}); the grid posterior is reported")
         span = {
             n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
         }
         passes.append({"grid": span, "seconds": dt})
-    summary = post.summary()
+    src = fitted or post
+    summary = src.summary()
     exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
     exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
+    exact_fitted = None
+    if exact is not None and fitted is not None:
+        try:
+            exact_fitted = gaussian_posterior(names, axes, exact_ll, log_prior)
+        except ConfigError:
+            exact_fitted = None
+    exact_src = exact_fitted or exact
     for n in names:
         if n in truth:
             summary[n]["true"] = truth[n]
-            summary[n]["pit"] = post.pit(n, truth[n])
-        if exact is not None:
-            summary[n]["exact_mean"] = exact.mean(n)
-            summary[n]["exact_std"] = exact.std(n)
+            summary[n]["pit"] = src.pit(n, truth[n])
+        if exact_src is not None:
+            summary[n]["exact_mean"] = exact_src.mean(n)
+            summary[n]["exact_std"] = exact_src.std(n)
+        if fitted is not None:
+            if summary[n]["edge_mass"] > 0.35:
+                warn(
+                    f"warning: the grid of {n} covers less than ± 1 std of the fitted "
+                    f"posterior or misses its mean ({100 * summary[n]['edge_mass']:.0f} % of it "
+                    "lies outside): the fit extrapolates; move or widen the grid, or --zoom 1"
+                )
+            continue
         if summary[n]["edge_mass"] > 0.01:
             warn(
                 f"warning: {100 * summary[n]['edge_mass']:.1f} % of the posterior of {n} lies "
@@ -280,6 +333,7 @@ def infer_field(
         "fixed": fixed,
         "grid": passes[-1]["grid"],
         "prior": {n: list(priors[n]) if n in priors else ["flat"] for n in names},
+        "fit": "gaussian" if fitted is not None else "grid",
         "posterior": summary,
         "exact_posterior": "grf_log_prob on the same grid" if exact is not None else None,
         "nfe": nfe,
@@ -291,7 +345,10 @@ def infer_field(
         "steps": res.steps,
         "settings": {**options, "batch_size": batch_size, "seed": seed},
     }
-    return FieldInference(meta, post, ll, res.log_prob_std.numpy().reshape(shape), exact, warnings)
+    if fitted is not None:
+        meta["gaussian_fit"] = {"mean": fitted.loc.tolist(), "covariance": fitted.cov.tolist()}
+    sd = res.log_prob_std.numpy().reshape(shape)
+    return FieldInference(meta, post, ll, sd, exact, warnings, fitted, exact_fitted)
 
 
 def write_outputs(inf: FieldInference, out_dir: str | Path) -> list[Path]:
@@ -319,13 +376,20 @@ def write_outputs(inf: FieldInference, out_dir: str | Path) -> list[Path]:
                 + ([float(exact[k])] if exact is not None else [])
             )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(inf.meta, indent=2) + "\n")
-    plot_posterior(post, inf.meta["posterior"], out / "posterior.png", exact=inf.exact)
+    plot_posterior(
+        post, inf.meta["posterior"], out / "posterior.png", exact=inf.exact,
+        fitted=inf.fitted, exact_fitted=inf.exact_fitted,
+    )  # fmt: skip
     return [out / "posterior.csv", out / "summary.json", out / "posterior.png"]
 
 
-def plot_posterior(post, summary: dict, path: Path, exact=None) -> None:
+def plot_posterior(
+    post, summary: dict, path: Path, exact=None, fitted=None, exact_fitted=None
+) -> None:
     """Marginals with the 68/95 % intervals, the true value and (when known) the exact
-    posterior's marginal; the joint for two parameters."""
+    posterior's marginal; the joint for two parameters. With a Gaussian fit (``fitted``) the
+    marginals are the fitted Gaussians on a fine axis and the grid's trapezoid marginal is
+    drawn as points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -338,9 +402,18 @@ def plot_posterior(post, summary: dict, path: Path, exact=None) -> None:
     for i, n in enumerate(names):
         ax = axs[0, i]
         x, p = post.axes[i], post.marginal(i)
-        ax.plot(x, p, color="k", label="model")
-        if exact is not None:
-            ax.plot(x, exact.marginal(i), color="C2", ls=":", label="exact")
+        if fitted is not None:
+            ax.plot(x, p, "o", color="0.5", ms=4, label="grid (trapezoid)")
+            m, sd = fitted.mean(i), fitted.std(i)
+            x = np.linspace(min(x[0], m - 4 * sd), max(x[-1], m + 4 * sd), 241)
+            p = fitted.marginal_at(i, x)
+            ax.plot(x, p, color="k", label="model (Gaussian fit)")
+            if exact_fitted is not None:
+                ax.plot(x, exact_fitted.marginal_at(i, x), color="C2", ls=":", label="exact")
+        else:
+            ax.plot(x, p, color="k", label="model")
+            if exact is not None:
+                ax.plot(x, exact.marginal(i), color="C2", ls=":", label="exact")
         s = summary[n]
         for lv, alpha in (("ci95", 0.15), ("ci68", 0.3)):
             lo, hi = s[lv]

@@ -209,3 +209,61 @@ def test_infer_refuses_hash_conditioned_models_and_bad_grids(tmp_path, capsys) -
         assert code == 2
         err = capsys.readouterr().err.strip()
         assert word in err and len(err.splitlines()) == 1, err
+
+
+def test_infer_fit_gaussian_reports_the_fitted_gaussian(tmp_path, capsys) -> None:
+    """--fit gaussian: the summary is the least-squares Gaussian of the grid's log-likelihood
+    (recomputed here from posterior.csv), intervals mean ± z·std; or, where that log-likelihood
+    is not concave, the grid posterior with a warning saying so."""
+    from scipy.stats import norm
+
+    from rho_core.errors import ConfigError
+    from rho_core.inference import gaussian_posterior, grid_posterior
+
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "fit"
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--fit", "gaussian", "--out", str(out), *FAST])  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    rows = list(csv.DictReader(open(out / "posterior.csv")))
+    ll = np.array([float(r["log_likelihood"]) for r in rows])
+    s = summary["posterior"]["a"]
+    try:
+        g = gaussian_posterior(["a"], [np.linspace(0, 1, 5)], ll)
+    except ConfigError:
+        assert summary["fit"] == "grid" and "Gaussian fit failed" in err
+        assert s["mean"] == pytest.approx(grid_posterior(["a"], [np.linspace(0, 1, 5)], ll).mean(0))
+    else:
+        assert summary["fit"] == "gaussian"
+        assert s["mean"] == pytest.approx(g.mean("a"), rel=1e-9)
+        assert s["std"] == pytest.approx(g.std("a"), rel=1e-9)
+        assert s["ci95"][1] == pytest.approx(g.mean("a") + norm.ppf(0.975) * g.std("a"), rel=1e-9)
+        assert s["pit"] == pytest.approx(norm.cdf((0.5 - g.mean("a")) / g.std("a")), rel=1e-9)
+        assert summary["gaussian_fit"]["covariance"][0][0] == pytest.approx(g.std("a") ** 2)
+    assert (out / "posterior.png").stat().st_size > 1000
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store),
+                 "--grid", "a=0:1:5", "--fit", "gaussian", "--zoom-width", "0", *FAST])  # fmt: skip
+    assert code == 2 and "--zoom-width must be > 0" in capsys.readouterr().err
+
+
+def test_infer_zoom_nodes_sets_the_zoomed_grid(tmp_path, capsys) -> None:
+    """--zoom 1 --zoom-nodes 3 --zoom-width 2: the second pass has 3 nodes spanning at most
+    mean ± 2 std of the first (at least ± one old cell), clipped to the training range [0, 1]."""
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "zn"
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--zoom", "1", "--zoom-nodes", "3", "--zoom-width", "2",
+                 "--out", str(out), *FAST])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    lo, hi, count = summary["passes"][1]["grid"]["a"]
+    assert count == 3 and len(list(csv.DictReader(open(out / "posterior.csv")))) == 3
+    assert 0.0 <= lo < hi <= 1.0 and hi - lo >= 0.25 - 1e-12  # ≥ ± half an old cell each side
+    capsys.readouterr()
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store),
+                 "--grid", "a=0:1:5", "--zoom", "1", "--zoom-nodes", "1", *FAST])  # fmt: skip
+    assert code == 2 and "--zoom-nodes must be 0" in capsys.readouterr().err
