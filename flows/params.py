@@ -252,6 +252,12 @@ class InferParams(_Params):
         description="Refinement passes: after the pass over the training range, re-grid around "
         "the posterior (mean ± 5 std) — a 64² field's posterior is far narrower than the range.",
     )
+    whiten: bool = Field(
+        True,
+        description="Lay the refinement grids along the posterior's principal axes (rho infer "
+        "--whiten): correlated parameters (a GRF's amplitude and index) are resolved with the "
+        "same node count.",
+    )
 
     @model_validator(mode="after")
     def _even(self):

@@ -88,6 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a zoom pass spans mean ± W std (default 5; 2 suits --fit gaussian with 3 nodes)",
     )
     p.add_argument(
+        "--whiten",
+        action="store_true",
+        help="zoom passes lay their grid along the previous posterior's principal axes "
+        "(mean + L u, u within ± --zoom-width, L L^T its covariance): a correlated posterior "
+        "(a ridge) with few nodes; the summary is then a Gaussian in the parameters",
+    )
+    p.add_argument(
         "--zoom-nodes",
         type=int,
         default=0,
@@ -119,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
             args.checkpoint, args.observed, args.index, grids, fixed, priors, options,
             batch_size=args.batch_size, seed=args.seed, device=args.device, progress=progress,
             note=lambda m: print(m, file=sys.stderr), zoom=args.zoom, fit=args.fit,
-            zoom_width=args.zoom_width, zoom_nodes=args.zoom_nodes,
+            zoom_width=args.zoom_width, zoom_nodes=args.zoom_nodes, whiten=args.whiten,
         )  # fmt: skip
     finally:
         if bar is not None:

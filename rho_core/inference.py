@@ -29,7 +29,7 @@ continuous form of the rank statistic). The central interval at level L covers �
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +54,18 @@ __all__ = [
     "gaussian_fit",
     "GaussianPosterior",
     "gaussian_posterior",
+    "grid_moments",
+    "log_prior_points",
+    "WhitenedFrame",
+    "whitened_frame",
+    "InferencePass",
+    "pass_posterior",
+    "refine_posterior",
     "zoomed_axes",
 ]
 
 LEVELS = (0.68, 0.95)
+FIT_WITHIN = 12.0  # nats: pass_posterior fits the nodes this close to the maximum (≈ 4.9σ in 2-D)
 
 
 # ----- grids and priors ----------------------------------------------------------------------
@@ -116,6 +124,22 @@ def parse_prior(spec: str) -> tuple[str, tuple[str, float, float]]:
     raise ConfigError(
         f"prior {spec!r}: use NAME=normal:MU:SIGMA (SIGMA > 0), NAME=loguniform or NAME=flat"
     )
+
+
+def log_prior_points(
+    names: Sequence[str], points: np.ndarray, priors: Mapping[str, tuple] | None
+) -> np.ndarray:
+    """:func:`log_prior_grid` at arbitrary nodes ``points`` ``(G, P)`` (columns in ``names``
+    order), shape ``(G,)``."""
+    pts = np.asarray(points, dtype=np.float64)
+    cols = [log_prior_grid([n], [pts[:, i]], {n: priors[n]} if n in (priors or {}) else None)
+            for i, n in enumerate(names)]  # fmt: skip
+    for name in priors or {}:
+        if name not in names:
+            raise ConfigError(
+                f"prior given for {name!r}, which is not a grid parameter {list(names)}"
+            )
+    return np.sum(cols, axis=0) if cols else np.zeros(len(pts))
 
 
 def log_prior_grid(
@@ -425,14 +449,20 @@ def compare_posteriors(
 
 
 def gaussian_fit(
-    axes: Sequence[np.ndarray], log_likelihood: np.ndarray, log_prior: np.ndarray | None = None
+    axes: Sequence[np.ndarray],
+    log_likelihood: np.ndarray,
+    log_prior: np.ndarray | None = None,
+    within: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the Gaussian whose log-density best fits the grid values.
 
     Least squares of log p(θ) ≈ c + bᵀθ + ½ θᵀHθ over all nodes (θ centred and scaled per
     axis for conditioning), then mean = −H⁻¹b, covariance = −H⁻¹. Meant for grids too coarse
     for the trapezoid rule (a few nodes per posterior σ) or log-likelihoods with Monte-Carlo
-    noise (Hutchinson), where a smooth fit averages the noise out.
+    noise (Hutchinson), where a smooth fit averages the noise out. ``within``: fit only the
+    nodes whose log-posterior is within that many nats of the grid's maximum — a posterior is
+    quadratic near its mode, not 1000 nats down its slopes, so a grid much wider than the
+    posterior is refused rather than fitted (too few nodes remain).
 
     Returns:
         ``(mean (P,), covariance (P, P))``.
@@ -448,6 +478,8 @@ def gaussian_fit(
     if log_prior is not None:
         lp = lp + np.broadcast_to(log_prior, lp.shape)
     ok = np.isfinite(lp).reshape(-1)
+    if within is not None:
+        ok &= (lp >= np.max(lp[np.isfinite(lp)]) - within).reshape(-1)
     centre = np.array([(a[0] + a[-1]) / 2 for a in axes])
     scale = np.array([(a[-1] - a[0]) / 2 for a in axes])
     u = np.stack([(m.reshape(-1) - c) / s for m, c, s in zip(mesh, centre, scale, strict=True)], 1)
@@ -455,7 +487,11 @@ def gaussian_fit(
     pairs = [(i, j) for i in range(p) for j in range(i, p)]
     design = np.column_stack([np.ones(len(y)), u] + [u[:, i] * u[:, j] for i, j in pairs])
     if len(y) < design.shape[1]:
-        raise ConfigError(f"a Gaussian fit in {p} parameters needs ≥ {design.shape[1]} grid nodes")
+        near = "" if within is None else f" within {within:g} nats of the maximum"
+        raise ConfigError(
+            f"a Gaussian fit in {p} parameters needs ≥ {design.shape[1]} grid nodes{near}, "
+            f"got {len(y)}: the grid does not resolve the posterior"
+        )
     coef, *_ = np.linalg.lstsq(design, y - y.max(), rcond=None)
     b = coef[1 : 1 + p]
     h = np.zeros((p, p))
@@ -492,6 +528,7 @@ class GaussianPosterior:
     axes: tuple[np.ndarray, ...]
     loc: np.ndarray
     cov: np.ndarray
+    frame: WhitenedFrame | None = None
 
     def _i(self, i: int | str) -> int:
         return self.names.index(i) if isinstance(i, str) else int(i)
@@ -527,9 +564,18 @@ class GaussianPosterior:
     def edge_mass(self, i: int | str) -> float:
         """The fitted marginal's mass *outside* the grid's range on axis ``i``: 0.046 for a
         grid of ± 2σ; large when the grid is narrower than the posterior or misses its mean
-        (the fit then extrapolates)."""
-        ax = self.axes[self._i(i)]
-        return float(1.0 - self.pit(i, float(ax[-1])) + self.pit(i, float(ax[0])))
+        (the fit then extrapolates). On a whitened grid (``frame``) axis ``i`` is the frame's
+        u-axis ``i``."""
+        from scipy.stats import norm
+
+        i = self._i(i)
+        if self.frame is not None:
+            m, c = self.frame.to_u(self.loc, self.cov)
+            m, s = m[i], math.sqrt(c[i, i])
+        else:
+            m, s = self.mean(i), self.std(i)
+        ax = self.axes[i]
+        return float(norm.cdf((ax[0] - m) / s) + norm.sf((ax[-1] - m) / s))
 
     def summary(self, levels: Sequence[float] = LEVELS) -> dict[str, dict]:
         """As :meth:`GridPosterior.summary`, plus ``correlation`` with the other parameters."""
@@ -554,8 +600,10 @@ def gaussian_posterior(
     axes: Sequence[np.ndarray],
     log_likelihood: np.ndarray,
     log_prior: np.ndarray | None = None,
+    within: float | None = FIT_WITHIN,
 ) -> GaussianPosterior:
-    """:func:`gaussian_fit` of log L + log π on the grid, as a :class:`GaussianPosterior`.
+    """:func:`gaussian_fit` of log L + log π on the grid (the nodes ``within`` nats of the
+    maximum), as a :class:`GaussianPosterior`.
 
     Raises:
         ConfigError: too few nodes, or no maximum inside the grid (not concave).
@@ -564,5 +612,231 @@ def gaussian_posterior(
     axes = tuple(np.asarray(a, dtype=np.float64) for a in axes)
     if len(names) != len(axes):
         raise ConfigError(f"{len(names)} names for {len(axes)} axes")
-    loc, cov = gaussian_fit(axes, log_likelihood, log_prior)
+    loc, cov = gaussian_fit(axes, log_likelihood, log_prior, within=within)
     return GaussianPosterior(names, axes, loc, cov)
+
+
+def grid_moments(post: GridPosterior) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(P,)`` and covariance ``(P, P)`` of a grid posterior: the node values weighted
+    by density × trapezoid weights (the joint's cross-moments, which the marginals lose)."""
+    w = post.density.copy()
+    for j, ax in enumerate(post.axes):
+        w = w * trapezoid_weights(ax).reshape([-1 if k == j else 1 for k in range(w.ndim)])
+    w = (w / w.sum()).reshape(-1)
+    pts = np.stack([m.reshape(-1) for m in np.meshgrid(*post.axes, indexing="ij")], 1)
+    mean = w @ pts
+    d = pts - mean
+    return mean, (d * w[:, None]).T @ d
+
+
+@dataclass
+class WhitenedFrame:
+    """A grid laid along a posterior's principal axes: nodes θ = centre + L u for u on the
+    tensor grid ``axes`` (C order), L the Cholesky factor of the posterior covariance, so u is
+    uncorrelated with unit variance where the posterior is Gaussian. A correlated posterior
+    (a ridge in θ) is then covered by a few nodes per axis; on a tensor grid in θ it needs
+    the spacing below the *conditional* σ.
+
+    Attributes:
+        centre: ``(P,)``. chol: ``(P, P)`` lower triangular. axes: the u nodes per axis.
+    """
+
+    centre: np.ndarray
+    chol: np.ndarray
+    axes: tuple[np.ndarray, ...]
+
+    def points(self) -> np.ndarray:
+        """θ at every node, ``(G, P)``, C order over ``axes``."""
+        u = np.stack([m.reshape(-1) for m in np.meshgrid(*self.axes, indexing="ij")], 1)
+        return self.centre + u @ self.chol.T
+
+    def to_theta(self, loc_u: np.ndarray, cov_u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A Gaussian in u → the same in θ (mean, covariance)."""
+        return self.centre + self.chol @ loc_u, self.chol @ cov_u @ self.chol.T
+
+    def to_u(self, loc: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A Gaussian in θ → the same in u."""
+        inv = np.linalg.inv(self.chol)
+        return inv @ (np.asarray(loc) - self.centre), inv @ np.asarray(cov) @ inv.T
+
+    def describe(self) -> dict:
+        return {
+            "centre": self.centre.tolist(),
+            "chol": self.chol.tolist(),
+            "u": [[float(a[0]), float(a[-1]), int(a.size)] for a in self.axes],
+        }
+
+
+def whitened_frame(
+    mean: np.ndarray,
+    cov: np.ndarray,
+    width: float,
+    count: int,
+    floor: Sequence[float] | None = None,
+) -> WhitenedFrame:
+    """The frame of N(``mean``, ``cov``) with ``count`` nodes per u-axis over ± ``width``.
+
+    Args:
+        floor: per-parameter minimum std (e.g. the previous grid's spacing/√12 when the
+            posterior fell between its nodes: its location is then known to a cell only); added
+            to the covariance's diagonal as variance.
+
+    Raises:
+        ConfigError: a covariance that is not positive definite, or ``count`` < 2.
+    """
+    mean = np.asarray(mean, dtype=np.float64)
+    cov = np.array(cov, dtype=np.float64)
+    if count < 2 or not width > 0:
+        raise ConfigError(f"a whitened grid needs ≥ 2 nodes and width > 0, got {count}, {width}")
+    if floor is not None:
+        cov = cov + np.diag(np.square(np.asarray(floor, dtype=np.float64)))
+    try:
+        chol = np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError as exc:
+        raise ConfigError(
+            f"the posterior covariance is not positive definite: {cov.tolist()}"
+        ) from exc
+    u = np.linspace(-width, width, count)
+    return WhitenedFrame(mean, chol, tuple(u.copy() for _ in mean))
+
+
+# ----- passes: a grid, then zooms (tensor or whitened) ---------------------------------------
+
+
+def pass_posterior(
+    names: Sequence[str],
+    axes: Sequence[np.ndarray],
+    log_likelihood: np.ndarray,
+    log_prior: np.ndarray | None,
+    fit: str,
+    frame: WhitenedFrame | None = None,
+) -> tuple[GridPosterior, GaussianPosterior | None, str]:
+    """One pass's posterior: ``(grid posterior, Gaussian or None, why the fit failed or "")``.
+
+    On a tensor grid the Gaussian is the least-squares fit (``fit="gaussian"``) or None. On a
+    whitened grid (``frame``; the grid posterior is then over the u-axes) there is always a
+    Gaussian in θ: the fit in u mapped back, or — ``fit="grid"`` or a failed fit — the u-grid
+    posterior's moments mapped back."""
+    names = tuple(names)
+    post = grid_posterior(names, axes, log_likelihood, log_prior)
+    failed, loc, cov = "", None, None
+    if fit == "gaussian":
+        try:
+            loc, cov = gaussian_fit(axes, log_likelihood, log_prior, within=FIT_WITHIN)
+        except ConfigError as exc:
+            failed = str(exc)
+    if frame is None:
+        if loc is None:
+            return post, None, failed
+        return post, GaussianPosterior(names, tuple(axes), loc, cov), ""
+    if loc is None:  # the u-grid's moments; a posterior between nodes is known to a cell
+        loc, cov = grid_moments(post)
+        cell2 = np.array([float(np.max(np.diff(a))) ** 2 / 12 for a in axes])
+        cov = cov + np.diag(np.maximum(cell2 - np.diag(cov), 0.0))
+    loc, cov = frame.to_theta(loc, cov)
+    return post, GaussianPosterior(names, tuple(axes), loc, cov, frame), failed
+
+
+@dataclass
+class InferencePass:
+    """One grid pass of :func:`refine_posterior`.
+
+    Attributes:
+        axes: the tensor grid's axes — in θ, or in u for a whitened pass (``frame``).
+        points: the nodes in θ, ``(G, P)``, C order over ``axes``.
+        frame: the whitened frame, or None for a tensor grid in θ.
+        log_prior / log_likelihood: node values, shape ``tuple(len(a) for a in axes)``.
+        post: the grid posterior (over ``axes``). fitted: the Gaussian in θ, or None.
+        failed: why the Gaussian fit failed ("" when it did not).
+    """
+
+    axes: list[np.ndarray]
+    points: np.ndarray
+    frame: WhitenedFrame | None
+    log_prior: np.ndarray
+    log_likelihood: np.ndarray
+    post: GridPosterior
+    fitted: GaussianPosterior | None
+    failed: str
+
+    @property
+    def summary_source(self) -> GridPosterior | GaussianPosterior:
+        return self.fitted if self.fitted is not None else self.post
+
+
+def _next_grid(names, prev: InferencePass, priors, limits, fit, width, nodes, whiten, note):
+    """Axes, points, frame and log-prior of the zoom pass after ``prev``."""
+    f = prev.fitted
+    brackets = f is not None and all(f.edge_mass(i) <= 0.35 for i in range(len(names)))
+    if brackets and limits is not None:  # a fit whose mean left the training range: not trusted
+        brackets = all(lo <= f.mean(i) <= hi for i, (lo, hi) in enumerate(limits))
+    count = nodes or prev.axes[0].size
+    if not whiten:
+        axes = zoomed_axes(f if brackets else prev.post, limits, width, count)
+        pts = np.stack([m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")], 1)
+        return axes, pts, None, log_prior_grid(names, axes, priors)
+    if brackets or prev.frame is not None:
+        mean, cov, floor = f.loc, f.cov, None
+    else:  # the tensor grid's joint moments, with at least a cell's uncertainty
+        mean, cov = grid_moments(prev.post)
+        floor = [float(np.max(np.diff(a))) / math.sqrt(12) for a in prev.axes]
+    frame = whitened_frame(mean, cov, width, count, floor)
+    pts = frame.points()
+    axes = list(frame.axes)
+    lp = log_prior_points(names, pts, priors).reshape(tuple(a.size for a in axes))
+    for i, n in enumerate(names):
+        lo, hi = limits[i] if limits is not None else (-math.inf, math.inf)
+        if pts[:, i].min() < lo or pts[:, i].max() > hi:
+            note(
+                f"the whitened grid reaches {n} in [{pts[:, i].min():.4g}, {pts[:, i].max():.4g}],"
+                f" beyond the training range [{lo:g}, {hi:g}]; the model extrapolates there"
+            )
+    return axes, pts, frame, lp
+
+
+def refine_posterior(
+    names: Sequence[str],
+    axes: Sequence[np.ndarray],
+    evaluate: Callable[[np.ndarray, int], np.ndarray],
+    priors: Mapping[str, tuple] | None = None,
+    limits: Sequence[tuple[float, float]] | None = None,
+    *,
+    zoom: int = 0,
+    fit: str = "grid",
+    width: float = 5.0,
+    nodes: int = 0,
+    whiten: bool = False,
+    note: Callable[[str], None] = lambda m: None,
+) -> list[InferencePass]:
+    """A grid pass over ``axes``, then ``zoom`` passes around the posterior of the one before.
+
+    Args:
+        evaluate: ``(points (G, P), pass index) → log-likelihood (G,)`` in nats.
+        priors: as :func:`log_prior_grid`. limits: per-parameter (lo, hi) the zooms keep to
+            (tensor) or warn about (whitened).
+        fit: ``"grid"`` (trapezoid) or ``"gaussian"`` (:func:`pass_posterior`).
+        width, nodes: a zoom spans mean ± ``width`` std with ``nodes`` per axis (0: as the
+            first grid).
+        whiten: zoom along the previous posterior's principal axes (:func:`whitened_frame`):
+            centred on its Gaussian when that brackets the grid (≤ 35 % of it outside), else on
+            the grid's joint moments, widened by a cell/√12 per axis.
+
+    Returns:
+        Every pass, the last one's summary is the answer.
+    """
+    names = tuple(names)
+    if fit not in ("grid", "gaussian"):
+        raise ConfigError(f"--fit must be grid or gaussian, got {fit!r}")
+    axes = [np.asarray(a, dtype=np.float64) for a in axes]
+    pts = np.stack([m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")], 1)
+    frame, lp = None, log_prior_grid(names, axes, priors)
+    passes: list[InferencePass] = []
+    for k in range(int(zoom) + 1):
+        if k:
+            axes, pts, frame, lp = _next_grid(
+                names, passes[-1], priors, limits, fit, width, nodes, whiten, note
+            )
+        ll = np.asarray(evaluate(pts, k), dtype=np.float64).reshape(tuple(a.size for a in axes))
+        post, fitted, failed = pass_posterior(names, axes, ll, lp, fit, frame)
+        passes.append(InferencePass(list(axes), pts, frame, lp, ll, post, fitted, failed))
+    return passes

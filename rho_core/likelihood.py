@@ -112,6 +112,7 @@ __all__ = [
     "model_log_likelihood",
     "check_inferable",
     "grid_log_likelihood",
+    "points_log_likelihood",
 ]
 
 LN2 = math.log(2.0)
@@ -640,6 +641,31 @@ def grid_log_likelihood(
     """
     import numpy as np
 
+    mesh = np.meshgrid(*[np.asarray(a, dtype=np.float64) for a in axes], indexing="ij")
+    points = np.stack([m.reshape(-1) for m in mesh], axis=1)
+    return points_log_likelihood(
+        loaded, field, names, points, fixed, batch_size=batch_size, seed=seed,
+        progress=progress, **options,
+    )  # fmt: skip
+
+
+def points_log_likelihood(
+    loaded: Any,
+    field: Any,
+    names: Sequence[str],
+    points: Any,
+    fixed: Mapping[str, float] | None = None,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: Callable[[float], None] | None = None,
+    **options: Any,
+) -> LikelihoodResult:
+    """:func:`grid_log_likelihood` at arbitrary nodes: ``points`` ``(G, P)``, columns in
+    ``names`` order (e.g. a grid along the posterior's principal axes,
+    :class:`rho_core.inference.WhitenedFrame`). Same probes at every node."""
+    import numpy as np
+
     names = list(names)
     fixed = dict(fixed or {})
     check_inferable(loaded.model_config, names)
@@ -654,11 +680,13 @@ def grid_log_likelihood(
     unknown = sorted(set(fixed) - set(loaded.param_names))
     if unknown:
         raise ConfigError(f"the model is not conditioned on {unknown}")
-    mesh = np.meshgrid(*[np.asarray(a, dtype=np.float64) for a in axes], indexing="ij")
-    g = mesh[0].size
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != len(names):
+        raise ConfigError(f"points must be (G, {len(names)}), got {pts.shape}")
+    g = pts.shape[0]
     cols = []
     for n in loaded.param_names:
-        cols.append(mesh[names.index(n)].reshape(-1) if n in names else np.full(g, fixed[n]))
+        cols.append(pts[:, names.index(n)] if n in names else np.full(g, fixed[n]))
     table = np.stack(cols, axis=1)
     x = np.asarray(field, dtype=np.float32)
     sd = int(loaded.spatial_dims)

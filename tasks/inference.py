@@ -129,22 +129,23 @@ def auto_grid(store: Any, names: Sequence[str] | None = None, points: int = 0) -
     return out
 
 
-def exact_grid_log_likelihood(store: Any, field_: np.ndarray, names, axes, fixed) -> Any:
-    """log p(x | θ) on the grid for a Gaussian-random-field store (``grf_log_prob``), or None
-    for other kinds (no closed form) and log-normal fields."""
+def exact_points_log_likelihood(store: Any, field_: np.ndarray, names, points, fixed) -> Any:
+    """log p(x | θ) at the nodes ``points`` ``(G, P)`` for a Gaussian-random-field store
+    (``grf_log_prob``), shape ``(G,)``; None for other kinds (no closed form) and log-normal
+    fields."""
     if store.kind != "gaussian_random_field" or (store.provenance or {}).get("lognormal"):
         return None
     from rho_core.data.random_fields import grf_log_prob
 
-    mesh = np.meshgrid(*axes, indexing="ij")
-    vals = {n: m.reshape(-1) for n, m in zip(names, mesh, strict=True)}
-    g = mesh[0].size
+    pts = np.asarray(points, dtype=np.float64)
+    g = pts.shape[0]
+    vals = {n: pts[:, i] for i, n in enumerate(names)}
     amp = vals.get("amplitude", np.full(g, float(fixed.get("amplitude", np.nan))))
     idx = vals.get("spectral_index", np.full(g, float(fixed.get("spectral_index", np.nan))))
-    if not (np.all(np.isfinite(amp)) and np.all(np.isfinite(idx))):
+    if not (np.all(np.isfinite(amp)) and np.all(np.isfinite(idx))) or np.any(amp <= 0):
         return None
     x = np.broadcast_to(field_[None], (g, *field_.shape))
-    return grf_log_prob(x, amp, idx).reshape(mesh[0].shape)
+    return grf_log_prob(x, amp, idx)
 
 
 def infer_field(
@@ -165,6 +166,7 @@ def infer_field(
     fit: str = "grid",
     zoom_width: float = 5.0,
     zoom_nodes: int = 0,
+    whiten: bool = False,
 ) -> FieldInference:
     """The posterior of the model's parameters given sample ``index`` of ``observed``.
 
@@ -191,6 +193,10 @@ def infer_field(
         zoom_width: a zoomed grid spans mean ± ``zoom_width`` std (default 5; ~2 with
             ``fit="gaussian"`` and 3 nodes).
         zoom_nodes: nodes per axis of the zoomed grids (default 0: as many as the first).
+        whiten: zoom passes lay their grid along the previous posterior's principal axes
+            (:func:`rho_core.inference.whitened_frame`: θ = mean + L u, u ∈ ± ``zoom_width``,
+            L L^T its covariance) instead of a tensor grid in θ; the summary is then a
+            Gaussian in θ (fitted in u, or the u-grid's moments). For correlated parameters.
 
     Raises:
         ConfigError: a hash-conditioned or unconditional model, unknown parameters, an index
@@ -199,13 +205,8 @@ def infer_field(
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
     from rho_core.errors import ConfigError
-    from rho_core.inference import (
-        gaussian_posterior,
-        grid_posterior,
-        log_prior_grid,
-        zoomed_axes,
-    )
-    from rho_core.likelihood import check_inferable, grid_log_likelihood
+    from rho_core.inference import log_prior_grid, pass_posterior, refine_posterior
+    from rho_core.likelihood import check_inferable, points_log_likelihood
 
     if fit not in ("grid", "gaussian"):
         raise ConfigError(f"--fit must be grid or gaussian, got {fit!r}")
@@ -256,44 +257,44 @@ def infer_field(
                 f"[{lo:g}, {hi:g}]; the model extrapolates there"
             )
 
-    passes, seconds, nfe, post, fitted = [], 0.0, 0, None, None
-    for k in range(int(zoom) + 1):
-        if k:
-            brackets = fitted is not None and all(fitted.edge_mass(i) <= 0.35 for i in names)
-            around = fitted if brackets else post
-            axes = zoomed_axes(around, limits, width=zoom_width, count=zoom_nodes or None)
-            log_prior = log_prior_grid(names, axes, priors)
+    passes, runs = [], []
+
+    def evaluate(points: np.ndarray, k: int) -> np.ndarray:
         t0 = time.perf_counter()
-        sub = None if progress is None else (lambda f, k=k: progress((k + f) / (zoom + 1)))
-        res = grid_log_likelihood(
-            loaded, field_, names, axes, fixed, batch_size=batch_size, seed=seed,
+        sub = None if progress is None else (lambda f: progress((k + f) / (zoom + 1)))
+        res = points_log_likelihood(
+            loaded, field_, names, points, fixed, batch_size=batch_size, seed=seed,
             progress=sub, **options,
         )  # fmt: skip
-        dt = time.perf_counter() - t0
-        seconds, nfe = seconds + dt, nfe + res.nfe
-        shape = tuple(a.size for a in axes)
-        ll = res.log_prob.numpy().reshape(shape)
-        post = grid_posterior(names, axes, ll, log_prior)
-        fitted = None
-        if fit == "gaussian":
-            try:
-                fitted = gaussian_posterior(names, axes, ll, log_prior)
-            except ConfigError as exc:
-                if k == int(zoom):
-                    warn(f"warning: Gaussian fit failed ({exc}); the grid posterior is reported")
+        runs.append((res, time.perf_counter() - t0))
+        return res.log_prob.numpy()
+
+    steps = refine_posterior(
+        names, axes, evaluate, priors, limits, zoom=zoom, fit=fit, width=zoom_width,
+        nodes=zoom_nodes, whiten=whiten, note=note,
+    )  # fmt: skip
+    for st, (_, dt) in zip(steps, runs, strict=True):
         span = {
-            n: [float(a[0]), float(a[-1]), int(a.size)] for n, a in zip(names, axes, strict=True)
+            n: [float(st.points[:, i].min()), float(st.points[:, i].max()), int(st.axes[i].size)]
+            for i, n in enumerate(names)
         }
         passes.append({"grid": span, "seconds": dt})
+        if st.frame is not None:
+            passes[-1]["whitened"] = st.frame.describe()
+    last, res = steps[-1], runs[-1][0]
+    seconds, nfe = sum(dt for _, dt in runs), sum(r.nfe for r, _ in runs)
+    axes, points, frame, log_prior = last.axes, last.points, last.frame, last.log_prior
+    ll, post, fitted, shape = last.log_likelihood, last.post, last.fitted, last.log_prior.shape
+    if last.failed:
+        warn(f"warning: Gaussian fit failed ({last.failed}); the grid posterior is reported")
     src = fitted or post
     summary = src.summary()
-    exact_ll = exact_grid_log_likelihood(store, field_, names, axes, fixed)
-    exact = None if exact_ll is None else grid_posterior(names, axes, exact_ll, log_prior)
-    exact_fitted = None
-    if exact is not None and fitted is not None:
-        try:
-            exact_fitted = gaussian_posterior(names, axes, exact_ll, log_prior)
-        except ConfigError:
+    exact_ll = exact_points_log_likelihood(store, field_, names, points, fixed)
+    exact, exact_fitted = None, None
+    if exact_ll is not None:
+        exact_ll = exact_ll.reshape(shape)
+        exact, exact_fitted, _ = pass_posterior(names, axes, exact_ll, log_prior, fit, frame)
+        if fitted is None:
             exact_fitted = None
     exact_src = exact_fitted or exact
     for n in names:
@@ -359,7 +360,14 @@ def write_outputs(inf: FieldInference, out_dir: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     post = inf.posterior
     names, axes = list(post.names), post.axes
-    mesh = [m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")]
+    frame = getattr(inf.fitted, "frame", None)
+    if frame is not None:  # nodes θ = centre + L u; the density in θ is the u-density / |det L|
+        pts = frame.points()
+        mesh = [pts[:, i] for i in range(len(names))]
+        jac = float(abs(np.linalg.det(frame.chol)))
+    else:
+        mesh = [m.reshape(-1) for m in np.meshgrid(*axes, indexing="ij")]
+        jac = 1.0
     ll, sd = inf.log_likelihood.reshape(-1), inf.log_likelihood_std.reshape(-1)
     exact = None if inf.exact is None else inf.exact.log_likelihood.reshape(-1)
     with open(out / "posterior.csv", "w", newline="") as fh:
@@ -372,7 +380,7 @@ def write_outputs(inf: FieldInference, out_dir: str | Path) -> list[Path]:
             w.writerow(
                 [*(float(m[k]) for m in mesh), float(ll[k]),
                  "" if math.isnan(sd[k]) else float(sd[k]),
-                 float(post.log_prior.reshape(-1)[k]), float(post.density.reshape(-1)[k])]
+                 float(post.log_prior.reshape(-1)[k]), float(post.density.reshape(-1)[k]) / jac]
                 + ([float(exact[k])] if exact is not None else [])
             )  # fmt: skip
     (out / "summary.json").write_text(json.dumps(inf.meta, indent=2) + "\n")
@@ -403,7 +411,8 @@ def plot_posterior(
         ax = axs[0, i]
         x, p = post.axes[i], post.marginal(i)
         if fitted is not None:
-            ax.plot(x, p, "o", color="0.5", ms=4, label="grid (trapezoid)")
+            if fitted.frame is None:
+                ax.plot(x, p, "o", color="0.5", ms=4, label="grid (trapezoid)")
             m, sd = fitted.mean(i), fitted.std(i)
             x = np.linspace(min(x[0], m - 4 * sd), max(x[-1], m + 4 * sd), 241)
             p = fitted.marginal_at(i, x)
@@ -424,7 +433,9 @@ def plot_posterior(
         ax.set_xlabel(n)
         ax.set_ylabel("posterior density")
         ax.legend(fontsize=8)
-    if k == 2:
+    if k == 2 and fitted is not None and fitted.frame is not None:
+        _plot_frame(axs[0, 2], fitted, exact_fitted, summary, names)
+    elif k == 2:
         ax = axs[0, 2]
         d = post.density
         flat = np.sort(d.reshape(-1))[::-1]
@@ -442,6 +453,26 @@ def plot_posterior(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_frame(ax, fitted, exact_fitted, summary: dict, names) -> None:
+    """The joint on a whitened grid: the nodes and the 1σ/2σ ellipses of the Gaussians."""
+    pts = fitted.frame.points()
+    ax.plot(pts[:, 1], pts[:, 0], "+", color="0.5", ms=6, label="nodes")
+    t = np.linspace(0, 2 * np.pi, 200)
+    circle = np.stack([np.cos(t), np.sin(t)])
+    for g, color, label in ((fitted, "k", "model"), (exact_fitted, "C2", "exact")):
+        if g is None:
+            continue
+        chol = np.linalg.cholesky(g.cov)
+        for r, ls in ((1, "-"), (2, "--")):
+            e = g.loc[:, None] + r * chol @ circle
+            ax.plot(e[1], e[0], color=color, ls=ls, lw=1, label=f"{label} {r}σ")
+    if "true" in summary[names[0]] and "true" in summary[names[1]]:
+        ax.plot(summary[names[1]]["true"], summary[names[0]]["true"], "r*", ms=10)
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+    ax.legend(fontsize=6)
 
 
 # ------------------------------------------------------------------------- the pipeline's step

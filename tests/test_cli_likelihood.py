@@ -267,3 +267,33 @@ def test_infer_zoom_nodes_sets_the_zoomed_grid(tmp_path, capsys) -> None:
     code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store),
                  "--grid", "a=0:1:5", "--zoom", "1", "--zoom-nodes", "1", *FAST])  # fmt: skip
     assert code == 2 and "--zoom-nodes must be 0" in capsys.readouterr().err
+
+
+def test_infer_whiten_lays_the_zoom_along_the_posterior(tmp_path, capsys) -> None:
+    """--zoom 1 --whiten: the second pass's nodes are centre + L u of the frame recorded in
+    summary.json (u on ± --zoom-width), posterior.csv lists those nodes with the θ-density
+    (u-density / |det L|), and the summary is that pass's Gaussian (intervals mean ± z·std)."""
+    from scipy.stats import norm
+
+    from rho_core.inference import grid_posterior
+
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "wh"
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:1:5", "--zoom", "1", "--whiten", "--zoom-width", "3",
+                 "--out", str(out), *FAST])  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    frame = summary["passes"][1]["whitened"]
+    assert frame["u"] == [[-3.0, 3.0, 5]]
+    rows = list(csv.DictReader(open(out / "posterior.csv")))
+    a = np.array([float(r["a"]) for r in rows])
+    np.testing.assert_allclose(a, frame["centre"][0] + frame["chol"][0][0] * np.linspace(-3, 3, 5))
+    dens = np.array([float(r["posterior"]) for r in rows])
+    ll = np.array([float(r["log_likelihood"]) for r in rows])
+    u_post = grid_posterior(["a"], [np.linspace(-3, 3, 5)], ll)
+    np.testing.assert_allclose(dens, u_post.density / frame["chol"][0][0], rtol=1e-9)
+    s = summary["posterior"]["a"]
+    assert s["ci68"][1] - s["mean"] == pytest.approx(norm.ppf(0.84) * s["std"], rel=1e-9)
+    assert (out / "posterior.png").stat().st_size > 1000
