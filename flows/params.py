@@ -246,11 +246,14 @@ class InferParams(_Params):
         0, ge=0, le=201, description="Grid nodes per parameter (0: 41 for one, 15 for two)."
     )
     zoom: int = Field(
-        1,
+        2,
         ge=0,
         le=5,
         description="Refinement passes: after the pass over the training range, re-grid around "
         "the posterior (mean ± 5 std) — a 64² field's posterior is far narrower than the range.",
+    )
+    zoom_nodes: int = Field(
+        9, ge=0, le=201, description="Nodes per parameter of each refinement grid (0: as points)."
     )
     whiten: bool = Field(
         True,
