@@ -716,41 +716,32 @@ def trained_infer_section(
         t0 = time.perf_counter()
         if fit == "refine":  # the user path: rho infer --zoom 2 --whiten over the training box
             model, nfe = refine_moments(loaded, field, opts)
-            dt = time.perf_counter() - t0
-            exact = exact_moments(field[0].astype(np.float64), est)
-            rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": nfe, "fit_ok": True}
-            for k in names:
-                rec[k] = {"model": model[k], "exact": exact[k], "baseline": est[k]}
-                a = agg[k]
-                for key, ms in (("model", model[k]), ("ex", exact[k]), ("bl", est[k])):
-                    a[f"{key}_m"].append(ms[0])
-                    a[f"{key}_s"].append(ms[1])
-                    a[f"pit_{key}"].append(_gauss_pit(truth[k], ms))
-            per_field.append(rec)
-            print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
-            continue
-        fields = np.broadcast_to(field, (grid_.size, *field.shape))
-        kw = dict(opts)
-        if kw.get("method") == "elbo" and reference == "theory":
-            scale = loaded.normalizer.std if loaded.normalizer is not None else 1.0
-            kw["control_variate"] = theory_reference(amps, idxs, field.shape[-1], scale)
-        res = model_log_likelihood(
-            loaded, fields, np.stack([amps, idxs], 1), shared_probes=True, **kw
-        )
-        dt = time.perf_counter() - t0
-        fit_ok = True
-        if fit == "gaussian":
-            try:
-                model = gaussian_fit_moments(grid_, res.log_prob.numpy())
-            except Exception as exc:  # no maximum inside the grid: fall back to the trapezoid
-                print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid moments", flush=True)
-                model = grid_.moments(res.log_prob.numpy())
-                fit_ok = False
+            dt, fit_ok, extra = time.perf_counter() - t0, True, {}
         else:
-            model = grid_.moments(res.log_prob.numpy())
+            fields = np.broadcast_to(field, (grid_.size, *field.shape))
+            kw = dict(opts)
+            if kw.get("method") == "elbo" and reference == "theory":
+                scale = loaded.normalizer.std if loaded.normalizer is not None else 1.0
+                kw["control_variate"] = theory_reference(amps, idxs, field.shape[-1], scale)
+            res = model_log_likelihood(
+                loaded, fields, np.stack([amps, idxs], 1), shared_probes=True, **kw
+            )
+            dt = time.perf_counter() - t0
+            fit_ok = True
+            if fit == "gaussian":
+                try:
+                    model = gaussian_fit_moments(grid_, res.log_prob.numpy())
+                except Exception as exc:  # no maximum inside the grid: the trapezoid
+                    print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid", flush=True)
+                    model = grid_.moments(res.log_prob.numpy())
+                    fit_ok = False
+            else:
+                model = grid_.moments(res.log_prob.numpy())
+            nfe = res.nfe
+            extra = {"log_l": res.log_prob.tolist(), "log_l_std": res.log_prob_std.tolist()}
         exact = exact_moments(field[0].astype(np.float64), est)
-        rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": res.nfe, "fit_ok": fit_ok,
-               "log_l": res.log_prob.tolist(), "log_l_std": res.log_prob_std.tolist()}  # fmt: skip
+        rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": nfe, "fit_ok": fit_ok,
+               **extra}  # fmt: skip
         for k in names:
             rec[k] = {"model": model[k], "exact": exact[k], "baseline": est[k]}
             a = agg[k]
