@@ -692,13 +692,13 @@ def refine_moments(loaded, field: np.ndarray, opts: dict, first: int = 15) -> tu
 
 def trained_infer_section(
     loaded, store: str, n: int, grid: int, width: float, opts: dict, fit: str = "grid",
-    reference: str = "periodogram", max_minutes: float | None = None,
+    reference: str = "periodogram", max_minutes: float | None = None, skip: int = 0,
 ) -> dict:  # fmt: skip
     from rho_core.data.store import open_store
     from rho_core.likelihood import model_log_likelihood
 
     st = open_store(store)
-    idx = _spread_indices(st.params, n)
+    idx = _spread_indices(st.params, n)[skip:]  # skip: resume after a run stopped by its budget
     names = WhitenedGrid.names
     per_field = []
     what = ("model_m", "model_s", "ex_m", "ex_s", "bl_m", "bl_s", "pit_model", "pit_ex", "pit_bl")
@@ -824,6 +824,9 @@ def main() -> None:
     ap.add_argument("--data", action="append", default=[])
     ap.add_argument("--fields", type=int, default=4, help="fields per store (trained-nll)")
     ap.add_argument("--model-infer-fields", type=int, default=2)
+    ap.add_argument("--model-infer-skip", type=int, default=0,
+                    help="trained-infer: leave out the first K of those fields (continue a run "
+                    "its --max-minutes stopped; merge the per-field records)")  # fmt: skip
     ap.add_argument("--levels", default="0,2,10,50,200,500", help="t of trained-levels")
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--batch-size", type=int, default=4)
@@ -925,6 +928,7 @@ def main() -> None:
         out = trained_infer_section(
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
             fit=args.infer_fit, reference=args.reference, max_minutes=args.max_minutes,
+            skip=args.model_infer_skip,
         )  # fmt: skip
         report["trained_infer"] = out
         if args.plot:
