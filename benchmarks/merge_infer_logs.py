@@ -1,0 +1,85 @@
+"""Score ``benchmarks/likelihood.py --sections trained-infer`` runs from their logs, merged.
+
+A long inference run stopped by ``--max-minutes`` (or continued with ``--model-infer-skip``)
+leaves one JSON record per field in its log (``  field I: {...}``). This reads the records of
+every log given, drops repeated field indices (first wins), and prints the same summary as the
+section: per parameter the model-vs-exact comparison (means within 1 exact σ, σ ratio, σ within
+25 %), and the coverage of the model, the exact posterior and the power-spectrum baseline (PIT
+from each Gaussian (mean, std)).
+
+    python benchmarks/merge_infer_logs.py data/lk17/s9-infer-refine.log \\
+        data/lk17/s9-infer-refine-b.log [--json merged.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import norm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rho_core.inference import compare_posteriors, coverage  # noqa: E402
+
+RECORD = re.compile(r"\s*field \d+: (\{.*\})\s*$")
+
+
+def read_records(paths: list[str]) -> list[dict]:
+    seen, out = set(), []
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            m = RECORD.match(line)
+            if m:
+                rec = json.loads(m.group(1))
+                if rec["index"] not in seen:
+                    seen.add(rec["index"])
+                    out.append(rec)
+    return out
+
+
+def summarise(recs: list[dict]) -> dict:
+    out = {"fields": len(recs), "s_per_field": float(np.mean([r["seconds"] for r in recs]))}
+    for k in ("amplitude", "spectral_index"):
+        cols = {w: [r[k][w] for r in recs] for w in ("model", "exact", "baseline")}
+        pits = {
+            w: [norm.cdf((r["truth"][k] - m) / s) for r, (m, s) in zip(recs, v, strict=True)]
+            for w, v in cols.items()
+        }
+        m, e, b = (np.array(cols[w]) for w in ("model", "exact", "baseline"))
+        out[k] = {
+            "model_vs_exact": compare_posteriors(m[:, 0], m[:, 1], e[:, 0], e[:, 1]),
+            "baseline_vs_exact": compare_posteriors(b[:, 0], b[:, 1], e[:, 0], e[:, 1]),
+            **{f"coverage_{w}": coverage(p) for w, p in pits.items()},
+        }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("logs", nargs="+")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    recs = read_records(args.logs)
+    if not recs:
+        raise SystemExit("no per-field records in " + ", ".join(args.logs))
+    s = summarise(recs)
+    print(f"{s['fields']} fields, {s['s_per_field']:.1f} s per field")
+    for k in ("amplitude", "spectral_index"):
+        c = s[k]["model_vs_exact"]
+        print(
+            f"{k:>15}: within 1σ {c['mean_within_1sigma']:.2f}  σ ratio "
+            f"{c['std_ratio_median']:.2f}  σ ±25 % {c['std_within_25pct']:.2f}  coverage "
+            f"model {s[k]['coverage_model']}  exact {s[k]['coverage_exact']}  baseline "
+            f"{s[k]['coverage_baseline']}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(s, indent=2, default=float) + "\n")
+
+
+if __name__ == "__main__":
+    main()
