@@ -330,15 +330,20 @@ class GridPosterior:
 
     def summary(self, levels: Sequence[float] = LEVELS) -> dict[str, dict]:
         """Per parameter: mean, std, MAP and central intervals, e.g. ``{"ci68": [lo, hi]}``."""
-        mp = self.map()
-        out = {}
-        for i, name in enumerate(self.names):
-            d = {"mean": self.mean(i), "std": self.std(i), "map": mp[name]}
-            for lv in levels:
-                d[f"ci{round(lv * 100):d}"] = list(self.interval(i, lv))
-            d["edge_mass"] = self.edge_mass(i)
-            out[name] = d
-        return out
+        return _summary(self, levels)
+
+
+def _summary(post, levels: Sequence[float]) -> dict[str, dict]:
+    """Mean, std, MAP, central intervals and edge mass per parameter of a posterior object."""
+    mp = post.map()
+    out = {}
+    for i, name in enumerate(post.names):
+        d = {"mean": post.mean(i), "std": post.std(i), "map": mp[name]}
+        for lv in levels:
+            d[f"ci{round(lv * 100):d}"] = list(post.interval(i, lv))
+        d["edge_mass"] = post.edge_mass(i)
+        out[name] = d
+    return out
 
 
 def grid_posterior(
@@ -579,19 +584,14 @@ class GaussianPosterior:
 
     def summary(self, levels: Sequence[float] = LEVELS) -> dict[str, dict]:
         """As :meth:`GridPosterior.summary`, plus ``correlation`` with the other parameters."""
-        sd = np.sqrt(np.diag(self.cov))
-        corr = self.cov / np.outer(sd, sd)
-        out = {}
-        for i, name in enumerate(self.names):
-            d = {"mean": self.mean(i), "std": self.std(i), "map": self.mean(i)}
-            for lv in levels:
-                d[f"ci{round(lv * 100):d}"] = list(self.interval(i, lv))
-            d["edge_mass"] = self.edge_mass(i)
-            if len(self.names) > 1:
-                d["correlation"] = {
+        out = _summary(self, levels)
+        if len(self.names) > 1:
+            sd = np.sqrt(np.diag(self.cov))
+            corr = self.cov / np.outer(sd, sd)
+            for i, name in enumerate(self.names):
+                out[name]["correlation"] = {
                     o: float(corr[i, j]) for j, o in enumerate(self.names) if j != i
                 }
-            out[name] = d
         return out
 
 
