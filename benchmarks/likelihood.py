@@ -663,11 +663,14 @@ def theory_reference(amps: np.ndarray, idxs: np.ndarray, size: int, scale: float
     return ("fourier", torch.as_tensor(p[:, None] / scale**2))
 
 
-def refine_moments(loaded, field: np.ndarray, opts: dict, first: int = 15) -> tuple[dict, int]:
+def refine_moments(
+    loaded, field: np.ndarray, opts: dict, first: int = 15, zoom: int = 2, nodes: int = 9
+) -> tuple[dict, int]:
     """Posterior (mean, std) of (A, n) by the path ``rho infer`` (and the pipeline) takes with
-    ``--zoom 2 --whiten --zoom-nodes 9`` (:func:`rho_core.inference.refine_posterior`): 15 × 15
-    over the model's training box, then two whitened zooms of 9 × 9 at ± 5σ (387 nodes); every
-    node's log p from the model."""
+    ``--zoom ZOOM --whiten --zoom-nodes NODES`` (:func:`rho_core.inference.refine_posterior`):
+    ``first`` × ``first`` over the model's training box, then ``zoom`` whitened zooms of
+    ``nodes`` × ``nodes`` at ± 5σ (the pipeline's default: 15, 2, 9 = 387 nodes); every node's
+    log p from the model."""
     from rho_core.inference import refine_posterior
     from rho_core.likelihood import model_log_likelihood
 
@@ -685,14 +688,28 @@ def refine_moments(loaded, field: np.ndarray, opts: dict, first: int = 15) -> tu
         nfe += res.nfe
         return res.log_prob.numpy()
 
-    passes = refine_posterior(names, axes, evaluate, None, limits, zoom=2, nodes=9, whiten=True)
+    passes = refine_posterior(
+        names, axes, evaluate, None, limits, zoom=zoom, nodes=nodes, whiten=True
+    )
     g = passes[-1].summary_source
     return {n: (g.mean(j), g.std(j)) for j, n in enumerate(names)}, nfe
+
+
+def _refine_recipe(text: str) -> tuple[int, int, int]:
+    """``"FIRST,ZOOM,NODES"`` → ints, with a one-line error on anything else."""
+    try:
+        first, zoom, nodes = (int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--refine {text!r}: expected three integers FIRST,ZOOM,NODES") from None
+    if first < 3 or nodes < 3 or zoom < 0:
+        raise SystemExit(f"--refine {text!r}: FIRST and NODES must be ≥ 3, ZOOM ≥ 0")
+    return first, zoom, nodes
 
 
 def trained_infer_section(
     loaded, store: str, n: int, grid: int, width: float, opts: dict, fit: str = "grid",
     reference: str = "periodogram", max_minutes: float | None = None, skip: int = 0,
+    recipe: tuple[int, int, int] = (15, 2, 9),
 ) -> dict:  # fmt: skip
     from rho_core.data.store import open_store
     from rho_core.likelihood import model_log_likelihood
@@ -714,8 +731,8 @@ def trained_infer_section(
         grid_ = WhitenedGrid(est, grid, width)
         amps, idxs = grid_.flat()
         t0 = time.perf_counter()
-        if fit == "refine":  # the user path: rho infer --zoom 2 --whiten over the training box
-            model, nfe = refine_moments(loaded, field, opts)
+        if fit == "refine":  # the user path: rho infer --zoom Z --whiten over the training box
+            model, nfe = refine_moments(loaded, field, opts, *recipe)
             dt, fit_ok, extra = time.perf_counter() - t0, True, {}
         else:
             fields = np.broadcast_to(field, (grid_.size, *field.shape))
@@ -754,6 +771,8 @@ def trained_infer_section(
     pits = {k: {w: agg[k][f"pit_{w}"] for w in ("model", "ex", "bl")} for k in names}
     out = {"fields": len(per_field), "grid": grid, "width_sigma": width, "fit": fit,
            "reference": reference, "per_field": per_field, "pits": pits}  # fmt: skip
+    if fit == "refine":
+        out["refine"] = dict(zip(("first", "zoom", "zoom_nodes"), recipe, strict=True))
     out["s_per_field"] = float(np.mean([r["seconds"] for r in per_field])) if per_field else None
     for k in names:
         a = agg[k]
@@ -839,7 +858,15 @@ def main() -> None:
     ap.add_argument("--infer-fit", choices=("grid", "gaussian", "refine"), default="grid",
                     help="trained-infer posterior moments: trapezoid or Gaussian fit on the "
                     "whitened 3-node grid, or refine: the rho infer --zoom 2 --whiten path "
-                    "(15² over the training box, two whitened 9² zooms)")  # fmt: skip
+                    "(15² over the training box, two whitened 9² zooms; --refine)")  # fmt: skip
+    ap.add_argument(
+        "--refine",
+        default="15,2,9",
+        metavar="FIRST,ZOOM,NODES",
+        help="--infer-fit refine recipe: first-pass nodes per axis, whitened zoom "
+        "passes, nodes per axis of each (the pipeline default 15,2,9; "
+        "benchmarks/inference_grids.py scores recipes on the exact likelihood)",
+    )
     ap.add_argument("--elbo-infer-fields", type=int, default=100, help="elbo-grf inference fields")
     ap.add_argument("--reference", choices=("periodogram", "theory"), default="periodogram",
                     help="trained-infer ELBO control variate: the field's periodogram or the "
@@ -928,7 +955,7 @@ def main() -> None:
         out = trained_infer_section(
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
             fit=args.infer_fit, reference=args.reference, max_minutes=args.max_minutes,
-            skip=args.model_infer_skip,
+            skip=args.model_infer_skip, recipe=_refine_recipe(args.refine),
         )  # fmt: skip
         report["trained_infer"] = out
         if args.plot:
