@@ -64,6 +64,7 @@ import numpy as np
 import torch
 
 from rho_core.data.random_fields import gaussian_field, grf_log_prob, kappa_norm, spectrum_grid
+from rho_core.errors import ConfigError
 from rho_core.exact import FourierGaussianDenoiser, GaussianDenoiser
 from rho_core.inference import compare_posteriors, coverage, grid_posterior, trapezoid_weights
 from rho_core.likelihood import log_likelihood
@@ -717,7 +718,7 @@ def trained_infer_section(
     st = open_store(store)
     idx = _spread_indices(st.params, n)[skip:]  # skip: resume after a run stopped by its budget
     names = WhitenedGrid.names
-    per_field = []
+    per_field, failed = [], []
     what = ("model_m", "model_s", "ex_m", "ex_s", "bl_m", "bl_s", "pit_model", "pit_ex", "pit_bl")
     agg = {k: {w: [] for w in what} for k in names}
     t_start = time.perf_counter()
@@ -732,7 +733,12 @@ def trained_infer_section(
         amps, idxs = grid_.flat()
         t0 = time.perf_counter()
         if fit == "refine":  # the user path: rho infer --zoom Z --whiten over the training box
-            model, nfe = refine_moments(loaded, field, opts, *recipe)
+            try:
+                model, nfe = refine_moments(loaded, field, opts, *recipe)
+            except ConfigError as exc:  # e.g. a zoom with no finite node: counted, not hidden
+                print(f"  field {i}: the recipe failed ({exc})", flush=True)
+                failed.append({"index": int(i), "error": str(exc)})
+                continue
             dt, fit_ok, extra = time.perf_counter() - t0, True, {}
         else:
             fields = np.broadcast_to(field, (grid_.size, *field.shape))
@@ -770,7 +776,8 @@ def trained_infer_section(
         print(f"  field {i}: {json.dumps(rec, default=float)}", flush=True)
     pits = {k: {w: agg[k][f"pit_{w}"] for w in ("model", "ex", "bl")} for k in names}
     out = {"fields": len(per_field), "grid": grid, "width_sigma": width, "fit": fit,
-           "reference": reference, "per_field": per_field, "pits": pits}  # fmt: skip
+           "reference": reference, "per_field": per_field, "pits": pits,
+           "failed": failed}  # fmt: skip
     if fit == "refine":
         out["refine"] = dict(zip(("first", "zoom", "zoom_nodes"), recipe, strict=True))
     out["s_per_field"] = float(np.mean([r["seconds"] for r in per_field])) if per_field else None
