@@ -47,6 +47,11 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     power-spectrum fit, ``WhitenedGrid``), posterior moments by the trapezoid rule, against the
     exact posterior (41 × 41, ±6σ) and the baseline, per field and aggregated. Coverage uses the
     Gaussian PIT Φ((θ* − mean)/std) for every method.
+    ``--infer-fit refine`` runs the user path instead (``rho infer --whiten``: a first pass over
+    the training box, then whitened zooms; ``--refine FIRST,ZOOM,NODES``, default the
+    pipeline's 15,2,9); a field on which the recipe fails is listed under ``failed``.
+    ``--model-infer-skip K`` continues a run its ``--max-minutes`` stopped (merge the logs with
+    ``benchmarks/merge_infer_logs.py``).
 
     .venv/bin/python benchmarks/likelihood.py [--sections ...] [--checkpoint RUN_DIR
         --data STORE [--data STORE2]] [--fields 4] [--model-infer-fields 2] [--grid 5]
