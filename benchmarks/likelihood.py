@@ -873,6 +873,7 @@ def main() -> None:
                     "(15² over the training box, two whitened 9² zooms; --refine)")  # fmt: skip
     ap.add_argument(
         "--refine",
+        type=_refine_recipe,  # checked at parse time, not after the model and other sections
         default="15,2,9",
         metavar="FIRST,ZOOM,NODES",
         help="--infer-fit refine recipe: first-pass nodes per axis, whitened zoom "
@@ -967,7 +968,7 @@ def main() -> None:
         out = trained_infer_section(
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
             fit=args.infer_fit, reference=args.reference, max_minutes=args.max_minutes,
-            skip=args.model_infer_skip, recipe=_refine_recipe(args.refine),
+            skip=args.model_infer_skip, recipe=args.refine,
         )  # fmt: skip
         report["trained_infer"] = out
         if args.plot:
