@@ -5,7 +5,8 @@
 - ``rho generate hydrogen --out STORE [--size 32] [--n-max 3] [--half-width A0]
   [--overwrite|--append]``
 - ``rho generate gaussian-random-field --out STORE --size N --dims D --amplitude A1[,A2...]
-  --spectral-index n1[,n2...] --realizations K [--seed S] [--lognormal] [--workers W]``
+  --spectral-index n1[,n2...] --realizations K [--seed S] [--lognormal] [--workers W]
+  [--overwrite|--append]`` (``--append`` adds realisations made with another ``--seed``)
 - ``rho generate rotational-spectra --out STORE [--points 8192] [--f-min MHZ] [--f-max MHZ]
   [--molecule A,B,C ...|--rotors N] [--per-rotor K] [--temperature LO,HI] [--mu-max D]
   [--mass AMU] [--resolution MHZ] [--profile gaussian|voigt] [--normalization log|asinh|...]``
@@ -98,7 +99,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     grf.add_argument(
         "--workers", type=int, default=0, help="Dask worker processes (0/1: serial, default 0)"
     )
-    grf.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    g = grf.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    g.add_argument(
+        "--append", action="store_true",
+        help="add these realisations to an existing store (needs another --seed)",
+    )  # fmt: skip
     # let "--spectral-index -1,-2.5" read as a value, not as an option
     grf._negative_number_matcher = re.compile(
         r"^-\d*\.?\d+(e[-+]?\d+)?(,[-+]?\d*\.?\d+(e[-+]?\d+)?)*$"
@@ -322,6 +328,7 @@ def _run_grf(args: argparse.Namespace) -> int:
     from rho_core.data.random_fields import generate_random_field_store
 
     quiet_dask(args)
+    before = _count(args.out) if args.append else 0
     update, close = _progress("random fields")
     try:
         path = generate_random_field_store(
@@ -334,12 +341,12 @@ def _run_grf(args: argparse.Namespace) -> int:
             seed=args.seed,
             lognormal=args.lognormal,
             workers=args.workers,
-            mode="w" if args.overwrite else "w-",
+            mode=_mode(args),
             progress=update,
         )
     finally:
         close()
-    _report(path, 0)
+    _report(path, before)
     return 0
 
 

@@ -228,3 +228,64 @@ def test_cli_overwrite(tmp_path):
     r = subprocess.run(cmd + args + ["--overwrite", "--seed", "9"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert open_store(out).provenance["seed"] == 9 and open_store(out).n == 2
+
+
+def test_append_adds_independent_realisations_and_records_them(tmp_path, caplog):
+    """``mode="a"``: the appended rows are exactly the store the same arguments make on their own
+    (an independent reader of the rows), the old rows are untouched, the append is recorded, and
+    a repeated seed / another size, dims or lognormal is refused without writing."""
+    from rho_core.data.normalization import fit_normalization
+    from rho_core.data.store import read_store_attrs
+
+    out = tmp_path / "mixed"
+    rf.generate_random_field_store(out, 8, 2, [1.0, 2.0], [-1.0, -2.0], 3, seed=1)
+    before = np.asarray(open_store(out).fields[:])
+    fit_normalization(out, "standard", write=True)
+    with caplog.at_level("WARNING", logger="rho_core.data.random_fields"):
+        rf.generate_random_field_store(out, 8, 2, [1.0, 1.5], [-1.5, -2.0], 2, seed=7, mode="a")
+    assert "rho normalize" in caplog.text  # the old normalization does not cover the new rows
+    alone = tmp_path / "alone"
+    rf.generate_random_field_store(alone, 8, 2, [1.0, 1.5], [-1.5, -2.0], 2, seed=7)
+    s, a = open_store(out), open_store(alone)
+    assert s.n == 12 + 8
+    np.testing.assert_array_equal(np.asarray(s.fields[:12]), before)
+    np.testing.assert_array_equal(np.asarray(s.fields[12:]), np.asarray(a.fields[:]))
+    np.testing.assert_array_equal(np.asarray(s.params[12:]), np.asarray(a.params[:]))
+    # (1, −2) is in both grids: 3 + 2 realisations, all different fields
+    sel = np.all(np.asarray(s.params[:]) == [1.0, -2.0], axis=1)
+    both = np.asarray(s.fields[:])[sel].reshape(int(sel.sum()), -1)
+    assert len(both) == 5 and len(np.unique(both, axis=0)) == 5
+    (rec,) = read_store_attrs(out)["grf_appends"]
+    assert rec["seed"] == 7 and rec["first_row"] == 12 and rec["rows"] == 8
+    assert s.provenance["seed"] == 1  # the base provenance is kept
+    for kw, msg in [
+        (dict(seed=7), "seed 7"),
+        (dict(seed=1), "seed 1"),
+        (dict(seed=9, lognormal=True), "lognormal"),
+        (dict(seed=9, size=16), "shape|size"),
+    ]:
+        args = dict(size=8, seed=0, lognormal=False) | kw
+        with pytest.raises(StoreError, match=msg):
+            rf.generate_random_field_store(
+                out, args["size"], 2, [1.0], [-1.0], 2, seed=args["seed"],
+                lognormal=args["lognormal"], mode="a",
+            )  # fmt: skip
+        assert open_store(out).n == 20
+    with pytest.raises(ConfigError, match="mode"):
+        rf.generate_random_field_store(tmp_path / "x", 8, 2, [1.0], [-1.0], 2, mode="r+")
+
+
+def test_cli_append(tmp_path):
+    out = tmp_path / "grf"
+    cmd = [sys.executable, "-m", "rho_cli.main", "generate", "gaussian-random-field"]
+    args = ["--out", str(out), "--size", "8", "--dims", "2", "--amplitude", "1"]
+    args += ["--spectral-index=-2", "--realizations", "2"]
+    assert subprocess.run(cmd + args + ["--seed", "3"], capture_output=True).returncode == 0
+    r = subprocess.run(cmd + args + ["--seed", "4", "--append"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "wrote 2 volumes" in r.stdout and "4 in all; 2 were already there" in r.stdout
+    r = subprocess.run(cmd + args + ["--seed", "4", "--append"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--seed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert open_store(out).n == 4
+    r = subprocess.run(cmd + args + ["--append", "--overwrite"], capture_output=True, text=True)
+    assert r.returncode != 0 and "not allowed with" in r.stderr

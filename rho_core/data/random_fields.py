@@ -58,6 +58,7 @@ from rho_core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 KIND = "gaussian_random_field"
+APPENDS_KEY = "grf_appends"  # group attr: the provenance of every --append, with its first row
 PARAM_NAMES = ("amplitude", "spectral_index")
 GENERATOR_VERSION = "1"
 MAX_POINTS = 1 << 27
@@ -277,6 +278,41 @@ def _check_resources(out: Path, size: int, dims: int, n_fields: int) -> None:
         )
 
 
+def _check_append(out: Path, provenance: dict) -> list[dict]:
+    """Refuse an append that would not add independent realisations of the same kind of field;
+    return the store's earlier append records (``attrs["grf_appends"]``)."""
+    from rho_core.data.store import open_store, read_store_attrs
+    from rho_core.errors import StoreError
+
+    store = open_store(out)
+    if store.kind != KIND:
+        raise StoreError(
+            f"cannot append random fields to store '{out}' of kind '{store.kind}'; use another --out"
+        )
+    base = store.provenance
+    for key in ("size", "dims", "lognormal"):
+        if key in base and base[key] != provenance[key]:
+            raise StoreError(
+                f"cannot append to store '{out}': it holds fields with {key} = {base[key]!r}, "
+                f"not {provenance[key]!r}; use the same option or another store"
+            )
+    appends = list(read_store_attrs(out).get(APPENDS_KEY) or [])
+    used = [base.get("seed")] + [a.get("seed") for a in appends]
+    if provenance["seed"] in used:
+        raise StoreError(
+            f"cannot append to store '{out}' with --seed {provenance['seed']}: that seed already "
+            f"made its fields (seeds used: {', '.join(str(u) for u in used)}), so the new "
+            "realisations would repeat them; pass another --seed"
+        )
+    if store.normalization is not None:
+        log.warning(
+            "store '%s' has a normalization fitted on its %d samples before this append; refit "
+            "it afterwards (rho normalize %s --transform %s)",
+            out, store.n, out, store.normalization.get("transform", "standard"),
+        )  # fmt: skip
+    return appends
+
+
 def _block(size: int, dims: int, realizations: int) -> int:
     return int(max(1, min(realizations, TASK_BYTES // (4 * int(size) ** int(dims)))))
 
@@ -318,7 +354,11 @@ def generate_random_field_store(
     """Write a ``gaussian_random_field`` store (module docstring for the convention and order).
 
     Args:
-        path: store directory; an existing store is refused (``mode="w-"``) unless ``mode="w"``.
+        path: store directory; an existing store is refused (``mode="w-"``) unless ``mode="w"``
+            (replace it) or ``mode="a"``: append this grid's realisations to a store of the same
+            size, dims and ``lognormal`` made with *another* seed (the same seed would repeat
+            the white noise of rows 0, 1, …; refused). Each append's provenance and first row
+            are recorded in the group attr ``grf_appends``; refit the normalization afterwards.
         size: points per axis N (≥ 4); dims: D ∈ {1, 2, 3}.
         amplitudes, spectral_indices: the grid of conditions (A > 0).
         realizations: K independent realisations per condition.
@@ -338,8 +378,11 @@ def generate_random_field_store(
     amplitudes = [float(a) for a in amplitudes]
     spectral_indices = [float(s) for s in spectral_indices]
     _check_args(size, dims, amplitudes, spectral_indices, realizations, workers)
-    if mode not in ("w-", "w"):
-        raise ConfigError(f"mode must be 'w-' (refuse an existing store) or 'w', got {mode!r}")
+    if mode not in ("w-", "w", "a"):
+        raise ConfigError(
+            f"mode must be 'w-' (refuse an existing store), 'w' (replace it) or 'a' (append new "
+            f"realisations to it), got {mode!r}"
+        )
     size, dims, realizations, seed = int(size), int(dims), int(realizations), int(seed)
     conds = [(a, s) for a in amplitudes for s in spectral_indices]
     total = len(conds) * realizations
@@ -349,8 +392,8 @@ def generate_random_field_store(
 
         what = "store" if store_exists(out) else "path"
         raise StoreError(
-            f"{what} '{out}' already exists; choose another --out or pass --overwrite "
-            "(mode='w') to replace a store"
+            f"{what} '{out}' already exists; choose another --out, pass --overwrite "
+            "(mode='w') to replace a store or --append (mode='a', another --seed) to add to it"
         )
     preflight(out, mode)
     _check_resources(out, size, dims, total)
@@ -368,6 +411,7 @@ def generate_random_field_store(
         "convention": CONVENTION_DOC,
         "seeding": "row r: numpy default_rng(SeedSequence([seed, r]))",
     }
+    appends = _check_append(out, provenance) if mode == "a" and store_exists(out) else None
     block = _block(size, dims, realizations)
     tasks = []  # (condition index, rows)
     for ci in range(len(conds)):
@@ -388,6 +432,9 @@ def generate_random_field_store(
         )
         with writer:
             done = 0
+            if appends is not None:  # logged before any row, so a killed append is on record
+                record = {**provenance, "first_row": int(writer.n), "rows": total}
+                writer.set_attrs(**{APPENDS_KEY: [*appends, record]})
 
             def write(ci: int, rows: list[int], fields: np.ndarray) -> None:
                 nonlocal done

@@ -1207,6 +1207,16 @@ def _new_group(
     return _open_group(workdir, "r+", use_consolidated=False)
 
 
+def read_store_attrs(path: str | os.PathLike) -> dict:
+    """The group attrs of a store other than the writer-managed ``rho_diffusion`` ones (e.g.
+    ``normalization`` or a generator's append log), as a plain dict."""
+    group, _ = _read_meta(Path(path))
+    attrs = dict(group.attrs.asdict())
+    attrs.pop(ATTR_KEY, None)
+    attrs.pop(KEYS_KEY, None)
+    return attrs
+
+
 def write_store_attrs(path: str | os.PathLike, **attrs: Any) -> None:
     """Set group attrs (e.g. ``normalization=dict``) of an existing store, under the writer lock.
 
