@@ -135,13 +135,18 @@ def _finish(run_dir: Path, summary: dict, log_every: int) -> dict:
 def _warn_unnormalised(data: str | os.PathLike) -> None:
     from rho_core.data.store import open_store
 
-    if not open_store(data).normalization:
+    from rho_core.data.normalization import stale_normalization
+
+    store = open_store(data)
+    if not store.normalization:
         log.warning(
             "store %s has no normalisation: training on the raw field values (fit one with "
             "'rho normalize %s --transform minmax|asinh|log')",
             data,
             data,
         )
+    elif (why := stale_normalization(store)) is not None:
+        log.warning("%s", why)
 
 
 def run_in_process(
@@ -492,13 +497,7 @@ def train_distributed(
     from rho_core.devices import resolve_device
     from rho_core.distributed import select_backend
 
-    if not open_store(data).normalization:  # as `rho train` warns in a single process
-        log.warning(
-            "store %s has no normalisation: training on the raw field values (fit one with "
-            "'rho normalize %s --transform minmax|asinh|log')",
-            data,
-            data,
-        )
+    _warn_unnormalised(data)  # as `rho train` warns in a single process
 
     device = resolve_device(job.train.get("device", "auto"))  # unavailable → ConfigError
     if nproc * nnodes > 1 or backend:

@@ -258,6 +258,17 @@ def test_append_adds_independent_realisations_and_records_them(tmp_path, caplog)
     (rec,) = read_store_attrs(out)["grf_appends"]
     assert rec["seed"] == 7 and rec["first_row"] == 12 and rec["rows"] == 8
     assert s.provenance["seed"] == 1  # the base provenance is kept
+    # training warns that the normalisation predates the append, until it is refitted
+    from rho_core.data.normalization import stale_normalization
+    from rho_core.run import _warn_unnormalised
+
+    assert "fitted on 12" in stale_normalization(s) and "rho normalize" in stale_normalization(s)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rho_core.run"):
+        _warn_unnormalised(out)
+    assert "20 samples but its normalisation was fitted on 12" in caplog.text
+    fit_normalization(out, "standard", write=True)
+    assert stale_normalization(open_store(out)) is None
     for kw, msg in [
         (dict(seed=7), "seed 7"),
         (dict(seed=1), "seed 1"),

@@ -321,10 +321,26 @@ def fit_normalization(
     if write:
         check_writable(store_path)  # before the (possibly long) pass over the data
     stats = compute_statistics(store.to_dask(), percentiles)
+    stats["n_samples"] = int(store.n)  # what it was fitted on: appends later make it stale
     d = normalizer_from_stats(stats, transform, scale=scale, floor=floor).to_dict()
     if write:
         write_normalization(store_path, d)
     return d
+
+
+def stale_normalization(store) -> str | None:
+    """A one-line warning when ``store``'s normalisation was fitted on another number of samples
+    than the store now holds (samples appended or removed since ``rho normalize``), else None.
+    Normalisations fitted before the count was recorded (``stats["n_samples"]``) are not judged."""
+    norm = store.normalization or {}
+    fitted = (norm.get("stats") or {}).get("n_samples")
+    if fitted is None or int(fitted) == int(store.n):
+        return None
+    return (
+        f"store {store.path} holds {store.n} samples but its normalisation was fitted on "
+        f"{int(fitted)}: refit it (rho normalize {store.path} --transform "
+        f"{norm.get('transform', 'standard')})"
+    )
 
 
 def write_normalization(store_path: str | os.PathLike, d: dict | Normalizer | None) -> None:
