@@ -133,9 +133,8 @@ def _finish(run_dir: Path, summary: dict, log_every: int) -> dict:
 
 
 def _warn_unnormalised(data: str | os.PathLike) -> None:
-    from rho_core.data.store import open_store
-
     from rho_core.data.normalization import stale_normalization
+    from rho_core.data.store import open_store
 
     store = open_store(data)
     if not store.normalization:
@@ -493,7 +492,6 @@ def train_distributed(
         resume=resume,
     )
     # Fail here, once, rather than once per torchrun attempt in every worker:
-    from rho_core.data.store import open_store
     from rho_core.devices import resolve_device
     from rho_core.distributed import select_backend
 

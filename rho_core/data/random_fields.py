@@ -281,13 +281,14 @@ def _check_resources(out: Path, size: int, dims: int, n_fields: int) -> None:
 def _check_append(out: Path, provenance: dict) -> list[dict]:
     """Refuse an append that would not add independent realisations of the same kind of field;
     return the store's earlier append records (``attrs["grf_appends"]``)."""
-    from rho_core.data.store import open_store, read_store_attrs
+    from rho_core.data.store import open_store
     from rho_core.errors import StoreError
 
     store = open_store(out)
     if store.kind != KIND:
         raise StoreError(
-            f"cannot append random fields to store '{out}' of kind '{store.kind}'; use another --out"
+            f"cannot append random fields to store '{out}' of kind '{store.kind}'; use another "
+            "--out"
         )
     base = store.provenance
     for key in ("size", "dims", "lognormal"):
@@ -296,20 +297,29 @@ def _check_append(out: Path, provenance: dict) -> list[dict]:
                 f"cannot append to store '{out}': it holds fields with {key} = {base[key]!r}, "
                 f"not {provenance[key]!r}; use the same option or another store"
             )
-    appends = list(read_store_attrs(out).get(APPENDS_KEY) or [])
-    used = [base.get("seed")] + [a.get("seed") for a in appends]
-    if provenance["seed"] in used:
-        raise StoreError(
-            f"cannot append to store '{out}' with --seed {provenance['seed']}: that seed already "
-            f"made its fields (seeds used: {', '.join(str(u) for u in used)}), so the new "
-            "realisations would repeat them; pass another --seed"
-        )
+    appends = _seeds_free(out, provenance)
     if store.normalization is not None:
         log.warning(
             "store '%s' has a normalization fitted on its %d samples before this append; refit "
             "it afterwards (rho normalize %s --transform %s)",
             out, store.n, out, store.normalization.get("transform", "standard"),
         )  # fmt: skip
+    return appends
+
+
+def _seeds_free(out: Path, provenance: dict) -> list[dict]:
+    """The store's append records, after refusing a seed that already made some of its rows."""
+    from rho_core.data.store import open_store, read_store_attrs
+    from rho_core.errors import StoreError
+
+    appends = list(read_store_attrs(out).get(APPENDS_KEY) or [])
+    used = [open_store(out).provenance.get("seed")] + [a.get("seed") for a in appends]
+    if provenance["seed"] in used:
+        raise StoreError(
+            f"cannot append to store '{out}' with --seed {provenance['seed']}: that seed already "
+            f"made its fields (seeds used: {', '.join(str(u) for u in used)}), so the new "
+            "realisations would repeat them; pass another --seed"
+        )
     return appends
 
 
@@ -433,6 +443,7 @@ def generate_random_field_store(
         with writer:
             done = 0
             if appends is not None:  # logged before any row, so a killed append is on record
+                appends = _seeds_free(out, provenance)  # again, now that we hold the lock
                 record = {**provenance, "first_row": int(writer.n), "rows": total}
                 writer.set_attrs(**{APPENDS_KEY: [*appends, record]})
 
