@@ -53,6 +53,9 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     ``--model-infer-skip K`` continues a run its ``--max-minutes`` stopped (merge the logs with
     ``benchmarks/merge_infer_logs.py``).
 
+    ``--ode-control-variate powerlaw`` subtracts the exact part of a power-law Gaussian
+    reference from every Hutchinson probe (unbiased; docs/likelihood.md).
+
     .venv/bin/python benchmarks/likelihood.py [--sections ...] [--checkpoint RUN_DIR
         --data STORE [--data STORE2]] [--fields 4] [--model-infer-fields 2] [--grid 5]
         [--json FILE] [--threads 1]
@@ -767,6 +770,8 @@ def trained_infer_section(
                 model = grid_.moments(res.log_prob.numpy())
             nfe = res.nfe
             extra = {"log_l": res.log_prob.tolist(), "log_l_std": res.log_prob_std.tolist()}
+            if res.log_prob_probes is not None:  # the Hutchinson noise of node differences
+                extra["log_l_probes"] = res.log_prob_probes.tolist()
         exact = exact_moments(field[0].astype(np.float64), est)
         rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": nfe, "fit_ok": fit_ok,
                **extra}  # fmt: skip
@@ -884,6 +889,10 @@ def main() -> None:
     ap.add_argument("--reference", choices=("periodogram", "theory"), default="periodogram",
                     help="trained-infer ELBO control variate: the field's periodogram or the "
                     "GRF spectrum of each grid node")  # fmt: skip
+    ap.add_argument("--ode-control-variate", choices=("none", "spectral", "powerlaw"),
+                    default="none",
+                    help="trained sections, ODE: the Hutchinson control variate "
+                    "(rho_core.likelihood; none = the plain probes of sessions 7–11)")  # fmt: skip
     ap.add_argument("--plot", help="trained-infer calibration (rank) figure, PNG")
     ap.add_argument("--max-minutes", type=float, help="trained-infer: stop after this budget")
     ap.add_argument("--json")
@@ -931,6 +940,7 @@ def main() -> None:
         "atol": args.rtol,
         "probes": args.probes,
         "batch_size": args.batch_size,
+        "control_variate": args.ode_control_variate,
     }
     elbo_opts = {
         "method": "elbo",

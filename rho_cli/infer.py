@@ -154,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         how = f"divergence {meta['divergence']}" + (
-            f" ({meta['probes']} shared probes, max log-p std {std_max:.3g} nats)"
+            f" ({meta['probes']} shared probes, control variate "
+            f"{meta['settings'].get('control_variate', 'auto')}, max log-p std {std_max:.3g} nats)"
             if meta["probes"]
             else ""
         )

@@ -53,6 +53,7 @@ The Monte-Carlo estimator
   an exact Gaussian denoiser with its own reference). ``control_variate``:
   ``"spectral"`` — V per Fourier mode of the spatial axes (ortho FFT) from the periodogram of x
   averaged over integer |κ| shells, m = 0 (a deterministic function of x: no bias);
+  ``"powerlaw"`` — a power law fitted to that periodogram (:mod:`rho_core.reference_spectra`);
   ``("fourier", P)`` — a given reference power per Fourier mode, ``(B | 1, *shape)`` (per
   sample, e.g. a theory spectrum at each grid node θ, which leaves to be sampled only the
   model's deviation from that theory); a tensor of per-element variances, or a
@@ -79,6 +80,7 @@ from torch import Tensor
 
 from rho_core.errors import ConfigError
 from rho_core.log_density import LikelihoodResult, physical_log_prob, time_from_log_snr
+from rho_core.reference_spectra import shell_periodogram, shell_power_law
 from rho_core.schedules import Schedule
 
 __all__ = ["elbo_log_likelihood", "lambda_proposal", "PROPOSALS"]
@@ -154,24 +156,6 @@ def _stratified_lambdas(
     return lam, inv_q
 
 
-def _shell_periodogram(x: Tensor, spatial: int) -> Tensor:
-    """Periodogram |x̃_κ|² (ortho FFT over the last ``spatial`` axes) averaged over integer
-    |κ| shells, per sample and channel: float64 of ``x``'s shape."""
-    dims = tuple(range(x.ndim - spatial, x.ndim))
-    p = torch.fft.fftn(x.to(torch.float64), dim=dims, norm="ortho").abs() ** 2
-    sizes = x.shape[x.ndim - spatial :]
-    ks = [torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64) for n in sizes]
-    grids = torch.meshgrid(*ks, indexing="ij")
-    kn = torch.sqrt(sum(g * g for g in grids))
-    shell = torch.round(kn).to(torch.int64).reshape(-1)
-    n_shell = int(shell.max()) + 1
-    flat = p.reshape(*p.shape[: x.ndim - spatial], -1)
-    sums = torch.zeros(*flat.shape[:-1], n_shell, dtype=torch.float64, device=x.device)
-    sums.index_add_(-1, shell.to(x.device), flat)
-    counts = torch.bincount(shell, minlength=n_shell).to(torch.float64).to(x.device)
-    return (sums / counts)[..., shell.to(x.device)].reshape(p.shape)
-
-
 def elbo_log_likelihood(
     denoiser: Callable[..., Tensor],
     x: Tensor,
@@ -202,7 +186,8 @@ def elbo_log_likelihood(
         generator: draws λ and ε (CPU generator).
         samples: K (λ, ε) draws per sample, even, ≥ 2.
         antithetic: evaluate each draw at ε and −ε (2 evaluations per draw).
-        control_variate: ``auto`` / ``spectral`` / ``none`` / per-element reference variances.
+        control_variate: ``auto`` / ``spectral`` / ``powerlaw`` / ``none`` / per-element
+            reference variances.
         proposal: λ proposal, ``auto`` (``focused`` with a control variate, else ``mixed``),
             ``focused``, ``mixed``, ``uniform`` or ``time`` (module docstring).
         continuation, lambda_margin: the data end (module docstring).
@@ -243,17 +228,18 @@ def elbo_log_likelihood(
     if isinstance(cv, str):
         if cv == "auto":
             cv = "spectral" if x.ndim >= 3 else "none"
-        if cv not in ("spectral", "none"):
+        if cv not in ("spectral", "powerlaw", "none"):
             raise ConfigError(
-                f"control_variate must be auto, spectral, none, a tensor of variances or a "
-                f"(mean, variance) pair, got {cv!r}"
+                f"control_variate must be auto, spectral, powerlaw, none, a tensor of "
+                f"variances or a (mean, variance) pair, got {cv!r}"
             )
     spatial = x.ndim - 2
     dims = tuple(range(2, 2 + spatial))
-    if isinstance(cv, str) and cv == "spectral":
+    if isinstance(cv, str) and cv in ("spectral", "powerlaw"):
         if spatial < 1:
-            raise ConfigError("the spectral control variate needs (B, C, *spatial) inputs")
-        ref_var = _shell_periodogram(xd, spatial)  # (B, *shape), Fourier basis
+            raise ConfigError(f"the {cv} control variate needs (B, C, *spatial) inputs")
+        fit = shell_periodogram if cv == "spectral" else shell_power_law
+        ref_var = fit(xd, spatial)  # (B, *shape), Fourier basis
         basis = "fourier"
         x_ref = torch.fft.fftn(xd, dim=dims, norm="ortho")
     elif isinstance(cv, str):

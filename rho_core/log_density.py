@@ -50,6 +50,10 @@ class LikelihoodResult:
         physical_log_prob: log-density in physical units (when a normaliser was given), else None.
         method: ``"ode"`` (exact up to the solver) or ``"elbo"`` (the variational bound's
             Monte-Carlo estimate, :mod:`rho_core.elbo`: ``steps`` are its draws).
+        log_prob_probes: the ODE's estimate per Hutchinson probe, float64 ``(B, K)`` (their
+            mean is ``log_prob``), or None (exact divergence, ELBO). With probes shared by a
+            batch (one field under many parameters) the spread over K of a *difference* of two
+            rows is the Hutchinson noise of that difference.
     """
 
     log_prob: Tensor
@@ -67,6 +71,7 @@ class LikelihoodResult:
     seconds: float = 0.0
     physical_log_prob: Tensor | None = None
     method: str = "ode"
+    log_prob_probes: Tensor | None = field(default=None, repr=False)
 
     @property
     def bits_per_dim_std(self) -> Tensor:

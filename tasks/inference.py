@@ -206,7 +206,11 @@ def infer_field(
     from rho_core.data.store import open_store
     from rho_core.errors import ConfigError
     from rho_core.inference import log_prior_grid, pass_posterior, refine_posterior
-    from rho_core.likelihood import check_inferable, points_log_likelihood
+    from rho_core.likelihood import (
+        check_inferable,
+        default_control_variate,
+        points_log_likelihood,
+    )
 
     if fit not in ("grid", "gaussian"):
         raise ConfigError(f"--fit must be grid or gaussian, got {fit!r}")
@@ -218,6 +222,12 @@ def infer_field(
     priors = dict(priors or {})
     fixed = dict(fixed or {})
     store = open_store(observed)
+    cv = default_control_variate(
+        options.get("method", "ode"), store.kind, options.get("control_variate", "auto")
+    )
+    if cv != options.get("control_variate", "auto"):
+        note(f"Hutchinson control variate: {cv} (a {store.kind} store)")
+    options["control_variate"] = cv
     if not 0 <= index < store.n:
         raise ConfigError(f"--index {index} is outside the store's {store.n} samples")
     grids = list(grids) if grids else auto_grid(store)

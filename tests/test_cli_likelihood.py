@@ -297,3 +297,39 @@ def test_infer_whiten_lays_the_zoom_along_the_posterior(tmp_path, capsys) -> Non
     s = summary["posterior"]["a"]
     assert s["ci68"][1] - s["mean"] == pytest.approx(norm.ppf(0.84) * s["std"], rel=1e-9)
     assert (out / "posterior.png").stat().st_size > 1000
+
+
+def test_likelihood_control_variate_option(tmp_path, capsys) -> None:
+    """--control-variate reaches the library (same numbers as the call with that reference,
+    other numbers than plain probes) and is recorded; auto resolves by the store's kind."""
+    from rho_core.checkpoint import load_for_sampling
+    from rho_core.errors import ConfigError
+    from rho_core.likelihood import default_control_variate, model_log_likelihood
+
+    ckpt = _checkpoint(tmp_path)
+    store, fields, params = _store(tmp_path)
+    docs = {}
+    for cv in ("spectral", "auto"):
+        code = main(["likelihood", "--checkpoint", str(ckpt), "--data", str(store),
+                     "--divergence", "hutchinson", "--control-variate", cv, *FAST])  # fmt: skip
+        assert code == 0
+        docs[cv] = json.loads(capsys.readouterr().out)
+    # a store of kind "test" is not known to be stationary: auto stays plain Hutchinson
+    assert docs["auto"]["settings"]["control_variate"] == "auto"
+    assert docs["spectral"]["settings"]["control_variate"] == "spectral"
+    loaded = load_for_sampling(ckpt)
+    kw = dict(rtol=1e-2, atol=1e-2, divergence="hutchinson", batch_size=8)
+    spec = model_log_likelihood(loaded, fields, params, control_variate="spectral", **kw)
+    plain = model_log_likelihood(loaded, fields, params, **kw)
+    assert math.isclose(docs["spectral"]["summary"]["mean_log_prob"], float(spec.log_prob.mean()),
+                        rel_tol=1e-10)  # fmt: skip
+    assert math.isclose(docs["auto"]["summary"]["mean_log_prob"], float(plain.log_prob.mean()),
+                        rel_tol=1e-10)  # fmt: skip
+    assert not math.isclose(float(spec.log_prob.mean()), float(plain.log_prob.mean()),
+                            rel_tol=1e-9)  # fmt: skip
+    assert default_control_variate("ode", "gaussian_random_field") == "powerlaw"
+    assert default_control_variate("elbo", "gaussian_random_field") == "auto"
+    assert default_control_variate("ode", "spherical_harmonics") == "auto"
+    assert default_control_variate("ode", "gaussian_random_field", "none") == "none"
+    with pytest.raises(ConfigError, match="control variate must be one of"):
+        default_control_variate("ode", "x", "bogus")
