@@ -49,6 +49,30 @@ def test_filter_is_the_fourier_multiplier_of_its_gains(dims, n):
     np.testing.assert_allclose(y, ref, atol=2e-5)
 
 
+def test_gains_stay_float32_under_bf16_autocast():
+    """Under bf16 autocast (training with --precision bf16) the gain MLP still runs in float32:
+    its gains equal the fp32 ones exactly, and the filtered field differs from the fp32 one
+    only by bf16 rounding elsewhere — here nowhere, the FFT is float32 too."""
+    torch.manual_seed(0)
+    head = SpectralFilter(2, 1, 8, 16)
+    _randomise(head, seed=3)
+    x = torch.randn(2, 1, 16, 16)
+    emb = torch.randn(2, 8)
+    g32, _ = head.gains((16, 16), emb)
+    y32 = head(x, emb)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        lin = head.emb_proj(emb)  # a plain Linear does drop to bf16 here
+        yb = head(x, emb)
+    assert lin.dtype == torch.bfloat16
+    assert yb.dtype == torch.float32
+    assert torch.equal(yb, y32)
+    # and the gains alone, called from the forward's own context manager
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        with torch.autocast(device_type="cpu", enabled=False):
+            gb, _ = head.gains((16, 16), emb)
+    assert torch.equal(gb, g32)
+
+
 def test_filter_commutes_with_rotation_and_shift():
     head = SpectralFilter(2, channels=1, emb_dim=8, hidden=16)
     _randomise(head, seed=1)
