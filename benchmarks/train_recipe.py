@@ -1,14 +1,17 @@
 """Seconds per optimizer step of the quality recipes, through the real training loop.
 
-For each recipe YAML (default: every ``configs/quality/*.yaml``) trains ``--steps`` steps with
-:func:`rho_core.training.train` (checkpoints off) on a 32³ spherical-harmonic store (l ≤ 6, built
-once in ``--out``) and prints the median and best step time (the first ``--warmup`` steps, where
-the allocator and oneDNN warm up, are left out), samples/s and the planned steps in 60 minutes.
+For each recipe YAML (default: every ``configs/quality/*.yaml``) and each ``--precision``
+(default fp32) trains ``--steps`` steps with :func:`rho_core.training.train` (checkpoints off) on
+``--store`` (default: a 32³ spherical-harmonic store, l ≤ 6, built once in ``--out``; give a
+2-D random-field store for the 2-D recipes) and prints the median and best step time (the first
+``--warmup`` steps, where the allocator and oneDNN warm up, are left out), samples/s, the
+planned steps in 60 minutes and the speed-up over the first precision. ``--precision
+fp32,bf16`` measures bf16 autocast (CPUs with AVX512-BF16/AMX gain most).
 Compare code versions by running the script from each checkout on an otherwise idle machine;
 runs are noisy (±10 % between runs here), so compare ratios from back-to-back runs.
 
     .venv/bin/python benchmarks/train_recipe.py [--config A.yaml --config B.yaml] [--steps 30]
-        [--threads 2] [--json FILE]
+        [--threads 2] [--store STORE] [--precision fp32,bf16] [--json FILE]
 """
 
 from __future__ import annotations
@@ -25,13 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def time_recipe(config: str, store: Path, steps: int, warmup: int, workdir: Path) -> dict:
+def time_recipe(
+    config: str, store: Path, steps: int, warmup: int, workdir: Path, precision: str = "fp32"
+) -> dict:
     """Median/best step time (s) of ``steps`` training steps of ``config`` on ``store``."""
     from rho_cli.train import build_configs
     from rho_core.data.dataset import StoreDataset
     from rho_core.training import train
 
-    mcfg, tcfg = build_configs(str(store), config, {"steps": steps, "checkpoint_every": 0})
+    over = {"steps": steps, "checkpoint_every": 0, "precision": precision}
+    mcfg, tcfg = build_configs(str(store), config, over)
     times: list[float] = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         train(mcfg, tcfg, StoreDataset(str(store)), tmp, resume=False,
@@ -40,6 +46,7 @@ def time_recipe(config: str, store: Path, steps: int, warmup: int, workdir: Path
     med = timed[len(timed) // 2]
     return {
         "config": config,
+        "precision": precision,
         "batch_size": tcfg.batch_size,
         "steps_timed": len(timed),
         "step_s_median": med,
@@ -58,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5, help="leading steps left out of the timing")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "rho-train-recipe"))
+    ap.add_argument("--store", help="training store (default: a 32³ harmonic store in --out)")
+    ap.add_argument("--precision", default="fp32", help="comma-separated, e.g. fp32,bf16")
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args(argv)
     if args.steps <= args.warmup:
@@ -67,16 +76,25 @@ def main(argv: list[str] | None = None) -> int:
     configs = args.config or sorted(str(p) for p in (ROOT / "configs" / "quality").glob("*.yaml"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    store = make_store(out, 32, 6)
-    rows = [time_recipe(c, store, args.steps, args.warmup, out) for c in configs]
-    print(f"\ntraining step time, 32³ l ≤ 6, {torch.get_num_threads()} threads, torch "
+    store = Path(args.store) if args.store else make_store(out, 32, 6)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    rows = []
+    for c in configs:
+        base = None  # the first precision's median step time
+        for p in precisions:
+            r = time_recipe(c, store, args.steps, args.warmup, out, p)
+            base = base or r["step_s_median"]
+            r["speedup"] = base / r["step_s_median"]
+            rows.append(r)
+    print(f"\ntraining step time, {store}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}")  # fmt: skip
-    print(f"{'recipe':32s} {'batch':>5s} {'s/step med':>10s} {'best':>7s} {'samples/s':>9s} "
-          f"{'steps/h':>8s}")  # fmt: skip
+    print(f"{'recipe':28s} {'prec':>5s} {'batch':>5s} {'s/step med':>10s} {'best':>7s} "
+          f"{'samples/s':>9s} {'steps/h':>8s} {'speed-up':>8s}")  # fmt: skip
     for r in rows:
         name = Path(r["config"]).name
-        print(f"{name:32s} {r['batch_size']:5d} {r['step_s_median']:10.3f} {r['step_s_best']:7.3f} "
-              f"{r['samples_per_s']:9.1f} {r['steps_per_hour']:8d}")  # fmt: skip
+        print(f"{name:28s} {r['precision']:>5s} {r['batch_size']:5d} {r['step_s_median']:10.3f} "
+              f"{r['step_s_best']:7.3f} {r['samples_per_s']:9.1f} {r['steps_per_hour']:8d} "
+              f"{r['speedup']:8.2f}")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": torch.get_num_threads(), "rows": rows},
                                               indent=2))  # fmt: skip
