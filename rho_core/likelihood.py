@@ -91,7 +91,12 @@ reference's own spectrum. ``"spectral"``: V = the shell-averaged periodogram of 
 deterministic function of x, the same reference for a field at every grid node θ);
 ``"powerlaw"``: a power law fitted to that periodogram (:mod:`rho_core.reference_spectra`; on a
 64² Gaussian random field 50–100× less Hutchinson variance than the periodogram's 3–10×);
-``("fourier", P)``: a given power per Fourier mode ``(B | 1, *shape)``; ``"none"``/``"auto"``
+``("fourier", P)``: a given power per Fourier mode ``(B | 1, *shape)``; ``"head"``: the
+trained network's own spectral head (``DiffusionModel.eps_linear_multiplier``: the head adds a
+Fourier multiplier of x_t to the output, an exactly linear part of ε̂ whose trace is known) — the
+only reference that follows the model's dependence on t *and* θ, so it also reduces the noise of
+log-likelihood *differences* across a parameter grid, which an x-only reference cannot (shared
+probes already cancel what is common to the grid); ``"none"``/``"auto"``
 (the ODE default): plain Hutchinson. A reference far from the model *adds* variance (e.g. a
 regression-like model on deterministic data, whose Jacobian is ≈ I/σ): use it for statistically
 homogeneous fields (random fields, turbulence boxes), where it removes most of the noise. In the
@@ -144,7 +149,7 @@ PROBES = ("rademacher", "gaussian")
 CONTINUATIONS = ("frozen_score", "none")
 PRIORS = ("denoised", "standard")
 METHODS = ("ode", "elbo")
-CONTROL_VARIATES = ("auto", "none", "spectral", "powerlaw")
+CONTROL_VARIATES = ("auto", "none", "spectral", "powerlaw", "head")
 # store kinds whose fields are statistically homogeneous with a near power-law spectrum: the
 # ODE's Hutchinson probes get the power-law control variate by default (module docstring)
 STATIONARY_KINDS = ("gaussian_random_field",)
@@ -287,11 +292,11 @@ def _ode_reference(control_variate: Any, x: Tensor) -> Tensor | None:
     Hutchinson) — the ODE's ``control_variate`` option (module docstring)."""
     cv = control_variate
     if isinstance(cv, str):
-        if cv in ("auto", "none"):
+        if cv in ("auto", "none", "head"):
             return None
         if cv not in ("spectral", "powerlaw"):
             raise ConfigError(
-                f"control_variate for the ODE must be auto, none, spectral, powerlaw or "
+                f"control_variate for the ODE must be auto, none, spectral, powerlaw, head or "
                 f"('fourier', P), got {cv!r}"
             )
         if x.ndim < 3:
@@ -319,10 +324,28 @@ def _reference_correction(ref_var: Tensor, probe_excess: Tensor, lam: float) -> 
     reference's ε-denoiser c_κ = σ/(α² v_κ + σ²) (module docstring)."""
     lam_t = torch.tensor(lam, dtype=torch.float64)
     sig2, alp2 = float(torch.sigmoid(-lam_t)), float(torch.sigmoid(lam_t))
-    c = math.sqrt(sig2) / (alp2 * ref_var + sig2)  # (B|1, *shape)
+    return _multiplier_correction(math.sqrt(sig2) / (alp2 * ref_var + sig2), probe_excess)
+
+
+def _multiplier_correction(c: Tensor, probe_excess: Tensor) -> Tensor:
+    """Σ_κ c_κ (|ṽ_κ|² − 1) per sample and probe, ``(B, K)``, for a real Fourier multiplier
+    ``c`` ``(B|1, *shape)``: vᵀ M v − tr M of M = F⁻¹ diag(c) F (ortho F)."""
     k = probe_excess.shape[0]
     corr = (c[None] * probe_excess).reshape(k, max(c.shape[0], probe_excess.shape[1]), -1)
     return corr.sum(-1).T  # (B|1, K)
+
+
+def _head_multiplier(denoiser: Callable[..., Tensor]) -> Callable[..., Tensor | None]:
+    """The ``eps_linear_multiplier`` of the model behind ``denoiser`` (``model.denoiser``, a
+    bound method of :class:`rho_core.model.DiffusionModel`), for ``control_variate="head"``."""
+    owner = getattr(denoiser, "__self__", None)
+    fn = getattr(owner, "eps_linear_multiplier", None)
+    if fn is None:
+        raise ConfigError(
+            "control_variate='head' needs a trained model's denoiser (model.denoiser of a "
+            "DiffusionModel with a spectral head); use spectral, powerlaw or none"
+        )
+    return fn
 
 
 # ----- the public function ---------------------------------------------------------------------
@@ -450,6 +473,9 @@ def log_likelihood(
     if not use_exact and n_probes < 1:
         raise ConfigError(f"probes must be ≥ 1 for the Hutchinson divergence, got {probes}")
     cv_ref = None if use_exact else _ode_reference(control_variate, x)
+    head = None
+    if not use_exact and isinstance(control_variate, str) and control_variate == "head":
+        head = _head_multiplier(denoiser)
     probe_t = None
     if not use_exact:
         gdev = generator.device if generator is not None else torch.device("cpu")
@@ -461,7 +487,11 @@ def log_likelihood(
             probe_t = torch.randn(pshape, generator=generator, device=gdev, dtype=torch.float64)
         probe_t = probe_t.to(dev)
     probe_excess = None  # (K, B|1, *shape): |ṽ_κ|² − 1 of every probe, for the control variate
-    if cv_ref is not None:
+    if cv_ref is not None or head is not None:
+        if len(shape) < 2:
+            raise ConfigError(
+                f"the {control_variate} control variate needs (B, C, *spatial) inputs"
+            )
         fdims = tuple(range(3, 2 + len(shape)))  # (K, B|1, C, *spatial)
         pv = probe_t.reshape(n_probes, -1, *shape)
         probe_excess = torch.fft.fftn(pv, dim=fdims, norm="ortho").abs() ** 2 - 1.0
@@ -500,6 +530,15 @@ def log_likelihood(
                 div_e = _hutchinson(e, y, probe_t)
                 if cv_ref is not None:
                     div_e = div_e - _reference_correction(cv_ref, probe_excess, min(lam, lam0))
+                elif head is not None:
+                    with torch.no_grad():
+                        m = head(t_b, cond, shape[1:])
+                    if m is None:
+                        raise ConfigError(
+                            "control_variate='head': this model has no spectral head "
+                            "(model option spectral_head); use spectral, powerlaw or none"
+                        )
+                    div_e = div_e - _multiplier_correction(m.to(dev), probe_excess)
         e = e.detach() * scale_e
         div_e = div_e.detach() * (scale_e * scale_x)
         f = 0.5 * sig * (sig * xs - e)

@@ -305,6 +305,28 @@ class DiffusionModel(nn.Module):
 
     denoiser.accepts_drop = True  # type: ignore[attr-defined]
 
+    def eps_linear_multiplier(
+        self, t: torch.Tensor, params: torch.Tensor | None, spatial: tuple[int, ...]
+    ) -> torch.Tensor | None:
+        """The part of ∂ε̂/∂x_t that the spectral head contributes, as a real Fourier multiplier
+        on the full FFT grid, float64 ``(B, C, *spatial)`` (None without a head): the head adds
+        ``ifftn(g · fftn(x_t))`` to the network output, so ε̂ gets ``m = g`` (ε-prediction),
+        ``α g`` (v: ε̂ = σ x_t + α v) or ``−(α/σ) g`` (x₀: ε̂ = (x_t − α x̂₀)/σ). Fractional
+        ``t`` as in :meth:`denoiser`. Used by the likelihood's ``control_variate="head"``."""
+        x_like = torch.zeros(1, dtype=torch.float32, device=next(self.parameters()).device)
+        t = _time_tensor(t, x_like)
+        emb_cond = self.embed(params, t.reshape(-1).shape[0], None)
+        g = self.net.spectral_multiplier(t, emb_cond, spatial)
+        if g is None:
+            return None
+        g = g.to(torch.float64)
+        if self.prediction == "eps":
+            return g
+        abar = self.schedule.alpha_bar_at(t.to(torch.float64) if t.is_floating_point() else t)
+        abar = append_dims(abar.to(torch.float64), g.ndim)
+        alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
+        return alpha * g if self.prediction == "v" else -(alpha / sigma) * g
+
     def loss_from_noise(
         self,
         x0: torch.Tensor,

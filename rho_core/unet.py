@@ -620,17 +620,7 @@ class UNet(nn.Module):
                 f"(shape {tuple(x.shape)})"
             )
         cfg.check_spatial(x.shape[2:])
-        t = t.reshape(-1)
-        if t.shape[0] == 1 and x.shape[0] != 1:
-            t = t.expand(x.shape[0])
-        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels).to(x.dtype))
-        if self.cond_proj is not None and emb_cond is not None:
-            if emb_cond.shape != (x.shape[0], cfg.cond_dim):
-                raise ConfigError(
-                    f"condition embedding must be (B={x.shape[0]}, cond_dim={cfg.cond_dim}), "
-                    f"got {tuple(emb_cond.shape)}"
-                )
-            emb = emb + self.cond_proj(emb_cond.to(emb.dtype))
+        emb = self.embedding(t, emb_cond, x.shape[0], x.dtype)
 
         x_in = x
         if cfg.coord_channels:
@@ -668,6 +658,46 @@ class UNet(nn.Module):
         if self.spectral is not None:
             y = y + self.spectral(x_in, emb).to(y.dtype)
         return y
+
+    def embedding(
+        self, t: torch.Tensor, emb_cond: torch.Tensor | None, batch: int, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """The joint time/condition embedding ``(B, E)`` every block (and the spectral head)
+        receives: ``time_mlp(sinusoid(t)) + cond_proj(emb_cond)``."""
+        cfg = self.cfg
+        t = t.reshape(-1)
+        if t.shape[0] == 1 and batch != 1:
+            t = t.expand(batch)
+        emb = self.time_mlp(timestep_embedding(t, cfg.base_channels).to(dtype))
+        if self.cond_proj is not None and emb_cond is not None:
+            if emb_cond.shape != (batch, cfg.cond_dim):
+                raise ConfigError(
+                    f"condition embedding must be (B={batch}, cond_dim={cfg.cond_dim}), "
+                    f"got {tuple(emb_cond.shape)}"
+                )
+            emb = emb + self.cond_proj(emb_cond.to(emb.dtype))
+        return emb
+
+    def spectral_multiplier(
+        self, t: torch.Tensor, emb_cond: torch.Tensor | None, spatial: tuple[int, ...]
+    ) -> torch.Tensor | None:
+        """The spectral head as a Fourier multiplier on the *full* FFT grid: ``(B, C, *spatial)``
+        float32 gains g with ``head(x) = ifftn(g · fftn(x))`` (None without a head). The head is
+        the exactly linear part of the network's output in its input (its Jacobian is this
+        multiplier), which a likelihood estimator can take exactly instead of by probes."""
+        if self.spectral is None:
+            return None
+        b = t.reshape(-1).shape[0] if emb_cond is None else emb_cond.shape[0]
+        emb = self.embedding(t, emb_cond, b, torch.float32)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            g, _ = self.spectral.gains(tuple(int(n) for n in spatial), emb)  # (B, U, C)
+        axes = [torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=g.device)
+                for n in spatial]  # fmt: skip
+        grids = torch.meshgrid(*axes, indexing="ij")
+        k2 = torch.round(sum(a * a for a in grids)).long()
+        uniq = torch.unique(k2)  # the head's shells: the distinct |κ|² (same set as on rfft)
+        shell = torch.searchsorted(uniq, k2)  # (*spatial)
+        return g[:, shell].movedim(-1, 1)  # (B, C, *spatial)
 
     def num_parameters(self) -> int:
         """Total trainable parameter count."""

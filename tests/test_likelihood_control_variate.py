@@ -141,3 +141,73 @@ def test_control_variate_options_are_checked(grf_case) -> None:
     # the exact divergence ignores it (nothing to reduce)
     small = log_likelihood(den, y[:1], sch, divergence="exact", control_variate="spectral")
     assert small.log_prob_std.item() == 0.0 and small.log_prob_probes is None
+
+
+def _head_model(spectral_head: int = 8, prediction: str = "v", unet_out: bool = False):
+    """A tiny 2-D model with a spectral head; with ``unet_out=False`` the U-Net's own output
+    layer is zeroed, so the network output *is* the head (ε̂ exactly affine in x_t)."""
+    from rho_core.model import DiffusionModel, default_model_config
+
+    torch.manual_seed(0)
+    cfg = default_model_config(
+        2, 1, ("a",), (0.0,), (1.0,), conditioning="continuous", cond_dim=4, base_channels=8,
+        channel_mult=(1, 2), prediction=prediction, timesteps=100, schedule_shift=0.0,
+        attention_levels=(), spectral_head=spectral_head, circular=True,
+    )  # fmt: skip
+    model = DiffusionModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        if not unet_out:
+            for p in model.net.out.parameters():
+                p.zero_()
+    return model.eval()
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
+def test_eps_linear_multiplier_is_the_heads_part_of_the_denoiser(prediction) -> None:
+    model = _head_model(prediction=prediction)
+    x = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([0.0, 12.5, 80.25], dtype=torch.float64)
+    cond = torch.tensor([[0.2], [0.5], [0.9]], dtype=torch.float64)
+    with torch.no_grad():
+        eps = model.denoiser(x, t, cond).double()
+        m = model.eps_linear_multiplier(t, cond, (8, 8))
+    assert m.shape == (3, 1, 8, 8) and m.dtype == torch.float64
+    lin = torch.fft.ifftn(m * torch.fft.fftn(x.double(), dim=(2, 3)), dim=(2, 3)).real
+    abar = model.schedule.alpha_bar_at(t).view(-1, 1, 1, 1)
+    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    # the rest of ε̂ is what the zeroed U-Net leaves: nothing (ε), σ x_t (v), x_t/σ (x₀)
+    rest = {"eps": 0 * x, "v": sigma * x, "x0": x / sigma}[prediction]
+    torch.testing.assert_close(eps, lin + rest, atol=2e-5 * float(eps.abs().max()), rtol=0)
+
+
+def test_head_control_variate_is_exact_when_the_network_is_its_head() -> None:
+    """ε̂ = σ x_t + α·head(x_t): the head's part is taken exactly, the rest is diagonal, so four
+    Rademacher probes give the exact divergence's answer with zero spread."""
+    model = _head_model()
+    x = torch.randn(2, 1, 8, 8)
+    cond = torch.tensor([[0.3], [0.7]], dtype=torch.float64)
+    kw = dict(rtol=1e-6, atol=1e-6)
+    exact = log_likelihood(model.denoiser, x, model.schedule, cond, divergence="exact", **kw)
+    plain = log_likelihood(model.denoiser, x, model.schedule, cond, divergence="hutchinson",
+                           probes=4, generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+    head = log_likelihood(model.denoiser, x, model.schedule, cond, divergence="hutchinson",
+                          probes=4, control_variate="head",
+                          generator=torch.Generator().manual_seed(0), **kw)  # fmt: skip
+    assert float(plain.log_prob_std.min()) > 1e-3  # the head's Jacobian is not diagonal
+    assert float(head.log_prob_std.max()) < 1e-6, head.log_prob_std
+    torch.testing.assert_close(head.log_prob, exact.log_prob, atol=1e-3, rtol=0)
+
+
+def test_head_control_variate_needs_a_model_with_a_head() -> None:
+    x = torch.randn(1, 1, 8, 8)
+    cond = torch.tensor([[0.5]], dtype=torch.float64)
+    model = _head_model(spectral_head=0, unet_out=True)
+    with pytest.raises(ConfigError, match="no spectral head"):
+        log_likelihood(model.denoiser, x, model.schedule, cond, divergence="hutchinson",
+                       control_variate="head", rtol=1e-2, atol=1e-2)  # fmt: skip
+    sch = make_schedule("cosine", 1000, shift=-4.0)
+    den = FourierGaussianDenoiser(sch, torch.ones(8, 8, dtype=torch.float64))
+    with pytest.raises(ConfigError, match="needs a trained model's denoiser"):
+        log_likelihood(den, x.double(), sch, divergence="hutchinson", control_variate="head")
