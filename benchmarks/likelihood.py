@@ -889,7 +889,7 @@ def main() -> None:
     ap.add_argument("--reference", choices=("periodogram", "theory"), default="periodogram",
                     help="trained-infer ELBO control variate: the field's periodogram or the "
                     "GRF spectrum of each grid node")  # fmt: skip
-    ap.add_argument("--ode-control-variate", choices=("none", "spectral", "powerlaw"),
+    ap.add_argument("--ode-control-variate", choices=("none", "spectral", "powerlaw", "head"),
                     default="none",
                     help="trained sections, ODE: the Hutchinson control variate "
                     "(rho_core.likelihood; none = the plain probes of sessions 7–11)")  # fmt: skip

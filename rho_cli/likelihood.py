@@ -56,12 +56,13 @@ def add_ode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", type=int, default=4, help="ode: Hutchinson probes (default 4)")
     p.add_argument(
         "--control-variate",
-        choices=("auto", "none", "spectral", "powerlaw"),
+        choices=("auto", "none", "spectral", "powerlaw", "head"),
         default="auto",
-        help="Gaussian reference whose exact part is subtracted from the Monte-Carlo estimate "
-        "(unbiased; less variance the closer it is to the model): spectral = the field's shell "
-        "periodogram, powerlaw = a power law fitted to it, none. auto: powerlaw for the ODE on "
-        "random-field stores, else none (ODE) / spectral (ELBO)",
+        help="a linear part whose exact trace replaces its share of the Monte-Carlo estimate "
+        "(unbiased; less variance the closer it is to the model): spectral = a Gaussian with the "
+        "field's shell periodogram, powerlaw = a power law fitted to it, head (ODE) = the "
+        "model's own spectral head (follows θ: the one that steadies posteriors), none. auto: "
+        "powerlaw for the ODE on random-field stores, else none (ODE) / spectral (ELBO)",
     )
     p.add_argument(
         "--batch-size",

@@ -155,16 +155,28 @@ CONTROL_VARIATES = ("auto", "none", "spectral", "powerlaw", "head")
 STATIONARY_KINDS = ("gaussian_random_field",)
 
 
-def default_control_variate(method: str, kind: str | None, requested: str = "auto") -> str:
-    """The control variate the command line uses: ``requested`` unless it is ``auto``; then
-    ``powerlaw`` for the ODE on a store kind in :data:`STATIONARY_KINDS` (random fields: it
-    removes 98 % of the Hutchinson variance there), else ``auto`` (the ELBO's spectral
-    reference, the ODE's plain probes)."""
+def default_control_variate(
+    method: str,
+    kind: str | None,
+    requested: str = "auto",
+    *,
+    has_head: bool = False,
+    differences: bool = False,
+) -> str:
+    """The control variate the command line uses: ``requested`` unless it is ``auto``. For the
+    ODE, ``auto`` means ``head`` when log-likelihood *differences* across parameters are wanted
+    (``rho infer``) and the model has a spectral head (it follows θ, so it steadies the
+    posterior: 30–40 % less noise in node differences on the GRF models, where an x-only
+    reference removes none); else ``powerlaw`` on a store kind in :data:`STATIONARY_KINDS` (98 %
+    less variance of each value on random fields); else plain probes. The ELBO keeps ``auto``
+    (its spectral reference)."""
     if requested not in CONTROL_VARIATES:
         raise ConfigError(f"control variate must be one of {CONTROL_VARIATES}, got {requested!r}")
-    if requested != "auto":
+    if requested != "auto" or method != "ode":
         return requested
-    return "powerlaw" if method == "ode" and kind in STATIONARY_KINDS else "auto"
+    if differences and has_head:
+        return "head"
+    return "powerlaw" if kind in STATIONARY_KINDS else "auto"
 
 
 # ----- the solver -----------------------------------------------------------------------------

@@ -222,12 +222,6 @@ def infer_field(
     priors = dict(priors or {})
     fixed = dict(fixed or {})
     store = open_store(observed)
-    cv = default_control_variate(
-        options.get("method", "ode"), store.kind, options.get("control_variate", "auto")
-    )
-    if cv != options.get("control_variate", "auto"):
-        note(f"Hutchinson control variate: {cv} (a {store.kind} store)")
-    options["control_variate"] = cv
     if not 0 <= index < store.n:
         raise ConfigError(f"--index {index} is outside the store's {store.n} samples")
     grids = list(grids) if grids else auto_grid(store)
@@ -238,6 +232,14 @@ def infer_field(
     log_prior = log_prior_grid(names, axes, priors)  # validates the prior names early
     loaded = load_for_sampling(checkpoint, device)
     check_inferable(loaded.model_config, names)
+    has_head = bool(getattr(loaded.model_config.unet, "spectral_head", 0))
+    cv = default_control_variate(
+        options.get("method", "ode"), store.kind, options.get("control_variate", "auto"),
+        has_head=has_head, differences=True,
+    )  # fmt: skip
+    if cv != options.get("control_variate", "auto"):
+        note(f"Hutchinson control variate: {cv}")
+    options["control_variate"] = cv
     if loaded.field_shape and tuple(loaded.field_shape) != tuple(store.field_shape):
         raise ConfigError(
             f"observed fields have shape {tuple(store.field_shape)} but the model was trained "

@@ -331,5 +331,9 @@ def test_likelihood_control_variate_option(tmp_path, capsys) -> None:
     assert default_control_variate("elbo", "gaussian_random_field") == "auto"
     assert default_control_variate("ode", "spherical_harmonics") == "auto"
     assert default_control_variate("ode", "gaussian_random_field", "none") == "none"
+    # rho infer (differences across θ): the model's own head when it has one
+    assert default_control_variate("ode", "x", has_head=True, differences=True) == "head"
+    assert default_control_variate("ode", "gaussian_random_field", has_head=True) == "powerlaw"
+    assert default_control_variate("elbo", "x", has_head=True, differences=True) == "auto"
     with pytest.raises(ConfigError, match="control variate must be one of"):
         default_control_variate("ode", "x", "bogus")
