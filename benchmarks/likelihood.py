@@ -803,7 +803,7 @@ def trained_infer_section(
     return out
 
 
-def rank_plot(pits: dict, path: str, title: str) -> None:
+def rank_plot(pits: dict, path: str, title: str, method: str = "elbo") -> None:
     """Calibration figure: PIT (rank) histograms of model / exact / baseline per parameter and
     the coverage curve (fraction of true values inside the central interval vs its level)."""
     import matplotlib
@@ -815,7 +815,7 @@ def rank_plot(pits: dict, path: str, title: str) -> None:
 
     names = list(pits)
     fig, axs = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.4))
-    labels = {"model": "model (ELBO)", "ex": "exact", "bl": "power-spectrum fit"}
+    labels = {"model": f"model ({method.upper()})", "ex": "exact", "bl": "power-spectrum fit"}
     levels = np.linspace(0, 1, 51)
     for j, k in enumerate(names):
         ax = axs[j]
@@ -983,7 +983,7 @@ def main() -> None:
         report["trained_infer"] = out
         if args.plot:
             title = f"{loaded.path} step {loaded.step}: {out['fields']} fields of {args.data[0]}"
-            rank_plot(out["pits"], args.plot, title)
+            rank_plot(out["pits"], args.plot, title, args.method)
         print("\n== trained model inference vs exact posterior and baseline ==")
         print(
             json.dumps(
