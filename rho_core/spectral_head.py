@@ -101,6 +101,23 @@ class SpectralFilter(nn.Module):
         h = self.emb_proj(emb.float())[:, None, :] + self.k_proj(feats)[None]  # (B, U, H)
         return self.mlp(h), inverse
 
+    def multiplier(self, spatial: tuple[int, ...], emb: torch.Tensor) -> torch.Tensor:
+        """The filter as a multiplier on the *full* FFT grid, float32 ``(B, C, *spatial)``:
+        ``forward(x) = ifftn(multiplier · fftn(x))`` (its Jacobian in x; the full-grid shell map
+        is cached like the rfft one)."""
+        spatial = tuple(int(n) for n in spatial)
+        with torch.autocast(device_type=emb.device.type, enabled=False):
+            g, _ = self.gains(spatial, emb)  # (B, U, C)
+        key = ("full", spatial, str(emb.device))
+        shell = self._cache.get(key)
+        if shell is None:
+            axes = [torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=emb.device)
+                    for n in spatial]  # fmt: skip
+            k2 = torch.round(sum(a * a for a in torch.meshgrid(*axes, indexing="ij"))).long()
+            shell = torch.searchsorted(torch.unique(k2), k2)  # same shells as on the rfft grid
+            self._cache[key] = shell
+        return g[:, shell].movedim(-1, 1)
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         spatial = tuple(x.shape[2:])
         axes = tuple(range(2, x.ndim))

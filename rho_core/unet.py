@@ -688,16 +688,7 @@ class UNet(nn.Module):
         if self.spectral is None:
             return None
         b = t.reshape(-1).shape[0] if emb_cond is None else emb_cond.shape[0]
-        emb = self.embedding(t, emb_cond, b, torch.float32)
-        with torch.autocast(device_type=emb.device.type, enabled=False):
-            g, _ = self.spectral.gains(tuple(int(n) for n in spatial), emb)  # (B, U, C)
-        axes = [torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64, device=g.device)
-                for n in spatial]  # fmt: skip
-        grids = torch.meshgrid(*axes, indexing="ij")
-        k2 = torch.round(sum(a * a for a in grids)).long()
-        uniq = torch.unique(k2)  # the head's shells: the distinct |κ|² (same set as on rfft)
-        shell = torch.searchsorted(uniq, k2)  # (*spatial)
-        return g[:, shell].movedim(-1, 1)  # (B, C, *spatial)
+        return self.spectral.multiplier(spatial, self.embedding(t, emb_cond, b, torch.float32))
 
     def num_parameters(self) -> int:
         """Total trainable parameter count."""
