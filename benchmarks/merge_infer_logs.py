@@ -42,9 +42,15 @@ def read_records(paths: list[str]) -> list[dict]:
     return out
 
 
+NAMES = ("amplitude", "spectral_index")
+PIT_KEYS = (("model", "model"), ("exact", "ex"), ("baseline", "bl"))
+
+
 def summarise(recs: list[dict]) -> dict:
+    """Per parameter: model/baseline vs exact, coverage of each, and the PITs (``pit_model``,
+    ``pit_ex``, ``pit_bl``) of the true values under each method's Gaussian."""
     out = {"fields": len(recs), "s_per_field": float(np.mean([r["seconds"] for r in recs]))}
-    for k in ("amplitude", "spectral_index"):
+    for k in NAMES:
         cols = {w: [r[k][w] for r in recs] for w in ("model", "exact", "baseline")}
         pits = {
             w: [norm.cdf((r["truth"][k] - m) / s) for r, (m, s) in zip(recs, v, strict=True)]
@@ -55,6 +61,7 @@ def summarise(recs: list[dict]) -> dict:
             "model_vs_exact": compare_posteriors(m[:, 0], m[:, 1], e[:, 0], e[:, 1]),
             "baseline_vs_exact": compare_posteriors(b[:, 0], b[:, 1], e[:, 0], e[:, 1]),
             **{f"coverage_{w}": coverage(p) for w, p in pits.items()},
+            **{f"pit_{short}": pits[w] for w, short in PIT_KEYS},
         }
     return out
 
@@ -63,13 +70,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("logs", nargs="+")
     ap.add_argument("--json")
+    ap.add_argument("--plot", help="calibration (rank) figure of the merged fields, PNG")
+    ap.add_argument("--method", default="ode", help="the likelihood method, for the plot legend")
     args = ap.parse_args()
     recs = read_records(args.logs)
     if not recs:
         raise SystemExit("no per-field records in " + ", ".join(args.logs))
     s = summarise(recs)
     print(f"{s['fields']} fields, {s['s_per_field']:.1f} s per field")
-    for k in ("amplitude", "spectral_index"):
+    for k in NAMES:
         c = s[k]["model_vs_exact"]
         print(
             f"{k:>15}: within 1σ {c['mean_within_1sigma']:.2f}  σ ratio "
@@ -79,6 +88,12 @@ def main() -> None:
         )
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=2, default=float) + "\n")
+    if args.plot:
+        from likelihood import rank_plot  # noqa: E402  (benchmarks/likelihood.py)
+
+        pits = {k: {w: s[k][f"pit_{w}"] for w in ("model", "ex", "bl")} for k in NAMES}
+        rank_plot(pits, args.plot, f"{s['fields']} fields (merged logs)", args.method)
+        print(f"wrote {args.plot}")
 
 
 if __name__ == "__main__":

@@ -213,6 +213,19 @@ def fmt_row(r: dict) -> str:
     )
 
 
+def parse_condition(spec: str, known: dict, ap: argparse.ArgumentParser) -> tuple:
+    """``"A,n"`` → the matching key of ``known`` (the truth stores' conditions), or a usage
+    error that lists them."""
+    try:
+        a, n = (float(v) for v in spec.split(","))
+    except ValueError:
+        ap.error(f"--curve-cond wants A,n (two numbers), got {spec!r}")
+    for key in known:
+        if abs(key[0] - a) < 1e-9 and abs(key[1] - n) < 1e-9:
+            return key
+    ap.error(f"--curve-cond {spec}: not a condition of the truth stores ({sorted(known)})")
+
+
 def public(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
 
@@ -231,6 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--curve-conditions", type=int, default=4, help="training conditions in curve")
     ap.add_argument("--curve-n", type=int, default=None, help="realisations per curve condition")
+    ap.add_argument(
+        "--curve-cond",
+        action="append",
+        default=[],
+        metavar="A,n",
+        help="score the curves on these conditions (repeatable; training or held-out ones of "
+        "the truth stores) instead of --curve-conditions evenly spread training ones",
+    )
     ap.add_argument(
         "--exact-curve",
         default="",
@@ -319,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     curve = []
     picks = [conds_tr[int(i)] for i in np.linspace(0, len(conds_tr) - 1, args.curve_conditions)]
+    if args.curve_cond:
+        picks = [parse_condition(c, truth_all, ap) for c in args.curve_cond]
     n_c = args.curve_n or args.n
     jobs = [("network", x) for x in args.curve.split(",") if x] if loaded is not None else []
     jobs += [("exact", x) for x in args.exact_curve.split(",") if x] if loaded is not None else []
