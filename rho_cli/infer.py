@@ -2,7 +2,7 @@
 
 ``rho infer --checkpoint CKPT --observed STORE [--index I] --grid 'spectral_index=-3:-1:41'
 [--grid ...] [--params JSON] [--prior NAME=normal:MU:SIGMA ...] [--zoom N] [--fit gaussian]
-[--out DIR]``
+[--temperature TAU] [--out DIR]``
 
 log p(x_obs | θ) is computed with the probability-flow ODE (:mod:`rho_core.likelihood`) at every
 node of the tensor grid (batched, the same Hutchinson probes for every node) — or, with
@@ -101,6 +101,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="nodes per axis of the zoomed grids (default: as many as --grid)",
     )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="TAU",
+        help="temper the likelihood, p(x|θ)^TAU (default 1): TAU < 1 widens a model's "
+        "over-confident posterior by ≈ 1/√TAU; fit TAU on separate simulated fields "
+        "(rho_core.calibration, docs/likelihood.md), never on the field scored",
+    )
     add_ode_options(p)
     p.set_defaults(func=_run)
 
@@ -127,11 +136,14 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, seed=args.seed, device=args.device, progress=progress,
             note=lambda m: print(m, file=sys.stderr), zoom=args.zoom, fit=args.fit,
             zoom_width=args.zoom_width, zoom_nodes=args.zoom_nodes, whiten=args.whiten,
+            temperature=args.temperature,
         )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
     meta, summary = inf.meta, inf.meta["posterior"]
+    if args.temperature != 1:
+        print(f"likelihood tempered: p(x|θ)^{args.temperature:g}", file=sys.stderr)
     for n in inf.posterior.names:
         s = summary[n]
         line = (

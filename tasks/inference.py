@@ -167,6 +167,7 @@ def infer_field(
     zoom_width: float = 5.0,
     zoom_nodes: int = 0,
     whiten: bool = False,
+    temperature: float = 1.0,
 ) -> FieldInference:
     """The posterior of the model's parameters given sample ``index`` of ``observed``.
 
@@ -197,6 +198,10 @@ def infer_field(
             (:func:`rho_core.inference.whitened_frame`: θ = mean + L u, u ∈ ± ``zoom_width``,
             L L^T its covariance) instead of a tensor grid in θ; the summary is then a
             Gaussian in θ (fitted in u, or the u-grid's moments). For correlated parameters.
+        temperature: the posterior uses the likelihood to this power, p(x | θ)^τ
+            (:mod:`rho_core.calibration`; 1 = untouched, < 1 widens it by ≈ 1/√τ). Fit τ on
+            separate simulated fields, never on the field being scored. ``log_likelihood``
+            and ``posterior.csv`` keep the untempered values.
 
     Raises:
         ConfigError: a hash-conditioned or unconditional model, unknown parameters, an index
@@ -214,6 +219,8 @@ def infer_field(
 
     if fit not in ("grid", "gaussian"):
         raise ConfigError(f"--fit must be grid or gaussian, got {fit!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ConfigError(f"--temperature must be a positive number, got {temperature}")
     if not zoom_width > 0:
         raise ConfigError(f"--zoom-width must be > 0, got {zoom_width}")
     if zoom_nodes < 0 or zoom_nodes == 1:
@@ -279,7 +286,7 @@ def infer_field(
             progress=sub, **options,
         )  # fmt: skip
         runs.append((res, time.perf_counter() - t0))
-        return res.log_prob.numpy()
+        return temperature * res.log_prob.numpy()
 
     steps = refine_posterior(
         names, axes, evaluate, priors, limits, zoom=zoom, fit=fit, width=zoom_width,
@@ -297,6 +304,7 @@ def infer_field(
     seconds, nfe = sum(dt for _, dt in runs), sum(r.nfe for r, _ in runs)
     axes, points, frame, log_prior = last.axes, last.points, last.frame, last.log_prior
     ll, post, fitted, shape = last.log_likelihood, last.post, last.fitted, last.log_prior.shape
+    ll = ll / temperature  # the posterior is tempered; the reported log-likelihood is not
     if last.failed:
         warn(f"warning: Gaussian fit failed ({last.failed}); the grid posterior is reported")
     src = fitted or post
@@ -357,6 +365,7 @@ def infer_field(
         "probes": res.probes,
         "steps": res.steps,
         "settings": {**options, "batch_size": batch_size, "seed": seed},
+        "temperature": float(temperature),
     }
     if fitted is not None:
         meta["gaussian_fit"] = {"mean": fitted.loc.tolist(), "covariance": fitted.cov.tolist()}
