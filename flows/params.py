@@ -261,6 +261,14 @@ class InferParams(_Params):
         "--whiten): correlated parameters (a GRF's amplitude and index) are resolved with the "
         "same node count.",
     )
+    temperature: float = Field(
+        1.0,
+        gt=0,
+        le=10,
+        description="Likelihood temperature τ (rho infer --temperature): the posterior uses "
+        "p(x|θ)^τ; τ < 1 widens an over-confident model's posterior by ≈ 1/√τ. Fit it on "
+        "separate simulated fields (rho_core.calibration); 1 leaves the likelihood as it is.",
+    )
 
     @model_validator(mode="after")
     def _even(self):

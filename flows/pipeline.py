@@ -191,7 +191,7 @@ def _infer(store, s, checkpoint, p: PipelineParams, logger, run_dir, run_id) -> 
         for k, i in enumerate(indices):
             inf = infer_field(checkpoint, obs, i, grids, options=options, batch_size=16,
                               note=logger.info, zoom=q.zoom, whiten=q.whiten,
-                              zoom_nodes=q.zoom_nodes)  # fmt: skip
+                              zoom_nodes=q.zoom_nodes, temperature=q.temperature)  # fmt: skip
             out = Path(run_dir) / "infer" / f"field{k}"
             write_outputs(inf, out)
             if run_id:

@@ -64,8 +64,8 @@ def log_inference(
     """Log one inference into the MLflow run ``run_id``; returns the metrics logged.
 
     Params (under ``{prefix}.``): checkpoint step, observed store and index, method and its
-    settings, the grid, the prior. Artifacts (``{prefix}/``): every file of ``out_dir``
-    (posterior.csv, summary.json, posterior.png), else the summary as JSON.
+    settings, the likelihood temperature, the grid, the prior. Artifacts (``{prefix}/``): every
+    file of ``out_dir`` (posterior.csv, summary.json, posterior.png), else the summary as JSON.
     """
     metrics = inference_metrics(meta, prefix)
     tracking.log_metrics(run_id, metrics, step=int(meta.get("step") or 0))
@@ -74,6 +74,7 @@ def log_inference(
         "observed": meta.get("observed"),
         "index": meta.get("index"),
         "method": meta.get("method"),
+        "temperature": meta.get("temperature", 1.0),
         "settings": meta.get("settings", {}),
         "grid": {k: f"{v[0]:g}:{v[1]:g}:{v[2]}" for k, v in meta.get("grid", {}).items()},
         "prior": {k: ":".join(str(x) for x in v) for k, v in meta.get("prior", {}).items()},

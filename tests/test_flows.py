@@ -207,7 +207,7 @@ def test_random_field_pipeline_infers_parameters(prefect_harness, mlflow_uri, da
         },  # fmt: skip
         "train": {"steps": 4, "batch_size": 4, "warmup_steps": 1, "log_every": 2},
         "evaluate": {"steps": 3, "n_conditions": 2},
-        "infer": {"fields": 1, "samples": 8, "points": 9, "zoom": 0},
+        "infer": {"fields": 1, "samples": 8, "points": 9, "zoom": 0, "temperature": 0.8},
     }
     result = pipeline(params=PipelineParams.model_validate(params), quick=True)
     inf = result["inference"]
@@ -226,6 +226,9 @@ def test_random_field_pipeline_infers_parameters(prefect_harness, mlflow_uri, da
     assert m["infer/field0/spectral_index/true"] == -1.5
     assert {"infer/spectral_index/std_ratio", "infer/spectral_index/abs_z_exact"} <= set(m)
     assert run.data.params["infer/field0.method"] == "elbo"
+    assert float(run.data.params["infer/field0.temperature"]) == 0.8  # the form reached rho infer
+    with pytest.raises(ValueError, match="temperature"):
+        PipelineParams.model_validate({**params, "infer": {"temperature": 0}})
     arts = {a.path for a in tracking.client().list_artifacts(run.info.run_id, "infer/field0")}
     assert {"infer/field0/posterior.csv", "infer/field0/posterior.png"} <= arts
     rows = list(csv.DictReader(open(Path(inf["dir"], "field0", "posterior.csv"))))
