@@ -559,3 +559,39 @@ def aggregate_metrics(infs: Sequence[FieldInference], prefix: str = "infer") -> 
                 np.median([r["std"] / r["exact_std"] for r in ex])
             )
     return out
+
+
+def temperature_from_summaries(
+    paths: Sequence[str | Path], confidence: float = 0.9
+) -> Any:  # rho_core.calibration.TemperatureFit
+    """Fit a likelihood temperature on ``rho infer`` runs over *separate* simulated fields.
+
+    Reads each ``summary.json`` (a file, or a directory holding one), takes every parameter's
+    standardised error z = (true − mean) / std — with the std of an already tempered run
+    (``temperature`` τ₀ ≠ 1) brought back to the untempered one, std·√τ₀ — and returns
+    :func:`rho_core.calibration.fit_temperature` of them all. Use the result as
+    ``rho infer --temperature`` on *other* fields.
+
+    Raises:
+        ConfigError: a missing or unreadable summary, one without true values (the observed
+            store did not record its parameters), or fewer than 8 values in all.
+    """
+    from rho_core.calibration import fit_temperature, standardized_errors
+    from rho_core.errors import ConfigError
+
+    z = []
+    for p in paths:
+        f = Path(p) / "summary.json" if Path(p).is_dir() else Path(p)
+        try:
+            meta = json.loads(f.read_text())
+            post, tau0 = meta["posterior"], float(meta.get("temperature", 1.0))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{f}: not a readable rho infer summary.json ({exc})") from exc
+        for name, r in post.items():
+            if "true" not in r:
+                raise ConfigError(
+                    f"{f}: no true value of {name!r}; calibrate on simulated fields whose "
+                    "store records their parameters"
+                )
+            z.append(standardized_errors(r["true"], r["mean"], r["std"] * math.sqrt(tau0)))
+    return fit_temperature(np.asarray(z, dtype=np.float64), confidence)

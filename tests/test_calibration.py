@@ -90,3 +90,37 @@ def test_standardized_errors_and_refusals() -> None:
         fit_temperature(np.ones(10), confidence=1.0)
     with pytest.raises(ConfigError, match="median"):
         fit_temperature(np.zeros(10))
+
+
+def test_temperature_from_rho_infer_summaries(tmp_path) -> None:
+    """summary.json files of rho infer runs (half of them already tempered with τ₀ = 0.5):
+    the fit sees the untempered errors, z ~ N(0, 1.25²) → τ ≈ 1/1.25²; files without true
+    values or unreadable ones are refused with the file named."""
+    import json
+
+    from tasks.inference import temperature_from_summaries
+
+    rng = np.random.default_rng(4)
+    paths = []
+    for k in range(1500):
+        tau0 = 0.5 if k % 2 else 1.0
+        post = {}
+        for name in ("a", "b"):
+            std_raw = 0.1
+            mean = 1.25 * std_raw * rng.standard_normal()
+            post[name] = {"mean": mean, "std": std_raw / math.sqrt(tau0), "true": 0.0}
+        d = tmp_path / f"f{k}"
+        d.mkdir()
+        (d / "summary.json").write_text(json.dumps({"posterior": post, "temperature": tau0}))
+        paths.append(d if k % 3 else d / "summary.json")  # directories or files
+    fit = temperature_from_summaries(paths)
+    assert fit.values == 3000
+    assert fit.temperature == pytest.approx(1 / 1.25**2, rel=0.06)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json: not a readable"):
+        temperature_from_summaries([bad])
+    nt = tmp_path / "nt.json"
+    nt.write_text(json.dumps({"posterior": {"a": {"mean": 0.0, "std": 1.0}}}))
+    with pytest.raises(ConfigError, match="no true value of 'a'"):
+        temperature_from_summaries([nt])
