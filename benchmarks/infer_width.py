@@ -122,8 +122,9 @@ def _spread(ratios: np.ndarray) -> float:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Per parameter: median and robust log-scatter (:func:`_spread`) of the σ ratios, the jackknife relative SE, the
-    fraction within 25 %; and the median node residual / probe noise in nats."""
+    """Per parameter: median and robust log-scatter (:func:`_spread`) of the σ ratios, the
+    jackknife relative SE, the fraction within 25 %; and the median node residual / probe noise
+    in nats."""
     out = {"fields": len(rows)}
     for name in NAMES:
         g = np.array([r[name]["grid_fit"] for r in rows])
@@ -162,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     st = open_store(args.data)
     rows = [field_row(r, st.read(int(r["index"]))[0], args.grid, args.grid_width) for r in recs]
     s = summarise(rows)
-    print(f"{s['fields']} fields; σ / exact σ (fine grid): median, scatter of log (half the 16–84 % range)")
+    print(
+        f"{s['fields']} fields; σ / exact σ (fine grid): median, scatter of log "
+        "(half the 16–84 % range)"
+    )
     print(f"{'parameter':>15} {'grid fit':>15} {'model':>15} {'±25 %':>6} {'jackknife SE':>13}")
     for name in NAMES:
         d = s[name]

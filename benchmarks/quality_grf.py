@@ -15,7 +15,8 @@ analytic spectrum and fresh true realisations (stores generated with other seeds
   ``--curve-conditions`` training conditions, with the fewest steps at which all targets hold;
   ``--exact-curve`` runs a curve with the exact denoiser of the GRF
   (``rho_core.exact.FourierGaussianDenoiser``, no network): the samplers' own discretisation
-  error, i.e. what a perfect network would score at that step count.
+  error, i.e. what a perfect network would score at that step count. ``--curve-cond A,n``
+  (repeatable) runs the curves on chosen conditions instead, held-out ones included.
 
 Data (made here when missing, or pass your own stores)::
 

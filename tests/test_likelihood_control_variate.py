@@ -176,7 +176,7 @@ def test_eps_linear_multiplier_is_the_heads_part_of_the_denoiser(prediction) -> 
     assert m.shape == (3, 1, 8, 8) and m.dtype == torch.float64
     lin = torch.fft.ifftn(m * torch.fft.fftn(x.double(), dim=(2, 3)), dim=(2, 3)).real
     abar = model.schedule.alpha_bar_at(t).view(-1, 1, 1, 1)
-    alpha, sigma = abar.sqrt(), (1 - abar).sqrt()
+    sigma = (1 - abar).sqrt()
     # the rest of ε̂ is what the zeroed U-Net leaves: nothing (ε), σ x_t (v), x_t/σ (x₀)
     rest = {"eps": 0 * x, "v": sigma * x, "x0": x / sigma}[prediction]
     torch.testing.assert_close(eps, lin + rest, atol=2e-5 * float(eps.abs().max()), rtol=0)
