@@ -66,26 +66,46 @@ def summarise(recs: list[dict]) -> dict:
     return out
 
 
+def show(s: dict) -> None:
+    """Print one summary: per parameter model vs exact and the three coverages."""
+    for k in NAMES:
+        c = s[k]["model_vs_exact"]
+        cov = {w: {lv: round(v, 2) for lv, v in s[k][f"coverage_{w}"].items()} for w, _ in PIT_KEYS}
+        print(
+            f"{k:>15}: within 1σ {c['mean_within_1sigma']:.2f}  σ ratio "
+            f"{c['std_ratio_median']:.2f}  σ ±25 % {c['std_within_25pct']:.2f}  coverage "
+            f"model {cov['model']}  exact {cov['exact']}  baseline {cov['baseline']}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("logs", nargs="+")
     ap.add_argument("--json")
     ap.add_argument("--plot", help="calibration (rank) figure of the merged fields, PNG")
     ap.add_argument("--method", default="ode", help="the likelihood method, for the plot legend")
+    ap.add_argument(
+        "--by",
+        choices=NAMES,
+        help="also summarise per true value of this parameter (e.g. amplitude: the fields at "
+        "the training range's edges against those inside it)",
+    )
     args = ap.parse_args()
     recs = read_records(args.logs)
     if not recs:
         raise SystemExit("no per-field records in " + ", ".join(args.logs))
     s = summarise(recs)
     print(f"{s['fields']} fields, {s['s_per_field']:.1f} s per field")
-    for k in NAMES:
-        c = s[k]["model_vs_exact"]
-        print(
-            f"{k:>15}: within 1σ {c['mean_within_1sigma']:.2f}  σ ratio "
-            f"{c['std_ratio_median']:.2f}  σ ±25 % {c['std_within_25pct']:.2f}  coverage "
-            f"model {s[k]['coverage_model']}  exact {s[k]['coverage_exact']}  baseline "
-            f"{s[k]['coverage_baseline']}"
-        )
+    show(s)
+    if args.by:
+        s["by"] = {}
+        for v in sorted({r["truth"][args.by] for r in recs}):
+            sub = summarise([r for r in recs if r["truth"][args.by] == v])
+            print(f"{args.by} = {v:g}: {sub['fields']} fields")
+            show(sub)
+            s["by"][f"{v:g}"] = {k: w for k, w in sub.items() if k not in NAMES} | {
+                k: {m: x for m, x in sub[k].items() if not m.startswith("pit_")} for k in NAMES
+            }
     if args.json:
         Path(args.json).write_text(json.dumps(s, indent=2, default=float) + "\n")
     if args.plot:
