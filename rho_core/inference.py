@@ -62,6 +62,7 @@ __all__ = [
     "pass_posterior",
     "refine_posterior",
     "zoomed_axes",
+    "mass_outside",
 ]
 
 LEVELS = (0.68, 0.95)
@@ -415,6 +416,16 @@ def zoomed_axes(
 
 
 # ----- calibration over many fields ----------------------------------------------------------
+
+
+def mass_outside(mean: float, std: float, lo: float, hi: float) -> float:
+    """Mass of N(mean, std²) outside [lo, hi]: how much of a posterior lies beyond a model's
+    training range, where its likelihood is extrapolated (``rho infer`` warns above 5 %)."""
+    from scipy.stats import norm
+
+    if not std > 0:
+        return float(not lo <= mean <= hi)
+    return float(norm.cdf((lo - mean) / std) + norm.sf((hi - mean) / std))
 
 
 def coverage(pits: Sequence[float], levels: Sequence[float] = LEVELS) -> dict[float, float]:

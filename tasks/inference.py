@@ -33,19 +33,26 @@ __all__ = [
     "infer_field",
     "inference_metrics",
     "log_inference",
+    "temperature_from_summaries",
     "write_outputs",
 ]
+
+OUTSIDE_WARN = 0.05
+"""Warn when more than this fraction of a posterior lies outside the model's training range."""
 
 
 def inference_metrics(meta: Mapping[str, Any], prefix: str = "infer") -> dict[str, float]:
     """Flat metrics of a ``summary.json`` document (``rho infer --out``): per grid parameter
-    ``{prefix}/{name}/mean``, ``std``, ``map``, ``ci68_lo`` … ``ci95_hi``, ``edge_mass`` and, when
+    ``{prefix}/{name}/mean``, ``std``, ``map``, ``ci68_lo`` … ``ci95_hi``, ``edge_mass``,
+    ``outside_training_range`` (the posterior's mass beyond the model's training range) and, when
     the observed store recorded it, ``true`` and ``pit``; plus ``{prefix}/nfe``,
     ``{prefix}/seconds``."""
     out: dict[str, float] = {}
     for name, s in meta.get("posterior", {}).items():
         base = f"{prefix}/{name}"
-        for key in ("mean", "std", "map", "edge_mass", "true", "pit", "exact_mean", "exact_std"):
+        keys = ("mean", "std", "map", "edge_mass", "true", "pit", "exact_mean", "exact_std",
+                "outside_training_range")  # fmt: skip
+        for key in keys:
             if key in s and s[key] is not None:
                 out[f"{base}/{key}"] = float(s[key])
         for lv in ("ci68", "ci95"):
@@ -211,7 +218,12 @@ def infer_field(
     from rho_core.checkpoint import load_for_sampling
     from rho_core.data.store import open_store
     from rho_core.errors import ConfigError
-    from rho_core.inference import log_prior_grid, pass_posterior, refine_posterior
+    from rho_core.inference import (
+        log_prior_grid,
+        mass_outside,
+        pass_posterior,
+        refine_posterior,
+    )
     from rho_core.likelihood import (
         check_inferable,
         default_control_variate,
@@ -318,6 +330,16 @@ def infer_field(
         if fitted is None:
             exact_fitted = None
     exact_src = exact_fitted or exact
+    for n, (lo, hi) in zip(names, limits, strict=True):
+        out = mass_outside(summary[n]["mean"], summary[n]["std"], lo, hi)
+        summary[n]["outside_training_range"] = out
+        if out > OUTSIDE_WARN:
+            warn(
+                f"warning: {100 * out:.0f} % of the posterior of {n} lies outside the training "
+                f"range [{lo:g}, {hi:g}]: the model's likelihood is extrapolated there and falls "
+                "off too steeply, so this posterior is likely too narrow and pulled inward "
+                "(docs/likelihood.md §6); train on a wider range for fields near its edges"
+            )
     for n in names:
         if n in truth:
             summary[n]["true"] = truth[n]

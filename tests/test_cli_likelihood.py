@@ -370,3 +370,27 @@ def test_infer_temperature_tempers_the_posterior_not_the_table(tmp_path, capsys)
     code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store),
                  "--grid", "a=0:1:5", "--temperature", "0", *FAST])  # fmt: skip
     assert code == 2 and "--temperature must be a positive number" in capsys.readouterr().err
+
+
+def test_infer_reports_posterior_mass_outside_the_training_range(tmp_path, capsys, monkeypatch):
+    """summary.json records each parameter's posterior mass outside the model's training range
+    (a ∈ [0, 1] here; Gaussian with the summary's mean and std), and above the threshold
+    rho infer warns that the likelihood is extrapolated there (threshold lowered to 0 here,
+    so the warning must appear whatever this untrained model's posterior is)."""
+    from scipy.stats import norm
+
+    import tasks.inference as ti
+
+    ckpt = _checkpoint(tmp_path)
+    store, _, _ = _store(tmp_path)
+    out = tmp_path / "edge"
+    monkeypatch.setattr(ti, "OUTSIDE_WARN", -1.0)
+    code = main(["infer", "--checkpoint", str(ckpt), "--observed", str(store), "--index", "1",
+                 "--grid", "a=0:0.5:5", "--out", str(out), *FAST])  # fmt: skip
+    assert code == 0
+    s = json.loads((out / "summary.json").read_text())["posterior"]["a"]
+    expect = norm.cdf((0 - s["mean"]) / s["std"]) + norm.sf((1 - s["mean"]) / s["std"])
+    assert s["outside_training_range"] == pytest.approx(expect, rel=1e-9)
+    assert "of the posterior of a lies outside the training range [0, 1]" in (
+        capsys.readouterr().err
+    )

@@ -332,3 +332,14 @@ def test_frames_moments_and_point_priors() -> None:
     np.testing.assert_allclose(
         log_prior_points(["a", "b"], pts, priors), log_prior_grid(["a", "b"], pax, priors).ravel()
     )
+
+
+def test_mass_outside_a_range_closed_form() -> None:
+    from scipy.stats import norm
+
+    from rho_core.inference import mass_outside
+
+    assert mass_outside(0.0, 1.0, -1.0, 1.0) == pytest.approx(2 * norm.sf(1.0), rel=1e-12)
+    assert mass_outside(0.5, 0.1, 0.5, 2.0) == pytest.approx(0.5, rel=1e-12)  # on the edge
+    assert mass_outside(1.0, 0.01, 0.5, 2.0) < 1e-12
+    assert mass_outside(3.0, 0.0, 0.5, 2.0) == 1.0 and mass_outside(1.0, 0.0, 0.5, 2.0) == 0.0
