@@ -582,8 +582,6 @@ class GaussianPosterior:
         grid of ± 2σ; large when the grid is narrower than the posterior or misses its mean
         (the fit then extrapolates). On a whitened grid (``frame``) axis ``i`` is the frame's
         u-axis ``i``."""
-        from scipy.stats import norm
-
         i = self._i(i)
         if self.frame is not None:
             m, c = self.frame.to_u(self.loc, self.cov)
@@ -591,7 +589,7 @@ class GaussianPosterior:
         else:
             m, s = self.mean(i), self.std(i)
         ax = self.axes[i]
-        return float(norm.cdf((ax[0] - m) / s) + norm.sf((ax[-1] - m) / s))
+        return mass_outside(m, s, float(ax[0]), float(ax[-1]))
 
     def summary(self, levels: Sequence[float] = LEVELS) -> dict[str, dict]:
         """As :meth:`GridPosterior.summary`, plus ``correlation`` with the other parameters."""
