@@ -15,7 +15,9 @@ CLI (``rho train --nproc N``) and the Prefect train task:
 - if the caller dies without running any handler (SIGKILL, a Prefect flow-run process killed
   on cancellation), Linux's parent-death signal delivers SIGTERM to the agent, which stops its
   workers;
-- a non-zero exit raises :class:`RhoError` carrying the tail of the log.
+- a non-zero exit raises :class:`RhoError` carrying the worker failures torchrun reported (rank,
+  exit code or signal) and the log lines that came just before the last of them — what the
+  dying worker printed, not torchrun's own traceback (:class:`LogTail`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +42,58 @@ LogCallback = Callable[[str], None]
 
 #: Lines of output kept for the error message of a failed run.
 TAIL_LINES = 40
+
+#: torchrun's report of a failed worker: ``... failed (exitcode: -6) local_rank: 1 (pid: 263)``.
+_WORKER_FAILED = re.compile(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)(?: \(pid: (\d+)\))?")
+
+
+def _exit_text(code: int) -> str:
+    """``-6`` → ``"signal SIGABRT"``, ``3`` → ``"exit status 3"``."""
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
+
+
+class LogTail:
+    """The last ``n`` lines of a torchrun log, and the ``n`` lines before each worker failure.
+
+    After a failure torchrun prints its own traceback (twice: the agent's log and the raised
+    ``ChildFailedError``), which alone fills a short tail and hides what the worker printed as
+    it died (a Python traceback, ``terminate called after throwing …``). :meth:`report` gives
+    the failures torchrun reported and the lines that came just before the last one.
+    """
+
+    def __init__(self, n: int = TAIL_LINES) -> None:
+        self.lines: collections.deque[str] = collections.deque(maxlen=n)
+        self.failures: list[tuple[int, int, str]] = []  # (local_rank, exit code, pid or "")
+        self.before_last_failure: list[str] = []
+
+    def add(self, line: str) -> None:
+        """Record one output line (without its newline)."""
+        m = _WORKER_FAILED.search(line)
+        if m:
+            self.failures.append((int(m.group(2)), int(m.group(1)), m.group(3) or ""))
+            self.before_last_failure = list(self.lines)
+        self.lines.append(line)
+
+    def report(self) -> str:
+        """Text for the error message: the failures, then the lines before the last one (or,
+        when torchrun reported none, the last lines)."""
+        if not self.failures:
+            return f"last {len(self.lines)} lines of its log:\n" + "\n".join(self.lines)
+        failed = "; ".join(
+            f"local rank {rank} ({_exit_text(code)}{', pid ' + pid if pid else ''})"
+            for rank, code, pid in self.failures
+        )
+        before = self.before_last_failure
+        return (
+            f"failed workers, in order: {failed}; the {len(before)} log lines before the last "
+            "failure:\n" + "\n".join(before)
+        )
+
 
 #: With torchrun's default (the agent's rendezvous TCPStore shared with the workers) the store
 #: keeps the previous attempt's keys, so after a restart a rank can read a dead peer's address
@@ -251,7 +306,7 @@ def launch_torchrun(
     Every output line (agent and workers, stdout and stderr merged) goes to ``log_callback``
     (default: this module's logger at INFO) without its newline. ``env`` is added to the current
     environment (``PYTHONUNBUFFERED=1`` is always set so lines arrive as they are printed).
-    Raises :class:`RhoError` with the last :data:`TAIL_LINES` lines when torchrun exits non-zero
+    Raises :class:`RhoError` with :meth:`LogTail.report` when torchrun exits non-zero
     (after using up ``max_restarts``); on any exception while waiting the process tree is
     terminated (:func:`terminate_tree`) and the exception re-raised.
     """
@@ -267,7 +322,7 @@ def launch_torchrun(
     full_env.setdefault("OMP_NUM_THREADS", "1")
     full_env.setdefault(SHARED_STORE_ENV, "1")
     emit: LogCallback = log_callback or (lambda line: log.info("%s", line))
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    tail = LogTail(TAIL_LINES)
     log.debug("launching: %s", " ".join(cmd))
     restore = _raise_on_sigterm()
     proc = subprocess.Popen(
@@ -286,7 +341,7 @@ def launch_torchrun(
         assert proc.stdout is not None
         for raw in proc.stdout:
             line = raw.rstrip("\n")
-            tail.append(line)
+            tail.add(line)
             emit(line)
         code = proc.wait()
     except BaseException:
@@ -297,9 +352,8 @@ def launch_torchrun(
             proc.stdout.close()
         restore()
     if code != 0:
-        text = "\n".join(tail)
         raise RhoError(
             f"torchrun exited with status {code} after at most {max_restarts} restart(s); "
-            f"last {len(tail)} lines of its log:\n{text}"
+            + tail.report()
         )
     return 0

@@ -175,8 +175,35 @@ def test_failed_worker_raises_with_log_tail():
         launch_torchrun([str(TESTS / "proc_worker.py"), "fail", "1"], nproc=2,
                         log_callback=lines.append, env=ENV)
     assert "rank 1: simulated failure" in str(info.value)
+    assert "local rank 1 (exit status 3" in str(info.value)
     assert any("simulated failure" in line for line in lines)
     assert time.monotonic() - t0 < 60
+
+
+def test_log_tail_keeps_what_the_worker_printed_before_torchrun_report():
+    """torchrun's own traceback after a failure (≈ 60 lines) must not push the dying worker's
+    last words out of the error message."""
+    from rho_core.launch import LogTail
+
+    tail = LogTail(10)
+    for i in range(30):
+        tail.add(f"[rank1] step {i}")
+    tail.add("E1204 agent api.py:1002] failed (exitcode: -9) local_rank: 1 (pid: 100) of binary")
+    tail.add("[rank1] restarted")
+    tail.add("terminate called after throwing an instance of 'gloo::IoException'")
+    tail.add("E1204 agent api.py:1002] failed (exitcode: -6) local_rank: 1 (pid: 200) of binary")
+    for i in range(60):
+        tail.add(f"  File torch/distributed/run.py, line {i}")
+    text = tail.report()
+    assert text.startswith("failed workers, in order: local rank 1 (signal SIGKILL, pid 100); "
+                           "local rank 1 (signal SIGABRT, pid 200)")
+    assert "gloo::IoException" in text and "[rank1] restarted" in text
+    assert "run.py" not in text  # torchrun's traceback left out
+    assert len(text.splitlines()) == 1 + 10
+    plain = LogTail(3)
+    for i in range(5):
+        plain.add(f"line {i}")
+    assert plain.report() == "last 3 lines of its log:\nline 2\nline 3\nline 4"
 
 
 def _gone(pid: int) -> bool:
