@@ -51,7 +51,11 @@ Sections (``--sections``, comma-separated; default ``gaussian,grf-exact,baseline
     the training box, then whitened zooms; ``--refine FIRST,ZOOM,NODES``, default the
     pipeline's 15,2,9); a field on which the recipe fails is listed under ``failed``.
     ``--model-infer-skip K`` continues a run its ``--max-minutes`` stopped (merge the logs with
-    ``benchmarks/merge_infer_logs.py``).
+    ``benchmarks/merge_infer_logs.py``); ``--model-infer-indices I,J`` scores chosen store rows.
+    ``--infer-fit gaussian-move``: when the Gaussian fit fails (the posterior peaks at the
+    grid's edge), the grid is moved to its best node and evaluated again, at most twice (the
+    record keeps the first grid's ``log_l`` and each move under ``moved``); the trapezoid only
+    if it still fails.
 
     ``--ode-control-variate powerlaw`` subtracts the exact part of a power-law Gaussian
     reference from every Hutchinson probe (unbiased; docs/likelihood.md).
@@ -288,10 +292,13 @@ class WhitenedGrid:
 
     names = ("amplitude", "spectral_index")
 
-    def __init__(self, est: dict, count: int, width: float):
+    def __init__(self, est: dict, count: int, width: float, offset=(0.0, 0.0)):
+        """``offset``: the grid's centre in u (a grid moved towards the posterior's peak)."""
         self.u = np.linspace(-width, width, count)
-        c = np.array([math.log(est["amplitude"][0]), est["spectral_index"][0]])
         chol = np.linalg.cholesky(est["cov"])
+        self.offset = np.asarray(offset, dtype=np.float64)
+        c = np.array([math.log(est["amplitude"][0]), est["spectral_index"][0]])
+        c = c + chol @ self.offset
         self.centre, self.chol = c, chol
         uu = np.stack(np.meshgrid(self.u, self.u, indexing="ij"))  # (2, count, count)
         pts = c[:, None, None] + np.einsum("ij,jkl->ikl", chol, uu)
@@ -386,6 +393,14 @@ def gaussian_fit_moments(grid_: WhitenedGrid, log_likelihood: np.ndarray) -> dic
         "amplitude": (float(a.mean()), float(a.std())),
         "spectral_index": (float(n.mean()), float(n.std())),
     }
+
+
+def peak_offset(grid_: WhitenedGrid, log_likelihood: np.ndarray) -> np.ndarray:
+    """The u of the grid's highest posterior node (log L + log A), in the coordinates of the
+    fit the grid was built from: where to centre the next grid when the Gaussian fit fails."""
+    lp = np.asarray(log_likelihood, dtype=np.float64).reshape(grid_.amplitude.shape)
+    i, j = np.unravel_index(int(np.argmax(lp + np.log(grid_.amplitude))), lp.shape)
+    return grid_.offset + np.array([grid_.u[i], grid_.u[j]])
 
 
 def elbo_gaussian_section(dim: int, n: int, seed: int = 0) -> list[dict]:
@@ -718,13 +733,16 @@ def _refine_recipe(text: str) -> tuple[int, int, int]:
 def trained_infer_section(
     loaded, store: str, n: int, grid: int, width: float, opts: dict, fit: str = "grid",
     reference: str = "periodogram", max_minutes: float | None = None, skip: int = 0,
-    recipe: tuple[int, int, int] = (15, 2, 9),
+    recipe: tuple[int, int, int] = (15, 2, 9), indices: list[int] | None = None,
+    moves: int = 2,
 ) -> dict:  # fmt: skip
     from rho_core.data.store import open_store
     from rho_core.likelihood import model_log_likelihood
 
     st = open_store(store)
     idx = _spread_indices(st.params, n)[skip:]  # skip: resume after a run stopped by its budget
+    if indices is not None:  # rerun chosen fields (e.g. those whose fit failed)
+        idx = np.asarray(indices, dtype=np.int64)
     names = WhitenedGrid.names
     per_field, failed = [], []
     what = ("model_m", "model_s", "ex_m", "ex_s", "bl_m", "bl_s", "pit_model", "pit_ex", "pit_bl")
@@ -759,19 +777,40 @@ def trained_infer_section(
             )
             dt = time.perf_counter() - t0
             fit_ok = True
-            if fit == "gaussian":
-                try:
-                    model = gaussian_fit_moments(grid_, res.log_prob.numpy())
-                except Exception as exc:  # no maximum inside the grid: the trapezoid
-                    print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid", flush=True)
-                    model = grid_.moments(res.log_prob.numpy())
-                    fit_ok = False
-            else:
-                model = grid_.moments(res.log_prob.numpy())
             nfe = res.nfe
             extra = {"log_l": res.log_prob.tolist(), "log_l_std": res.log_prob_std.tolist()}
             if res.log_prob_probes is not None:  # the Hutchinson noise of node differences
                 extra["log_l_probes"] = res.log_prob_probes.tolist()
+            if fit in ("gaussian", "gaussian-move"):
+                left = moves if fit == "gaussian-move" else 0
+                cur, cur_ll = grid_, res.log_prob.numpy()
+                while True:
+                    try:
+                        model = gaussian_fit_moments(cur, cur_ll)
+                        break
+                    except Exception as exc:  # no maximum inside the grid
+                        if left == 0:
+                            print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid",
+                                  flush=True)  # fmt: skip
+                            model = cur.moments(cur_ll)
+                            fit_ok = False
+                            break
+                    # move the grid to its best node and evaluate again (≤ `moves` times)
+                    left -= 1
+                    cur = WhitenedGrid(est, grid, width, offset=peak_offset(cur, cur_ll))
+                    a2, n2 = cur.flat()
+                    r2 = model_log_likelihood(
+                        loaded, fields, np.stack([a2, n2], 1), shared_probes=True, **kw
+                    )
+                    cur_ll, nfe = r2.log_prob.numpy(), nfe + r2.nfe
+                    extra.setdefault("moved", []).append(
+                        {"offset": cur.offset.tolist(), "log_l": cur_ll.tolist()}
+                    )
+                    print(f"  field {i}: Gaussian fit failed; grid moved to u = "
+                          f"{cur.offset.round(2).tolist()}", flush=True)  # fmt: skip
+                dt = time.perf_counter() - t0
+            else:
+                model = grid_.moments(res.log_prob.numpy())
         exact = exact_moments(field[0].astype(np.float64), est)
         rec = {"index": int(i), "truth": truth, "seconds": dt, "nfe": nfe, "fit_ok": fit_ok,
                **extra}  # fmt: skip
@@ -872,10 +911,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=64, help="ELBO draws per field / grid node")
     ap.add_argument("--antithetic", action="store_true", help="ELBO antithetic pairs")
     ap.add_argument("--eval-batch", type=int, default=64, help="ELBO network inputs per call")
-    ap.add_argument("--infer-fit", choices=("grid", "gaussian", "refine"), default="grid",
+    ap.add_argument("--infer-fit", choices=("grid", "gaussian", "gaussian-move", "refine"),
+                    default="grid",
                     help="trained-infer posterior moments: trapezoid or Gaussian fit on the "
-                    "whitened 3-node grid, or refine: the rho infer --zoom 2 --whiten path "
+                    "whitened grid (gaussian-move: when the fit fails, the grid moves to its "
+                    "best node, at most twice), or refine: the rho infer --zoom 2 --whiten path "
                     "(15² over the training box, two whitened 9² zooms; --refine)")  # fmt: skip
+    ap.add_argument("--model-infer-indices",
+                    help="trained-infer: comma-separated store rows to score instead of the "
+                    "spread selection (e.g. the fields whose fit failed)")  # fmt: skip
     ap.add_argument(
         "--refine",
         type=_refine_recipe,  # checked at parse time, not after the model and other sections
@@ -979,6 +1023,8 @@ def main() -> None:
             loaded, args.data[0], args.model_infer_fields, args.grid, args.grid_width, opts,
             fit=args.infer_fit, reference=args.reference, max_minutes=args.max_minutes,
             skip=args.model_infer_skip, recipe=args.refine,
+            indices=[int(v) for v in args.model_infer_indices.split(",")]
+            if args.model_infer_indices else None,
         )  # fmt: skip
         report["trained_infer"] = out
         if args.plot:
