@@ -789,7 +789,8 @@ def trained_infer_section(
                         model = gaussian_fit_moments(cur, cur_ll)
                         break
                     except Exception as exc:  # no maximum inside the grid
-                        if left == 0:
+                        stuck = np.allclose(peak_offset(cur, cur_ll), cur.offset)
+                        if left == 0 or stuck:  # (stuck: the best node is the centre)
                             print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid",
                                   flush=True)  # fmt: skip
                             model = cur.moments(cur_ll)
