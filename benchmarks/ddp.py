@@ -138,7 +138,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return _worker(args)
+        from rho_core.distributed import exit_worker
+
+        exit_worker(_worker(args))  # no interpreter teardown: see exit_worker
 
     rows = [
         ("1 proc × 1 thread", _run(args, 1, 1, False)),

@@ -140,4 +140,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rho_core.distributed import exit_worker
+
+    exit_worker(main())  # no interpreter teardown: see exit_worker

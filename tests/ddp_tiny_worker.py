@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import torch
 from torch import nn
@@ -109,4 +108,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rho_core.distributed import exit_worker
+
+    exit_worker(main())  # no interpreter teardown (its gloo SIGABRT flake)
