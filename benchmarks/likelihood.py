@@ -789,8 +789,8 @@ def trained_infer_section(
                         model = gaussian_fit_moments(cur, cur_ll)
                         break
                     except Exception as exc:  # no maximum inside the grid
-                        stuck = np.allclose(peak_offset(cur, cur_ll), cur.offset)
-                        if left == 0 or stuck:  # (stuck: the best node is the centre)
+                        peak = peak_offset(cur, cur_ll)
+                        if left == 0 or np.allclose(peak, cur.offset):  # (best node = centre)
                             print(f"  field {i}: Gaussian fit failed ({exc}); trapezoid",
                                   flush=True)  # fmt: skip
                             model = cur.moments(cur_ll)
@@ -798,7 +798,7 @@ def trained_infer_section(
                             break
                     # move the grid to its best node and evaluate again (≤ `moves` times)
                     left -= 1
-                    cur = WhitenedGrid(est, grid, width, offset=peak_offset(cur, cur_ll))
+                    cur = WhitenedGrid(est, grid, width, offset=peak)
                     a2, n2 = cur.flat()
                     r2 = model_log_likelihood(
                         loaded, fields, np.stack([a2, n2], 1), shared_probes=True, **kw
