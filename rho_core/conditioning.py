@@ -198,6 +198,9 @@ class ConditionerConfig:
         param_low, param_high: per-parameter training range (``continuous`` maps it to [−1, 1]);
             may be empty for ``hash``/``none``.
         fourier_features: number F of log-spaced frequencies per parameter (``continuous``).
+        log_params: names of positive parameters that ``continuous`` embeds as ``log p`` (their
+            range ``[low, high]`` then maps to [−1, 1] in ``log``): a scale parameter spanning a
+            decade (an amplitude 0.3…3.2) gets equal resolution per factor, not per unit.
     """
 
     kind: Literal["hash", "continuous", "none"]
@@ -206,8 +209,10 @@ class ConditionerConfig:
     param_low: tuple[float, ...] = ()
     param_high: tuple[float, ...] = ()
     fourier_features: int = 16
+    log_params: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "log_params", tuple(str(n) for n in self.log_params))
         object.__setattr__(self, "param_names", tuple(str(n) for n in self.param_names))
         object.__setattr__(self, "param_low", tuple(float(v) for v in self.param_low))
         object.__setattr__(self, "param_high", tuple(float(v) for v in self.param_high))
@@ -233,11 +238,27 @@ class ConditionerConfig:
                     )
             if self.fourier_features < 1:
                 raise ConfigError(f"fourier_features must be >= 1, got {self.fourier_features}")
+            for n in self.log_params:
+                if n not in self.param_names:
+                    raise ConfigError(
+                        f"log_params names {n!r}, which is not a conditioning parameter "
+                        f"{list(self.param_names)}"
+                    )
+                if self.param_low[self.param_names.index(n)] <= 0:
+                    raise ConfigError(
+                        f"parameter {n!r} is in log_params but its training range starts at "
+                        f"{self.param_low[self.param_names.index(n)]}; log needs values > 0"
+                    )
+        elif self.log_params:
+            raise ConfigError(
+                f"log_params {list(self.log_params)} applies to continuous conditioning only, "
+                f"not {self.kind!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (lists for tuples)."""
         d = asdict(self)
-        for k in ("param_names", "param_low", "param_high"):
+        for k in ("param_names", "param_low", "param_high", "log_params"):
             d[k] = list(d[k])
         return d
 
@@ -339,8 +360,9 @@ class HashConditioner(_Conditioner):
 class ContinuousConditioner(_Conditioner):
     """Kind ``continuous``: normalise to [−1, 1], Fourier features, MLP(P·(2F+1) → dim → dim).
 
-    u = 2 (p − low)/(high − low) − 1; features per parameter ``[u, sin(ω_k u), cos(ω_k u)]``
-    with ω_k = π/2 · 8^{k/(F−1)}, k = 0…F−1 (π/2 … 4π; fixed, no random draws).
+    u = 2 (p − low)/(high − low) − 1 (with ``log p``, ``log low``, ``log high`` for the names in
+    ``cfg.log_params``); features per parameter ``[u, sin(ω_k u), cos(ω_k u)]`` with
+    ω_k = π/2 · 8^{k/(F−1)}, k = 0…F−1 (π/2 … 4π; fixed, no random draws).
     """
 
     def __init__(self, cfg: ConditionerConfig) -> None:
@@ -349,20 +371,31 @@ class ContinuousConditioner(_Conditioner):
         ratio = _MAX_OMEGA / _MIN_OMEGA
         k = torch.arange(f, dtype=torch.float64) / max(f - 1, 1)
         self.register_buffer("omega", (_MIN_OMEGA * ratio**k).float(), persistent=False)
-        self.register_buffer(
-            "low", torch.tensor(cfg.param_low, dtype=torch.float64), persistent=False
-        )
-        self.register_buffer(
-            "high", torch.tensor(cfg.param_high, dtype=torch.float64), persistent=False
-        )
+        is_log = [n in cfg.log_params for n in cfg.param_names]
+        low = [math.log(v) if lg else v for v, lg in zip(cfg.param_low, is_log, strict=True)]
+        high = [math.log(v) if lg else v for v, lg in zip(cfg.param_high, is_log, strict=True)]
+        self.register_buffer("is_log", torch.tensor(is_log, dtype=torch.bool), persistent=False)
+        self.register_buffer("low", torch.tensor(low, dtype=torch.float64), persistent=False)
+        self.register_buffer("high", torch.tensor(high, dtype=torch.float64), persistent=False)
         n_in = len(cfg.param_names) * (2 * f + 1)
         self.mlp = nn.Sequential(nn.Linear(n_in, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
 
     def normalise(self, params: Tensor) -> Tensor:
-        """Map columns from [low, high] to [−1, 1] (float64, on the CPU) → float32 ``(B, P)``."""
+        """Map columns from [low, high] to [−1, 1] (float64, on the CPU) → float32 ``(B, P)``;
+        the ``log_params`` columns in log (a value ≤ 0 there raises ``ConfigError``)."""
         p = params.detach().to("cpu", torch.float64)
         if not bool(torch.isfinite(p).all()):
             raise ConfigError("conditioning parameters contain NaN/inf")
+        is_log = self.is_log.cpu()
+        if bool(is_log.any()):
+            bad = (p <= 0) & is_log
+            if bool(bad.any()):
+                col = int(bad.any(dim=0).nonzero()[0])
+                raise ConfigError(
+                    f"parameter {self.cfg.param_names[col]!r} must be > 0 (the model embeds its "
+                    f"log), got {float(p[:, col].min())}"
+                )
+            p = torch.where(is_log, p.clamp_min(1e-300).log(), p)
         low, high = self.low.cpu(), self.high.cpu()
         return (2.0 * (p - low) / (high - low) - 1.0).float()
 

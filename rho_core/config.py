@@ -123,6 +123,11 @@ class ModelOptions:
     )
     cond_dim: int = _opt(128, "Width of the condition embedding.")
     fourier_features: int = _opt(16, "Fourier frequencies per parameter (continuous).")
+    log_params: tuple[str, ...] = _opt(
+        (),
+        "Positive parameters the continuous embedding sees as log(p), e.g. [amplitude] for an "
+        "amplitude spanning a decade (equal resolution per factor; docs/results.md 7).",
+    )
     schedule: Schedule = _opt("cosine", "Noise schedule.")
     timesteps: int = _opt(1000, "Diffusion steps T.")
     prediction: Prediction = _opt(
@@ -173,6 +178,12 @@ class ModelOptions:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("prediction", self.prediction, PREDICTIONS)
         object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
+        object.__setattr__(self, "log_params", tuple(str(n) for n in self.log_params))
+        _need(
+            not self.log_params or self.conditioning == "continuous",
+            f"log_params {list(self.log_params)} needs conditioning: continuous, "
+            f"got {self.conditioning!r}",
+        )
         if self.attention_levels is not None:
             levels = tuple(int(a) for a in self.attention_levels)
             object.__setattr__(self, "attention_levels", levels)
@@ -206,8 +217,8 @@ class ModelOptions:
 
 
 _NON_UNET = frozenset(
-    {"conditioning", "cond_dim", "fourier_features", "schedule", "timesteps", "prediction",
-     "schedule_shift"}
+    {"conditioning", "cond_dim", "fourier_features", "log_params", "schedule", "timesteps",
+     "prediction", "schedule_shift"}
 )  # fmt: skip
 
 

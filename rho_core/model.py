@@ -147,6 +147,7 @@ def build_model_config(
         param_low=tuple(float(v) for v in param_low),
         param_high=tuple(float(v) for v in param_high),
         fourier_features=int(options.fourier_features),
+        log_params=tuple(options.log_params) if kind == "continuous" else (),
     )
     return ModelConfig(
         unet=unet,

@@ -190,3 +190,42 @@ def test_none_conditioner_and_config_validation() -> None:
         ConditionerConfig("continuous", 8, ("a", "b"), (0.0,), (1.0,))
     cfg = ConditionerConfig("continuous", 8, ["a"], [0], [1])
     assert cfg.param_names == ("a",) and ConditionerConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_log_params_embed_the_log_of_a_scale_parameter() -> None:
+    cfg = ConditionerConfig(
+        "continuous", 16, ("amplitude", "n"), (0.3, -2.5), (3.2, -1.0), 1, log_params=["amplitude"]
+    )
+    assert cfg.log_params == ("amplitude",) and ConditionerConfig.from_dict(cfg.to_dict()) == cfg
+    mod = build_conditioner(cfg)
+    a = torch.tensor([0.3, 3.2, (0.3 * 3.2) ** 0.5, 0.5], dtype=torch.float64)
+    p = torch.stack([a, torch.full_like(a, -1.75)], 1)
+    u = mod.normalise(p).double()
+    # ends to ±1, the geometric mean to 0, 0.5 where log puts it (linear would give −0.86)
+    expect = 2 * (np.log(0.5) - np.log(0.3)) / (np.log(3.2) - np.log(0.3)) - 1
+    assert torch.allclose(u[:, 0], torch.tensor([-1.0, 1.0, 0.0, expect], dtype=torch.float64))
+    assert torch.allclose(u[:, 1], torch.zeros(4, dtype=torch.float64))  # n stays linear
+    with pytest.raises(ConfigError, match="must be > 0"):
+        mod(torch.tensor([[0.0, -1.5]], dtype=torch.float64))
+    with pytest.raises(ConfigError, match="not a conditioning parameter"):
+        ConditionerConfig("continuous", 8, ("a",), (1.0,), (2.0,), log_params=("b",))
+    with pytest.raises(ConfigError, match="log needs values > 0"):
+        ConditionerConfig("continuous", 8, ("a",), (0.0,), (2.0,), log_params=("a",))
+    with pytest.raises(ConfigError, match="continuous conditioning only"):
+        ConditionerConfig("hash", 8, ("a",), log_params=("a",))
+
+
+def test_log_params_through_the_model_options_and_old_configs() -> None:
+    from rho_core.config import ModelOptions
+    from rho_core.model import ModelConfig, build_model_config
+
+    opts = ModelOptions(log_params=["amplitude"], base_channels=8, channel_mult=(1,))
+    cfg = build_model_config(opts, 2, 1, ["amplitude", "spectral_index"], [0.3, -2.5], [3.2, -1])
+    assert cfg.conditioning.log_params == ("amplitude",)
+    again = ModelConfig.from_dict(cfg.to_dict())
+    assert again.conditioning == cfg.conditioning
+    old = cfg.to_dict()
+    del old["conditioning"]["log_params"]  # a checkpoint written before the option existed
+    assert ModelConfig.from_dict(old).conditioning.log_params == ()
+    with pytest.raises(ConfigError, match="needs conditioning: continuous"):
+        ModelOptions(conditioning="hash", log_params=["amplitude"])
