@@ -114,9 +114,11 @@ def test_every_yaml_works_with_train_pipeline_and_benchmarks(path, tmp_path) -> 
 
     cfg = resolve_config(path)  # rho train --config (and the torchrun workers)
     built = []
+    names = tuple(cfg.model.log_params) or ("a",)  # log_params name the recipe's own data
+    low, high = (0.5,) * len(names), (2.0,) * len(names)
     for dims in (1, 2, 3):  # a recipe is for one dimensionality; it must build for some
         try:
-            built.append(build_model_config(cfg.model, dims, 1, ("a",), (0.0,), (1.0,)))
+            built.append(build_model_config(cfg.model, dims, 1, names, low, high))
         except ConfigError:
             continue
     assert built, f"{path.name} builds no model"
