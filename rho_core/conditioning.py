@@ -244,10 +244,11 @@ class ConditionerConfig:
                         f"log_params names {n!r}, which is not a conditioning parameter "
                         f"{list(self.param_names)}"
                     )
-                if self.param_low[self.param_names.index(n)] <= 0:
+                low = self.param_low[self.param_names.index(n)]
+                if low <= 0:
                     raise ConfigError(
                         f"parameter {n!r} is in log_params but its training range starts at "
-                        f"{self.param_low[self.param_names.index(n)]}; log needs values > 0"
+                        f"{low}; log needs values > 0"
                     )
         elif self.log_params:
             raise ConfigError(
