@@ -9,7 +9,15 @@ normalised space). Printed per t:
   the irreducible one (0 = exact; a sampler driven by it then draws the exact distribution, up to
   discretisation);
 * ``shell excess (κ ≈ 1, 4, 16, 32)``: the same ratio per |κ| shell — where in scale the network
-  is wrong (the small scales of red spectra are the hard part).
+  is wrong (the small scales of red spectra are the hard part);
+* ``gain 10–30``: the least-squares slope of the network's x̂₀ on the exact x̂₀ over the Fourier
+  modes with 10 ≤ |κ| ≤ 30, Re Σ F_net·F̄_exact / Σ |F_exact|² (1 = unbiased). The excess mixes
+  random and systematic error; a gain above 1 is the systematic part that makes a sampler
+  over-disperse those scales (issue 13's one-point-PDF misses: small scales ≈ 1 % too strong).
+  ``power 10–30`` = Σ |F_net|² / Σ |F_exact|² over the same modes (gain plus random error);
+  ``gain > 30``: the slope over the corner modes |κ| > 30 (a quarter of a 64² grid's modes,
+  a quarter of the variance of an n = −1 field).
+  The JSON holds the gain per shell too.
 
 Cheap (no sampling): a few seconds per condition on one CPU thread, so it tracks training.
 
@@ -37,7 +45,8 @@ def shell_index(size: int, dims: int) -> np.ndarray:
 
 
 def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) -> list[dict]:
-    """Rows ``{t, excess, shells: {κ: excess}}`` for condition (amp, idx)."""
+    """Rows ``{t, abar, excess, shells: {κ: excess}, gain_10_30, gains: {κ: gain}}`` for
+    condition (amp, idx); κ over ``SHELLS``, fields ``(n, 1, N, …)`` in the normalised space."""
     import torch
 
     from rho_core.data.random_fields import gaussian_field, realization_rng, spectrum_grid
@@ -59,6 +68,8 @@ def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) ->
     if names != ["amplitude", "spectral_index"]:
         params = params[:, [names.index("amplitude"), names.index("spectral_index")]]
     shells = shell_index(size, dims)
+    band = (shells >= 10) & (shells <= 30)
+    corner = shells > 30
     g = torch.Generator().manual_seed(seed + 1)
     rows = []
     for t in ts:
@@ -71,14 +82,32 @@ def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) ->
         x_net = (xt - (1 - abar) ** 0.5 * e_net) / abar**0.5
         x_ex = exact.x0(xt, tt)
         ax = tuple(range(2, x0.ndim))
-        d_net = np.abs(np.fft.fftn((x_net - x_ex).numpy(), axes=ax)) ** 2
+        f_net = np.fft.fftn(x_net.numpy(), axes=ax)
+        f_ex = np.fft.fftn(x_ex.numpy(), axes=ax)
+        d_net = np.abs(f_net - f_ex) ** 2
         d_irr = np.abs(np.fft.fftn((x_ex - x0).numpy(), axes=ax)) ** 2
-        per = {}
+        cross = (f_net * f_ex.conj()).real
+        p_ex = np.abs(f_ex) ** 2
+        per, gains = {}, {}
         for k in SHELLS:
             m = shells == k
             per[k] = float(d_net[..., m].sum() / max(d_irr[..., m].sum(), 1e-300))
+            gains[k] = float(cross[..., m].sum() / max(p_ex[..., m].sum(), 1e-300))
         rows.append(
-            {"t": int(t), "abar": abar, "excess": float(d_net.sum() / d_irr.sum()), "shells": per}
+            {
+                "t": int(t),
+                "abar": abar,
+                "excess": float(d_net.sum() / d_irr.sum()),
+                "shells": per,
+                "gain_10_30": float(cross[..., band].sum() / max(p_ex[..., band].sum(), 1e-300)),
+                "gains": gains,
+                "gain_over_30": float(
+                    cross[..., corner].sum() / max(p_ex[..., corner].sum(), 1e-300)
+                ),
+                "power_10_30": float(
+                    (np.abs(f_net[..., band]) ** 2).sum() / max(p_ex[..., band].sum(), 1e-300)
+                ),
+            }
         )
     return rows
 
@@ -109,16 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     ]  # fmt: skip
     ts = [int(v) for v in args.t.split(",")]
     print(f"checkpoint {loaded.path} (step {loaded.step})")
-    head = "| A | n | t | ᾱ | excess | " + " | ".join(f"κ={k}" for k in SHELLS) + " |"
-    print(head)
-    print("|" + "---|" * (5 + len(SHELLS)))
+    head = "| A | n | t | ᾱ | excess | " + " | ".join(f"κ={k}" for k in SHELLS)
+    print(head + " | gain 10–30 | power 10–30 | gain > 30 |")
+    print("|" + "---|" * (8 + len(SHELLS)))
     out = []
     for amp, idx in conds:
         for r in measure(loaded, amp, idx, ts, args.n, args.seed):
             out.append({"amplitude": amp, "spectral_index": idx, **r})
             cells = " | ".join(f"{r['shells'][k]:.3g}" for k in SHELLS)
             lead = f"| {amp:g} | {idx:g} | {r['t']} | {r['abar']:.4f} | {r['excess']:.3g}"
-            print(f"{lead} | {cells} |")
+            gains = f"{r['gain_10_30']:.4f} | {r['power_10_30']:.4f} | {r['gain_over_30']:.4f}"
+            print(f"{lead} | {cells} | {gains} |")
     mean_ex = float(np.mean([r["excess"] for r in out]))
     print(f"mean excess over all rows: {mean_ex:.3g}")
     if args.json:
