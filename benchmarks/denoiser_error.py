@@ -44,9 +44,15 @@ def shell_index(size: int, dims: int) -> np.ndarray:
     return np.rint(kappa_norm(size, dims)).astype(int)
 
 
+def _ratio(num: np.ndarray, den: np.ndarray, mask: np.ndarray) -> float:
+    """Σ num / Σ den over the Fourier modes where ``mask`` (spatial shape) holds."""
+    return float(num[..., mask].sum() / max(den[..., mask].sum(), 1e-300))
+
+
 def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) -> list[dict]:
-    """Rows ``{t, abar, excess, shells: {κ: excess}, gain_10_30, gains: {κ: gain}}`` for
-    condition (amp, idx); κ over ``SHELLS``, fields ``(n, 1, N, …)`` in the normalised space."""
+    """Rows ``{t, abar, excess, shells: {κ: excess}, gains: {κ: gain}, gain_10_30,
+    gain_over_30, power_10_30}`` for condition (amp, idx); κ over ``SHELLS``, fields
+    ``(n, 1, N, …)`` in the normalised space."""
     import torch
 
     from rho_core.data.random_fields import gaussian_field, realization_rng, spectrum_grid
@@ -88,25 +94,16 @@ def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) ->
         d_irr = np.abs(np.fft.fftn((x_ex - x0).numpy(), axes=ax)) ** 2
         cross = (f_net * f_ex.conj()).real
         p_ex = np.abs(f_ex) ** 2
-        per, gains = {}, {}
-        for k in SHELLS:
-            m = shells == k
-            per[k] = float(d_net[..., m].sum() / max(d_irr[..., m].sum(), 1e-300))
-            gains[k] = float(cross[..., m].sum() / max(p_ex[..., m].sum(), 1e-300))
         rows.append(
             {
                 "t": int(t),
                 "abar": abar,
                 "excess": float(d_net.sum() / d_irr.sum()),
-                "shells": per,
-                "gain_10_30": float(cross[..., band].sum() / max(p_ex[..., band].sum(), 1e-300)),
-                "gains": gains,
-                "gain_over_30": float(
-                    cross[..., corner].sum() / max(p_ex[..., corner].sum(), 1e-300)
-                ),
-                "power_10_30": float(
-                    (np.abs(f_net[..., band]) ** 2).sum() / max(p_ex[..., band].sum(), 1e-300)
-                ),
+                "shells": {k: _ratio(d_net, d_irr, shells == k) for k in SHELLS},
+                "gains": {k: _ratio(cross, p_ex, shells == k) for k in SHELLS},
+                "gain_10_30": _ratio(cross, p_ex, band),
+                "gain_over_30": _ratio(cross, p_ex, corner),
+                "power_10_30": _ratio(np.abs(f_net) ** 2, p_ex, band),
             }
         )
     return rows
