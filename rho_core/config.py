@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from rho_core.errors import ConfigError
+from rho_core.timesteps import check_timestep_sampling
 
 __all__ = [
     "ModelOptions",
@@ -251,6 +252,16 @@ class TrainConfig:
     cond_drop_prob: float = _opt(0.1, "Classifier-free guidance: probability of dropping it.")
     weighting: Weighting = _opt("uniform", "Loss weighting: uniform or min_snr.")
     min_snr_gamma: float = _opt(5.0, "γ of the min-SNR weighting.")
+    timestep_sampling: str = _opt(
+        "uniform",
+        "Which steps t a batch sees: uniform, or logit_normal (t/T = sigmoid(loc + scale·z), "
+        "mixed with uniform; rho_core.timesteps).",
+    )
+    timestep_loc: float = _opt(0.0, "logit_normal: centre of logit(t/T).")
+    timestep_scale: float = _opt(1.0, "logit_normal: spread of logit(t/T).")
+    timestep_uniform_mix: float = _opt(
+        0.0, "logit_normal: fraction of each batch drawn uniformly over all steps."
+    )
     seed: int = _opt(0, "Seeds the initial weights, data order and noise.")
     checkpoint_every: int = _opt(500, "Checkpoint every N steps (0: only at the end).")
     checkpoint_every_seconds: float = _opt(0.0, "Also checkpoint after this much wall time.")
@@ -291,6 +302,10 @@ class TrainConfig:
         )
         need(self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}")
         need(self.min_snr_gamma > 0, "min_snr_gamma must be > 0")
+        check_timestep_sampling(
+            self.timestep_sampling, self.timestep_loc, self.timestep_scale,
+            self.timestep_uniform_mix,
+        )  # fmt: skip
         need(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")
         need(self.checkpoint_every_seconds >= 0, "checkpoint_every_seconds must be ≥ 0")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be ≥ 1")

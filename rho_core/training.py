@@ -68,6 +68,7 @@ from rho_core.devices import (
 from rho_core.ema import EMA
 from rho_core.errors import ConfigError, DataError
 from rho_core.model import DiffusionModel, ModelConfig
+from rho_core.timesteps import sample_timesteps
 
 __all__ = [
     "TrainConfig",
@@ -503,7 +504,10 @@ def _train(
     for step in range(start, cfg.steps):
         t_step = time.perf_counter()
         gen = torch.Generator().manual_seed(step_seed(cfg.seed, step))
-        t_all = torch.randint(0, T, (global_batch,), generator=gen)
+        t_all = sample_timesteps(
+            global_batch, T, gen, cfg.timestep_sampling, cfg.timestep_loc,
+            cfg.timestep_scale, cfg.timestep_uniform_mix,
+        )  # fmt: skip
         noise_all = torch.randn((global_batch, *field_shape), generator=gen)
         drop_all = torch.rand(global_batch, generator=gen) < cfg.cond_drop_prob
         loss_sum = torch.zeros((), dtype=torch.float64)
