@@ -10,7 +10,7 @@ logit-normal sampling of Esser et al. 2024, on ``t/T``):
 mixed with the uniform density by ``uniform_mix`` (a fraction of the batch drawn uniformly, so no
 step is ever starved). The probability of step ``k`` is, in closed form,
 
-    p(k) = mix / T + (1 − mix) · [Φ((logit((k+1)/T) − loc) / scale) − Φ((logit(k/T) − loc) / scale)],
+    p(k) = mix / T + (1 − mix) · [Φ(z_{k+1}) − Φ(z_k)],   z_k = (logit(k/T) − loc) / scale,
 
 with ``logit(0) = −∞``, ``logit(1) = +∞`` (:func:`timestep_probabilities`). The sampling changes
 the loss's weighting over t (not the optimum of an unlimited network, which is the posterior mean
@@ -25,9 +25,7 @@ Shapes: ``(n,)`` int64 steps; probabilities ``(T,)`` float64.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
