@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from rho_core.errors import ConfigError
-from rho_core.timesteps import check_timestep_sampling
+from rho_core.timesteps import TimestepSampling, check_timestep_sampling
 
 __all__ = [
     "ModelOptions",
@@ -252,7 +252,7 @@ class TrainConfig:
     cond_drop_prob: float = _opt(0.1, "Classifier-free guidance: probability of dropping it.")
     weighting: Weighting = _opt("uniform", "Loss weighting: uniform or min_snr.")
     min_snr_gamma: float = _opt(5.0, "γ of the min-SNR weighting.")
-    timestep_sampling: str = _opt(
+    timestep_sampling: TimestepSampling = _opt(
         "uniform",
         "Which steps t a batch sees: uniform, or logit_normal (t/T = sigmoid(loc + scale·z), "
         "mixed with uniform; rho_core.timesteps).",
