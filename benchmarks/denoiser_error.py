@@ -21,7 +21,14 @@ normalised space). Printed per t:
 
 Cheap (no sampling): a few seconds per condition on one CPU thread, so it tracks training.
 
+``--store LABEL=PATH`` (repeatable) adds every distinct condition of a store and prints, after
+the rows, a summary per group ``LABEL·K`` (K = realisations per condition in that store) and t:
+the rms, mean and largest |gain 10–30 − 1| over the group's conditions. It tells whether the
+network's small-scale error follows how often training saw a condition (training conditions
+with many vs few realisations) or where it lies between them (a held-out store).
+
     python benchmarks/denoiser_error.py --checkpoint data/runs/grf64 [--cond 0.5,-2.5 ...]
+        [--store train=data/grf/train64-wide --store heldout=data/grf/heldout64]
         [--n 32] [--t 0,50,150,300,500,700,900] [--json FILE]
 """
 
@@ -109,6 +116,44 @@ def measure(loaded, amp: float, idx: float, ts: list[int], n: int, seed: int) ->
     return rows
 
 
+def store_groups(label: str, path: str) -> list[tuple[str, tuple[float, float]]]:
+    """``[(LABEL·K, (A, n)), …]`` for every distinct condition of the GRF store at ``path``
+    (K = its number of rows), in store order."""
+    from rho_core.data.store import open_store
+
+    st = open_store(path)
+    if list(st.param_names) != ["amplitude", "spectral_index"]:
+        raise SystemExit(
+            f"error: {path} has parameters {st.param_names}; --store needs a Gaussian-random-"
+            "field store (amplitude, spectral_index)"
+        )
+    conds, first, counts = np.unique(
+        np.round(st.params, 12), axis=0, return_index=True, return_counts=True
+    )
+    order = np.argsort(first)
+    return [(f"{label}·{int(counts[i])}", (float(conds[i, 0]), float(conds[i, 1]))) for i in order]
+
+
+def group_summary(rows: list[dict]) -> list[dict]:
+    """Per (group, t): ``{group, t, conditions, rms, mean, max}`` of ``gain_10_30 − 1`` over the
+    rows that carry that ``group`` (rows without one are left out)."""
+    out = []
+    keys = sorted({(r["group"], r["t"]) for r in rows if r.get("group")})
+    for g, t in keys:
+        d = np.array([r["gain_10_30"] - 1.0 for r in rows if r.get("group") == g and r["t"] == t])
+        out.append(
+            {
+                "group": g,
+                "t": t,
+                "conditions": int(d.size),
+                "rms": float(np.sqrt(np.mean(d**2))),
+                "mean": float(d.mean()),
+                "max": float(np.abs(d).max()),
+            }
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
@@ -116,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cond",
         action="append",
         help="A,n (repeatable; default 0.5,-2.5 2,-1 1,-1.75 1,-2.25)",
+    )
+    ap.add_argument(
+        "--store",
+        action="append",
+        metavar="LABEL=PATH",
+        help="add every condition of this GRF store, summarised per LABEL·K (repeatable)",
     )
     ap.add_argument("--n", type=int, default=32, help="true fields per condition")
     ap.add_argument("--t", default="0,50,150,300,500,700,900", help="steps t")
@@ -130,26 +181,41 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     loaded = load_for_sampling(args.checkpoint)
-    conds = [tuple(float(v) for v in c.split(",")) for c in (args.cond or [])] or [
-        (0.5, -2.5), (2.0, -1.0), (1.0, -1.75), (1.0, -2.25)
-    ]  # fmt: skip
+    conds = [(None, tuple(float(v) for v in c.split(","))) for c in (args.cond or [])]
+    for spec in args.store or []:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            ap.error(f"--store wants LABEL=PATH, got {spec!r}")
+        conds += store_groups(label, path)
+    if not conds:
+        conds = [(None, c) for c in ((0.5, -2.5), (2.0, -1.0), (1.0, -1.75), (1.0, -2.25))]
     ts = [int(v) for v in args.t.split(",")]
     print(f"checkpoint {loaded.path} (step {loaded.step})")
     head = "| A | n | t | ᾱ | excess | " + " | ".join(f"κ={k}" for k in SHELLS)
     print(head + " | gain 10–30 | power 10–30 | gain > 30 |")
     print("|" + "---|" * (8 + len(SHELLS)))
     out = []
-    for amp, idx in conds:
+    for group, (amp, idx) in conds:
         for r in measure(loaded, amp, idx, ts, args.n, args.seed):
-            out.append({"amplitude": amp, "spectral_index": idx, **r})
+            out.append({"amplitude": amp, "spectral_index": idx, "group": group, **r})
             cells = " | ".join(f"{r['shells'][k]:.3g}" for k in SHELLS)
             lead = f"| {amp:g} | {idx:g} | {r['t']} | {r['abar']:.4f} | {r['excess']:.3g}"
             gains = f"{r['gain_10_30']:.4f} | {r['power_10_30']:.4f} | {r['gain_over_30']:.4f}"
             print(f"{lead} | {cells} | {gains} |")
     mean_ex = float(np.mean([r["excess"] for r in out]))
     print(f"mean excess over all rows: {mean_ex:.3g}")
+    summary = group_summary(out)
+    if summary:
+        print("\n| group | t | conditions | rms \\|gain 10–30 − 1\\| | mean | largest |")
+        print("|---|---|---|---|---|---|")
+        for g in summary:
+            print(
+                f"| {g['group']} | {g['t']} | {g['conditions']} | {g['rms']:.4f} | "
+                f"{g['mean']:+.4f} | {g['max']:.4f} |"
+            )
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": out, "mean_excess": mean_ex}, indent=1))
+        doc = {"rows": out, "mean_excess": mean_ex, "groups": summary}
+        Path(args.json).write_text(json.dumps(doc, indent=1))
     return 0
 
 

@@ -74,3 +74,30 @@ def test_shell_index_is_the_rounded_wavenumber() -> None:
     assert k.shape == (8, 8)
     assert k[0, 0] == 0 and k[0, 1] == 1 and k[1, 1] == 1 and k[4, 4] == 6
     assert np.all(k >= 0)
+
+
+def test_store_groups_label_each_condition_with_its_count(tmp_path) -> None:
+    from rho_core.data import random_fields as rf
+
+    out = tmp_path / "mixed"
+    rf.generate_random_field_store(out, 8, 2, [1.0, 2.0], [-1.0, -2.0], 3, seed=1)
+    rf.generate_random_field_store(out, 8, 2, [1.5], [-1.5, -2.0], 2, seed=7, mode="a")
+    got = de.store_groups("train", str(out))
+    assert got == [
+        ("train·3", (1.0, -1.0)), ("train·3", (1.0, -2.0)), ("train·3", (2.0, -1.0)),
+        ("train·3", (2.0, -2.0)), ("train·2", (1.5, -1.5)), ("train·2", (1.5, -2.0)),
+    ]  # fmt: skip
+
+
+def test_group_summary_is_rms_mean_and_max_per_group_and_t() -> None:
+    rows = [
+        {"group": "a·3", "t": 300, "gain_10_30": 1.03},
+        {"group": "a·3", "t": 300, "gain_10_30": 0.99},
+        {"group": "a·3", "t": 350, "gain_10_30": 1.0},
+        {"group": None, "t": 300, "gain_10_30": 2.0},  # a --cond row: in no group
+    ]
+    [g300, g350] = de.group_summary(rows)
+    assert (g300["group"], g300["t"], g300["conditions"]) == ("a·3", 300, 2)
+    assert g300["rms"] == pytest.approx(np.sqrt((0.03**2 + 0.01**2) / 2))
+    assert g300["mean"] == pytest.approx(0.01) and g300["max"] == pytest.approx(0.03)
+    assert g350["rms"] == pytest.approx(0.0) and g350["conditions"] == 1
