@@ -40,6 +40,14 @@ shared 2-core machine)::
         --exact-curve ddim:10,ddim:50,ddim:500,dpmpp:10,dpmpp:20,dpmpp:50,ddpm:1000 \\
         --curve-conditions 2
     .venv/bin/python benchmarks/quality_grf.py --truth-only   # the floors: true fields scored
+    .venv/bin/python benchmarks/quality_grf.py --oracle --seed S   # a perfect model, draw S
+
+``--truth-only`` scores the last ``--n`` fields of each truth store against the rest (the floor
+of every score). ``--oracle`` scores ``--n`` *fresh* true fields per condition (seeds no store
+uses; ``--seed`` picks the draw) against the whole truth store, exactly as a network's draws are
+scored: what a perfect density estimator gets on one draw. Its per-condition pass rate over
+several seeds is the ceiling for a model's (the W1 ≤ 2× floor target is itself missed by the
+truth on some draws: the floor is one finite sample, the reference store another).
 
 A model trained on another store (e.g. the denser grid of session 8: 9 amplitudes × 16 indices,
 ``configs/quality/grf64.yaml``) is scored with ``--train-store STORE``: the memorisation check runs
@@ -154,8 +162,37 @@ def exact_generate(loaded, amp, idx, n, sampler, steps, seed) -> np.ndarray:
     return np.asarray(norm.inverse(x.numpy()), dtype=np.float32)
 
 
+ORACLE_ROOT = 0x0AC1E
+"""Seed root of ``--oracle`` draws (no store uses it: stores seed rows with (seed, row))."""
+
+
+def oracle_draws(shape, amp, idx, n, seed, i, lognormal) -> np.ndarray:
+    """``n`` fresh true fields ``(n, 1, N, …)`` float32 of condition (amp, idx): a *perfect*
+    model's draws, row j from ``SeedSequence([ORACLE_ROOT, seed, i, j])``."""
+    from rho_core.data.random_fields import gaussian_field
+
+    size, dims = shape[1], len(shape) - 1
+    out = np.empty((n, *shape), dtype=np.float32)
+    for j in range(n):
+        rng = np.random.default_rng(np.random.SeedSequence([ORACLE_ROOT, int(seed), int(i), j]))
+        out[j, 0] = gaussian_field(size, dims, amp, idx, rng, lognormal=lognormal)
+    return out
+
+
 def score_set(
-    loaded, conds, truth, train, split, n, sampler, steps, seed, batch, lognormal, exact=False
+    loaded,
+    conds,
+    truth,
+    train,
+    split,
+    n,
+    sampler,
+    steps,
+    seed,
+    batch,
+    lognormal,
+    exact=False,
+    oracle=False,
 ) -> list[dict]:
     from rho_core.evaluation import generate
     from rho_core.field_stats import random_field_scores
@@ -163,7 +200,11 @@ def score_set(
     rows = []
     for i, (amp, idx) in enumerate(conds):
         t0 = time.perf_counter()
-        if loaded is None:  # truth-only: score fresh true fields (the floor)
+        if oracle:  # a perfect model: fresh true fields scored exactly like a network's
+            k = i + (10_000 if split == "heldout" else 0)  # distinct noise per split
+            gen = oracle_draws(truth[(amp, idx)].shape[1:], amp, idx, n, seed, k, lognormal)
+            ref = truth[(amp, idx)]
+        elif loaded is None:  # truth-only: score fresh true fields (the floor)
             gen = truth[(amp, idx)][-n:]
             ref = truth[(amp, idx)][:-n]
         elif exact:
@@ -264,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--truth-only", action="store_true", help="score fresh true fields (floors)")
+    ap.add_argument(
+        "--oracle",
+        action="store_true",
+        help="no network: score --n fresh true fields per condition (new seeds, --seed picks "
+        "them) against the full truth stores, exactly as a model's draws — what a perfect "
+        "density estimator scores on one draw",
+    )
     ap.add_argument("--lognormal", action="store_true", help="the stores are log-normal")
     ap.add_argument("--size", type=int, default=64, help="points per axis of the stores")
     ap.add_argument("--dims", type=int, default=2, help="spatial dims of the stores (2 or 3)")
@@ -302,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if trained_on_held:
         ap.error(f"{paths['train']} holds the held-out conditions {trained_on_held}")
     loaded, meta = None, {}
-    if not args.truth_only:
+    if args.oracle and (args.truth_only or args.checkpoint):
+        ap.error("--oracle scores a perfect model: give it without --checkpoint/--truth-only")
+    if not args.truth_only and not args.oracle:
         from rho_core.checkpoint import load_for_sampling
 
         if not args.checkpoint:
@@ -317,11 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         conds_tr, conds_ho = conds_tr[: args.max_conditions], conds_ho[: args.max_conditions]
     truth_all = {**truth, **held}
     common = (args.n, args.sampler, args.steps, args.seed, args.batch_size, args.lognormal)
-    print(f"main: {args.sampler} {args.steps} steps, {args.n} realisations per condition")
+    if args.oracle:
+        meta["oracle"] = True
+        print(f"main: oracle (fresh true fields, seed {args.seed}), {args.n} per condition")
+    else:
+        print(f"main: {args.sampler} {args.steps} steps, {args.n} realisations per condition")
     print(HEAD)
-    rows = [] if args.skip_main else score_set(loaded, conds_tr, truth_all, train, "train", *common)
+    rows = []
     if not args.skip_main:
-        rows += score_set(loaded, conds_ho, truth_all, train, "heldout", *common)
+        for split, conds in (("train", conds_tr), ("heldout", conds_ho)):
+            rows += score_set(loaded, conds, truth_all, train, split, *common, oracle=args.oracle)
     result = {
         "meta": {**meta, "n": args.n, "sampler": args.sampler, "steps": args.steps},
         "per_condition": public(rows),
