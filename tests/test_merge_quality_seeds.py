@@ -55,3 +55,39 @@ def test_refuses_different_benchmarks(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     assert mq.main([str(bad)]) == 2
+
+
+def test_binomial_cdf_closed_forms() -> None:
+    assert mq.binomial_cdf(0, 3, 0.9) == pytest.approx(0.1**3)
+    assert mq.binomial_cdf(1, 3, 0.5) == pytest.approx(0.5)  # (1 + 3) / 8
+    assert mq.binomial_cdf(3, 3, 0.3) == pytest.approx(1.0)
+
+
+def test_oracle_comparison_flags_the_models_own_misses(tmp_path: Path, capsys) -> None:
+    model = mq.merge([_run(False, 3.4), _run(False, 2.5), _run(False, 2.2)])
+    oracle = mq.merge([_run(True, 1.0)] * 6 + [_run(False, 2.1)])
+    for r in oracle["conditions"]:  # the perfect model passes held-out (2, -1.25) too
+        r["passes"] = 7 if r["split"] == "heldout" else r["passes"]
+    cmp = mq.compare_with_oracle(model, oracle)
+    blue, red, held = cmp["conditions"]
+    assert (blue["oracle_passes"], blue["oracle_draws"]) == (6, 7)
+    assert blue["oracle_rate"] == pytest.approx(7 / 9)
+    assert blue["tail"] == pytest.approx((2 / 9) ** 3)  # 0 of 3 under p = 7/9
+    assert red["tail"] == pytest.approx(1.0)
+    assert held["tail"] == pytest.approx((1 / 9) ** 3)
+    assert cmp["model_mean"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="other conditions"):
+        other = mq.merge([_run(True, 1.0)])
+        other["conditions"] = other["conditions"][:2]
+        mq.compare_with_oracle(model, other)
+    paths = {}
+    for name, runs in (("m", [_run(False, 3.4), _run(False, 2.5)]), ("o", [_run(True, 1.0)] * 4)):
+        paths[name] = []
+        for i, r in enumerate(runs):
+            p = tmp_path / f"{name}{i}.json"
+            p.write_text(json.dumps(r))
+            paths[name].append(str(p))
+    assert mq.main([*paths["m"], "--oracle", *paths["o"]]) == 0
+    text = capsys.readouterr().out
+    assert "perfect model (4 draws): mean 2.0 of 3" in text
+    assert "train (1, -1) 0/2 vs 4/4, tail 0.028" in text  # (1/6)² = 0.0278
