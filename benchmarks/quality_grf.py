@@ -193,6 +193,7 @@ def score_set(
     lognormal,
     exact=False,
     oracle=False,
+    field_mean=None,
 ) -> list[dict]:
     from rho_core.evaluation import generate
     from rho_core.field_stats import random_field_scores
@@ -219,6 +220,7 @@ def score_set(
                 steps=steps,
                 seed=seed + 1000 * i,
                 batch_size=batch,
+                field_mean=field_mean,
             )
             ref = truth[(amp, idx)]
         dt = time.perf_counter() - t0
@@ -313,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         "density estimator scores on one draw",
     )
     ap.add_argument("--lognormal", action="store_true", help="the stores are log-normal")
+    ap.add_argument(
+        "--field-mean",
+        type=float,
+        default=None,
+        help="set each drawn field's spatial mean to this (0: the GRF's exact zero mean; "
+        "rho_core.evaluation.generate(field_mean=...)); default off",
+    )
     ap.add_argument("--size", type=int, default=64, help="points per axis of the stores")
     ap.add_argument("--dims", type=int, default=2, help="spatial dims of the stores (2 or 3)")
     ap.add_argument("--k-train", type=int, default=128, help="training realisations/condition")
@@ -376,9 +385,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     if not args.skip_main:
         for split, conds in (("train", conds_tr), ("heldout", conds_ho)):
-            rows += score_set(loaded, conds, truth_all, train, split, *common, oracle=args.oracle)
+            rows += score_set(
+                loaded,
+                conds,
+                truth_all,
+                train,
+                split,
+                *common,
+                oracle=args.oracle,
+                field_mean=args.field_mean,
+            )
     result = {
-        "meta": {**meta, "n": args.n, "sampler": args.sampler, "steps": args.steps},
+        "meta": {
+            **meta,
+            "n": args.n,
+            "sampler": args.sampler,
+            "steps": args.steps,
+            "field_mean": args.field_mean,
+        },
         "per_condition": public(rows),
         "summary": {
             split: summarize([r for r in rows if r["split"] == split])

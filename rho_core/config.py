@@ -349,6 +349,11 @@ class EvalConfig:
     )
     precision: Precision = _opt("fp32", "Autocast precision of the network while sampling.")
     device: Device = _opt("auto", "auto picks CUDA, then XPU, then MPS, then CPU.")
+    field_mean: float | None = _opt(
+        None,
+        "Set each drawn field's spatial mean to this (physical units), e.g. 0 for Gaussian "
+        "random fields (zero mean by construction); null: off.",
+    )
 
     def __post_init__(self) -> None:
         _choice("sampler", self.sampler, SAMPLERS)

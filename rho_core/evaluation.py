@@ -110,6 +110,7 @@ def generate(
     precision: str = "fp32",
     clip_x0: float | None = None,
     on_step: Callable[[int, dict], None] | None = None,
+    field_mean: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw samples from a :class:`rho_core.checkpoint.LoadedModel`.
 
@@ -129,6 +130,10 @@ def generate(
             (default): no clipping — fields are not images (style.md, habit 6).
         on_step: ``on_step(first_row, info)`` after every sampler step of the batch starting at
             row ``first_row`` (``info`` as the sampler's callback: ``i``, ``t``, ``x_t``, ...).
+        field_mean: set every drawn field's spatial mean (per channel, physical units) to this
+            value — the projection onto a constraint the data hold by construction (a Gaussian
+            random field has F[κ = 0] = 0, so mean 0 exactly; a network only learns it to
+            ≈ 1 % of the field's std, docs/results.md 6.2). ``None`` (default): off.
 
     Returns:
         ``(fields (n, C, *spatial) float32, params (n, P) float64)``.
@@ -179,10 +184,25 @@ def generate(
                 clip_x0=clip_x0,
             )
         x = x.float().cpu().numpy()
-        if physical and loaded.normalizer is not None:
-            x = np.asarray(loaded.normalizer.inverse(x), dtype=np.float32)
+        norm = loaded.normalizer
+        if field_mean is not None:
+            x = set_field_mean(x if norm is None else norm.inverse(x), field_mean)
+            if not physical and norm is not None:
+                x = np.asarray(norm.forward(x), dtype=np.float32)
+        elif physical and norm is not None:
+            x = np.asarray(norm.inverse(x), dtype=np.float32)
         out[start : start + rows.shape[0]] = x
     return out, table.numpy().copy()
+
+
+def set_field_mean(fields: np.ndarray, mean: float) -> np.ndarray:
+    """``fields`` ``(n, C, *spatial)`` with each sample's per-channel spatial mean replaced by
+    ``mean`` (float32): the orthogonal projection onto {spatial mean = mean}."""
+    x = np.asarray(fields, dtype=np.float64)
+    if x.ndim < 3:
+        raise ConfigError(f"fields must be (n, C, *spatial), got shape {x.shape}")
+    axes = tuple(range(2, x.ndim))
+    return (x - x.mean(axis=axes, keepdims=True) + float(mean)).astype(np.float32)
 
 
 def condition_accuracy(generated: np.ndarray, truth: np.ndarray) -> float:
@@ -330,6 +350,7 @@ def draw_for_scoring(
         precision=cfg.precision,
         clip_x0=cfg.clip_x0,
         on_step=on_step if frame_times else None,
+        field_mean=cfg.field_mean,
     )
     norm = loaded.normalizer
     gen_phys = gen_norm if norm is None else np.asarray(norm.inverse(gen_norm), np.float32)
@@ -549,6 +570,7 @@ def evaluate(
             "guidance": float(cfg["guidance"]),
             "seed": int(cfg["seed"]),
             "clip_x0": cfg["clip_x0"],
+            "field_mean": cfg.get("field_mean"),
             "checkpoint": draws["checkpoint"],
             "store": draws["store"],
             "step": draws["step"],

@@ -171,3 +171,24 @@ def test_fit_schedule_plans_steps_into_the_budget(tiny_store, trained, tmp_path,
     bad = ["train", "--data", str(store), "--out", str(tmp_path / "x"), "--fit-schedule"]
     assert main(bad) == 2
     assert "--fit-schedule needs a budget" in capsys.readouterr().err
+
+
+def test_generate_field_mean_is_the_projection_onto_that_mean(trained) -> None:
+    from rho_core.config import EvalConfig
+    from rho_core.errors import ConfigError
+    from rho_core.evaluation import set_field_mean
+
+    loaded = load_for_sampling(trained, "cpu")
+    params = [{"amplitude": 0.7, "width": 0.3}, {"amplitude": 0.9, "width": 0.25}]
+    kw = {"sampler": "ddim", "steps": 5, "seed": 3}
+    raw, _ = generate(loaded, params, **kw)
+    proj, _ = generate(loaded, params, field_mean=0.25, **kw)
+    assert not np.allclose(raw.mean(axis=-1), 0.25, atol=1e-3)  # the check has work to do
+    assert np.allclose(proj.mean(axis=-1), 0.25, atol=1e-6)
+    centred = lambda x: x - x.mean(axis=-1, keepdims=True)  # noqa: E731
+    assert np.allclose(centred(proj), centred(raw), atol=1e-5)  # nothing else changes
+    norm, _ = generate(loaded, params, field_mean=0.25, physical=False, **kw)
+    assert np.allclose(loaded.normalizer.inverse(norm), proj, atol=1e-5)
+    with pytest.raises(ConfigError, match="n, C"):
+        set_field_mean(np.zeros((3, 4)), 0.0)
+    assert EvalConfig().field_mean is None and EvalConfig(field_mean=0.0).field_mean == 0.0
