@@ -13,8 +13,24 @@ See :func:`rho_core.evaluation.evaluate`, which the Prefect tasks and benchmarks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+
+OFF = "off"
+"""``--field-mean off`` as parsed (``None`` is "not given")."""
+
+
+def field_mean_arg(text: str) -> float | str:
+    """argparse type of ``--field-mean``: ``"auto"``, :data:`OFF` or a float."""
+    from rho_core.errors import ConfigError
+    from rho_core.field_mean import parse_field_mean
+
+    try:
+        value = parse_field_mean(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return OFF if value is None else value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="samples generated at once (default 16)")
     p.add_argument("--clip-x0", type=float, help="clip x̂₀ to ±C in the normalised space (off)")
     p.add_argument("--device", help="auto, cpu, cuda, xpu or mps")
+    p.add_argument(
+        "--field-mean",
+        type=field_mean_arg,
+        help="each drawn field's spatial mean: auto (default: 0 for Gaussian random fields, "
+        "off otherwise), off, or a number in physical units",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
@@ -54,7 +76,11 @@ def _run(args: argparse.Namespace) -> int:
         "evaluate.clip_x0": args.clip_x0,
         "evaluate.device": args.device,
     }
+    if args.field_mean not in (None, OFF):
+        over["evaluate.field_mean"] = args.field_mean
     cfg = resolve_config(args.config, over).evaluate
+    if args.field_mean == OFF:  # a None override would mean "not given"
+        cfg = dataclasses.replace(cfg, field_mean=None)
     bar = None if args.quiet else tqdm(desc="evaluate", unit="step", file=sys.stderr)
     try:
         scores = evaluate(

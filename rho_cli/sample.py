@@ -16,6 +16,11 @@ observation noise std in the same units (``rho_core.inverse``: moment-matching g
 default, ``--posterior dps`` for DPS; ``--cg-iters`` CG iterations per step). y and S are
 converted into the model's normalised space with the checkpoint's normalisation; a non-linear
 normalisation (asinh, log) allows only a mask.
+
+``--field-mean auto`` (default) sets each field's spatial mean to 0 when the model was trained on
+Gaussian random fields (F[κ = 0] = 0 exactly; ``rho_core.field_mean``) and leaves every other
+kind alone; ``off`` keeps the network's means, a number sets them (physical units). Posterior
+draws keep theirs (the observation decides them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from rho_cli.evaluate import OFF, field_mean_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +51,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="samples generated at once")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, xpu or mps")
     p.add_argument("--out", required=True, help="output store (must not exist)")
+    p.add_argument(
+        "--field-mean",
+        type=field_mean_arg,
+        default="auto",
+        help="each field's spatial mean: auto (default: 0 when the model was trained on "
+        "Gaussian random fields, off otherwise), off, or a number in physical units",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     obs = p.add_argument_group(
         "posterior sampling (all three of --observed/--operator/--noise-std)"
@@ -114,6 +128,32 @@ def parse_params(text: str) -> list[dict[str, Any]]:
     return value
 
 
+def _field_mean(setting: float | str, loaded: Any) -> float | None:
+    """``--field-mean`` resolved for the model: ``auto`` reads the training store's kind and
+    provenance (rho_core.field_mean); an unreadable training store leaves it off, said on stderr."""
+    from rho_core.field_mean import AUTO, resolve_field_mean
+
+    if setting == OFF:
+        return None
+    if setting != AUTO:
+        return float(setting)
+    if loaded.kind != "gaussian_random_field":
+        return None
+    provenance = None
+    try:
+        from rho_core.data.store import open_store
+
+        provenance = open_store(loaded.data_path).provenance
+    except Exception as exc:  # noqa: BLE001 - any unreadable store: the constraint is unknown
+        print(
+            f"rho sample: --field-mean auto: cannot read the training store {loaded.data_path} "
+            f"({type(exc).__name__}); fields keep the network's means (pass --field-mean 0 "
+            "for Gaussian random fields)",
+            file=sys.stderr,
+        )
+    return resolve_field_mean(AUTO, loaded.kind, provenance)
+
+
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
@@ -136,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
 
     table = params_to_tensor(rows, loaded.param_names)  # unknown names → ConfigError here
     observation = _observation(args, loaded)  # None unless --observed (posterior sampling)
+    if observation is not None and args.field_mean not in ("auto", OFF):
+        raise ConfigError("--field-mean cannot be set with --observed: the observation decides")
+    field_mean = None if observation is not None else _field_mean(args.field_mean, loaded)
     n_batches = -(-len(rows) // args.batch_size)
     bar = None
     if not args.quiet:
@@ -147,6 +190,7 @@ def _run(args: argparse.Namespace) -> int:
             fields, params = generate(
                 loaded,
                 table,
+                field_mean=field_mean,
                 sampler=args.sampler,
                 steps=args.steps,
                 guidance=args.guidance,
@@ -168,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         "eta": args.eta,
         "seed": args.seed,
         "training_store": loaded.data_path,
+        "field_mean": field_mean,
     }
     if observation is not None:
         provenance["posterior"] = observation["provenance"]

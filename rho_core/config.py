@@ -349,10 +349,10 @@ class EvalConfig:
     )
     precision: Precision = _opt("fp32", "Autocast precision of the network while sampling.")
     device: Device = _opt("auto", "auto picks CUDA, then XPU, then MPS, then CPU.")
-    field_mean: float | None = _opt(
-        None,
-        "Set each drawn field's spatial mean to this (physical units), e.g. 0 for Gaussian "
-        "random fields (zero mean by construction); null: off.",
+    field_mean: float | Literal["auto"] | None = _opt(
+        "auto",
+        "Set each drawn field's spatial mean to this (physical units); auto: the exact mean the "
+        "store's kind guarantees (0 for Gaussian random fields, off otherwise); null: off.",
     )
 
     def __post_init__(self) -> None:
@@ -366,6 +366,13 @@ class EvalConfig:
         )
         _need(self.clip_x0 is None or self.clip_x0 > 0, "clip_x0 must be > 0 or null")
         _choice("precision", self.precision, PRECISIONS)
+        fm = self.field_mean
+        _need(
+            fm is None
+            or fm == "auto"
+            or (isinstance(fm, int | float) and not isinstance(fm, bool) and math.isfinite(fm)),
+            f"field_mean must be a finite number, 'auto' or null, got {fm!r}",
+        )
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))
@@ -430,6 +437,13 @@ def load_config_file(path: str | os.PathLike) -> dict:
     return d
 
 
+def _hint_name(hint: Any) -> str:
+    """``float`` → "a float", ``Literal["auto"]`` → "'auto'" (for error messages)."""
+    if get_origin(hint) is Literal:
+        return " or ".join(repr(a) for a in get_args(hint))
+    return f"a {getattr(hint, '__name__', str(hint))}"
+
+
 def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
     """``value`` converted to the field type ``hint`` (ints, floats, bools, choices, tuples)."""
     where = f"{section}.{key}"
@@ -438,7 +452,16 @@ def _coerce(section: str, key: str, value: Any, hint: Any) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(section, key, value, inner[0])
+        if len(inner) == 1:
+            return _coerce(section, key, value, inner[0])
+        for hint_k in inner:  # e.g. float | Literal["auto"]: the first member that takes it
+            try:
+                return _coerce(section, key, value, hint_k)
+            except ConfigError:
+                continue
+        kinds = " or ".join(_hint_name(h) for h in inner)
+        null = " or null" if type(None) in args else ""
+        raise ConfigError(f"{where}={value!r} must be {kinds}{null}")
     if value is None:
         raise ConfigError(f"{where} must not be null")
     if origin is Literal:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from rho_core.errors import ConfigError, DataError
+from rho_core.field_mean import describe_field_mean, resolve_field_mean
 
 __all__ = [
     "generate",
@@ -284,10 +285,14 @@ def draw_for_scoring(
     ``config``: a :class:`rho_core.config.EvalConfig` (or dict), ``overrides`` its keys.
     Conditions: :func:`distinct_conditions` (at most ``max_conditions``, evenly spaced);
     sampling: :func:`generate` (batch ``k`` seeded ``seed + k``; clipping only if asked).
+    ``field_mean`` (:mod:`rho_core.field_mean`): ``"auto"`` (default) sets every drawn field's
+    spatial mean to the exact one the store's kind guarantees (0 for Gaussian random fields);
+    a number sets it; ``None`` — also as a keyword override — keeps the network's means.
 
     Returns a dict of ``generated`` / ``generated_norm`` / ``true`` / ``true_norm``
     ``(K, C, *spatial)`` float32 (physical and normalised), ``params (K, P)`` float64,
-    ``param_names``, ``indices (K,)``, ``kind``, ``config`` (the resolved dict), ``step``,
+    ``param_names``, ``indices (K,)``, ``kind``, ``config`` (the resolved dict), ``field_mean``
+    (the mean imposed, or ``None``) and ``field_mean_rule`` (one line saying why), ``step``,
     ``checkpoint``, ``store`` and, with ``frame_times``, ``frames (R, K, C, *spatial)`` (x_t in
     the normalised space at ``len(frame_times) - 1`` sampler steps spaced evenly in log-SNR, plus
     the sample as the last row), ``frames_x0`` (the denoiser's x̂₀ at the same steps),
@@ -301,6 +306,8 @@ def draw_for_scoring(
     from rho_core.data.store import open_store
 
     base = config.to_dict() if isinstance(config, EvalConfig) else dict(config or {})
+    if "field_mean" in overrides and overrides["field_mean"] is None:
+        base["field_mean"] = overrides.pop("field_mean")  # keyword None: off (not "unset")
     cfg = resolve_section("evaluate", base, overrides)
     loaded = load_for_sampling(checkpoint, cfg.device)
     s = open_store(store)
@@ -318,6 +325,7 @@ def draw_for_scoring(
     idx = distinct_conditions(np.asarray(s.params), cfg.max_conditions or None)
     if idx.size == 0:
         raise DataError(f"store {store} holds no samples to evaluate against")
+    field_mean = resolve_field_mean(cfg.field_mean, s.kind, s.provenance)
     true, params = s.read_batch(idx)
     true = np.asarray(true, dtype=np.float32)
     params = np.asarray(params, dtype=np.float64)
@@ -350,7 +358,7 @@ def draw_for_scoring(
         precision=cfg.precision,
         clip_x0=cfg.clip_x0,
         on_step=on_step if frame_times else None,
-        field_mean=cfg.field_mean,
+        field_mean=field_mean,
     )
     norm = loaded.normalizer
     gen_phys = gen_norm if norm is None else np.asarray(norm.inverse(gen_norm), np.float32)
@@ -365,6 +373,8 @@ def draw_for_scoring(
         "indices": idx,
         "kind": s.kind,
         "config": cfg.to_dict(),
+        "field_mean": field_mean,
+        "field_mean_rule": describe_field_mean(cfg.field_mean, field_mean),
         "step": loaded.step,
         "checkpoint": str(loaded.path),
         "store": str(store),
@@ -546,14 +556,14 @@ def evaluate(
 
     ``config``: :class:`rho_core.config.EvalConfig` (or its dict); keyword ``overrides`` its
     keys (``sampler``, ``steps``, ``guidance``, ``seed``, ``max_conditions``, ``batch_size``,
-    ``device``, ``precision``, ``clip_x0``, ``eta``). :func:`draw_for_scoring` then
+    ``device``, ``precision``, ``clip_x0``, ``eta``, ``field_mean``). :func:`draw_for_scoring` then
     :func:`score_draws` — the same two functions the Prefect tasks run.
 
     Returns:
         ``{"per_condition": {label: {"wasserstein", "rel_l2", "power_spectrum"?}},
         "wasserstein_mean", "rel_l2_mean", ("power_spectrum_mean"), ("condition_accuracy"),
         "score_set", "leading", "n_conditions", "sampler", "steps", "guidance", "seed",
-        "clip_x0", "checkpoint", "store", "step"}``.
+        "clip_x0", "field_mean", "field_mean_rule", "checkpoint", "store", "step"}``.
 
     Raises:
         ConfigError: the store's parameters or field shape differ from the model's.
@@ -570,7 +580,8 @@ def evaluate(
             "guidance": float(cfg["guidance"]),
             "seed": int(cfg["seed"]),
             "clip_x0": cfg["clip_x0"],
-            "field_mean": cfg.get("field_mean"),
+            "field_mean": draws["field_mean"],
+            "field_mean_rule": draws["field_mean_rule"],
             "checkpoint": draws["checkpoint"],
             "store": draws["store"],
             "step": draws["step"],

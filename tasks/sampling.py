@@ -91,13 +91,15 @@ def sample_conditions(
         draws = draw_for_scoring(checkpoint, store, config, frame_times=GRID_TIMES, **over)
     cfg = draws["config"]
     logger.info(
-        "sampled %d condition(s) with %s, %d steps, guidance %g, seed %d, clip_x0 %s",
+        "sampled %d condition(s) with %s, %d steps, guidance %g, seed %d, clip_x0 %s, "
+        "field mean %s",
         len(draws["indices"]),
         cfg["sampler"],
         cfg["steps"],
         cfg["guidance"],
         cfg["seed"],
         cfg["clip_x0"],
+        draws["field_mean_rule"],
     )
     path = save_draws(draws, out)
     logger.info("samples written to %s", path)

@@ -191,4 +191,5 @@ def test_generate_field_mean_is_the_projection_onto_that_mean(trained) -> None:
     assert np.allclose(loaded.normalizer.inverse(norm), proj, atol=1e-5)
     with pytest.raises(ConfigError, match="n, C"):
         set_field_mean(np.zeros((3, 4)), 0.0)
-    assert EvalConfig().field_mean is None and EvalConfig(field_mean=0.0).field_mean == 0.0
+    assert EvalConfig().field_mean == "auto" and EvalConfig(field_mean=0.0).field_mean == 0.0
+    assert EvalConfig(field_mean=None).field_mean is None
