@@ -131,13 +131,13 @@ def parse_params(text: str) -> list[dict[str, Any]]:
 def _field_mean(setting: float | str, loaded: Any) -> float | None:
     """``--field-mean`` resolved for the model: ``auto`` reads the training store's kind and
     provenance (rho_core.field_mean); an unreadable training store leaves it off, said on stderr."""
-    from rho_core.field_mean import AUTO, resolve_field_mean
+    from rho_core.field_mean import AUTO, GRF_KIND, resolve_field_mean
 
     if setting == OFF:
         return None
     if setting != AUTO:
         return float(setting)
-    if loaded.kind != "gaussian_random_field":
+    if loaded.kind != GRF_KIND:  # no exact mean: do not open the training store
         return None
     provenance = None
     try:

@@ -23,7 +23,8 @@ The resolved configuration is written once per run, to ``RUN_DIR/config.json``
 :class:`ModelOptions` are the store-independent choices;
 :func:`rho_core.model.build_model_config` fits them to a store (dims, channels, parameter names
 and ranges) and returns the :class:`rho_core.model.ModelConfig` that checkpoints record. This
-module imports nothing else from the project but :mod:`rho_core.errors` (the bottom layer).
+module imports nothing else from the project but :mod:`rho_core.errors` (the bottom layer) and
+the light pure checks of :mod:`rho_core.timesteps` and :mod:`rho_core.field_mean`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from rho_core.errors import ConfigError
+from rho_core.field_mean import check_field_mean
 from rho_core.timesteps import TimestepSampling, check_timestep_sampling
 
 __all__ = [
@@ -366,13 +368,7 @@ class EvalConfig:
         )
         _need(self.clip_x0 is None or self.clip_x0 > 0, "clip_x0 must be > 0 or null")
         _choice("precision", self.precision, PRECISIONS)
-        fm = self.field_mean
-        _need(
-            fm is None
-            or fm == "auto"
-            or (isinstance(fm, int | float) and not isinstance(fm, bool) and math.isfinite(fm)),
-            f"field_mean must be a finite number, 'auto' or null, got {fm!r}",
-        )
+        check_field_mean(self.field_mean)
 
     def to_dict(self) -> dict:
         return _plain(dataclasses.asdict(self))

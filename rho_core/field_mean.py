@@ -30,6 +30,8 @@ from rho_core.errors import ConfigError
 
 __all__ = [
     "AUTO",
+    "GRF_KIND",
+    "check_field_mean",
     "OFF_WORDS",
     "exact_field_mean",
     "resolve_field_mean",
@@ -67,15 +69,27 @@ def resolve_field_mean(
     Raises:
         ConfigError: ``setting`` is a string other than ``"auto"`` or a non-finite number.
     """
+    check_field_mean(setting)
     if setting is None:
         return None
-    if isinstance(setting, str):
-        if setting != AUTO:
-            raise ConfigError(f"field_mean must be a number, 'auto' or null, got {setting!r}")
+    if setting == AUTO:
         return exact_field_mean(kind, provenance)
-    if isinstance(setting, bool) or not math.isfinite(float(setting)):
-        raise ConfigError(f"field_mean must be a finite number, 'auto' or null, got {setting!r}")
     return float(setting)
+
+
+def check_field_mean(setting: Any) -> None:
+    """Raise :class:`ConfigError` unless ``setting`` is ``"auto"``, ``None`` or a finite number."""
+    ok = (
+        setting is None
+        or setting == AUTO
+        or (
+            isinstance(setting, int | float)
+            and not isinstance(setting, bool)
+            and math.isfinite(setting)
+        )
+    )
+    if not ok:
+        raise ConfigError(f"field_mean must be a finite number, 'auto' or null, got {setting!r}")
 
 
 def describe_field_mean(setting: float | str | None, resolved: float | None) -> str:
